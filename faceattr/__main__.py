@@ -1,0 +1,5 @@
+import sys
+
+from faceattr.cli import main
+
+sys.exit(main())

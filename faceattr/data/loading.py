@@ -1,0 +1,80 @@
+"""Open the data set an experiment names (the synthetic default or files) and cut it into splits."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from faceattr.data import manifest, synthetic
+from faceattr.data.manifest import GENDERS
+from faceattr.data.pipeline import Split, load_crops, split_name
+from faceattr.errors import DataError
+
+UNKNOWN_GENDER = (0.5, 0.5)
+
+
+@dataclass
+class Data:
+    """A validated data set, decoded and split; `frame` has a `split` and a `content_sha1` column."""
+    name: str
+    source: str
+    frame: pd.DataFrame
+    images: np.ndarray          # every row's crop of the experiment's region, frame order
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha1("".join(self.frame["content_sha1"]).encode()).hexdigest()[:16]
+
+    def rows(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.frame["split"].to_numpy() == split)
+
+
+def open_data(config: dict) -> Data:
+    """Read, validate (every bad row in one DataError, before any training) and decode the data."""
+    data, target, region = config["data"], config["target"], config["region"]
+    if data["source"] == "synthetic":
+        csv = synthetic.default_dataset(size=data["size"], seed=data["seed"], rounded=data["rounded"])
+        name = csv.parent.name
+        frame = manifest.load_dataset(csv, targets=(target,), region=region, image_region="photo")
+    else:
+        source = Path(data["source"]).expanduser()
+        name = source.stem if source.suffix else source.name
+        frame = manifest.load_dataset(source, targets=(target,), region=region,
+                                      image_region=data.get("image_region"), folders=data.get("folders"))
+    if len(frame) < 10:
+        raise DataError(f"{data['source']}: {len(frame)} images; at least 10 are needed to split and train")
+    images, digests = load_crops(frame, region)
+    frame = frame.assign(content_sha1=digests, split=[split_name(d) for d in digests]).reset_index(drop=True)
+    for split in ("train", "val"):
+        if not (frame["split"] == split).any():
+            raise DataError(f"{data['source']}: the {split} split is empty; use more images")
+    return Data(name=name, source=str(data["source"]), frame=frame, images=images)
+
+
+def has_gender_labels(frame: pd.DataFrame) -> bool:
+    return "gender" in frame and frame["gender"].isin(GENDERS).all()
+
+
+def gender_one_hot(frame: pd.DataFrame) -> np.ndarray:
+    """[p_male, p_female] from the `gender` labels; rows without a label get the 'unknown' [0.5, 0.5]."""
+    out = np.tile(np.asarray(UNKNOWN_GENDER, np.float32), (len(frame), 1))
+    if "gender" in frame:
+        for i, value in enumerate(GENDERS):
+            rows = (frame["gender"] == value).to_numpy()
+            out[rows] = np.eye(2, dtype=np.float32)[i]
+    return out
+
+
+def make_split(data: Data, split: str, config: dict, gender: np.ndarray) -> Split:
+    """One split's images, gender inputs and labels (regression: float target; gender: one-hot)."""
+    rows = data.rows(split)
+    frame = data.frame.iloc[rows].reset_index(drop=True)
+    if config["task"] == "classification":
+        labels = gender_one_hot(frame)
+    else:
+        labels = frame[config["target"]].to_numpy(np.float32)
+    return Split(images=data.images[rows], gender=gender[rows], labels=labels, frame=frame)

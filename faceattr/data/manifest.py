@@ -1,0 +1,274 @@
+"""Data sets from files (a labels CSV or folder-per-class), validated completely before any compute.
+
+The DataFrame contract the rest of faceattr consumes: one row per image with
+- `path`: absolute path string;
+- label columns as present: `background`, `eyes`, `mouth` (float 0..1), `gender` ('male'/'female'/None),
+  `person` (str);
+- `image_region`: 'photo' (a whole photo; crops come from box columns) or 'face'/'eyes'/'mouth' (a crop);
+- optional `face_box`, `eyes_box`, `mouth_box`: "x0 y0 x1 y1" pixel strings;
+- `row` (CSV manifests only): the line number in the CSV file (header is line 1), for error messages.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+
+from faceattr.data.regions import REGION_SIZES, load_rgb, parse_box
+from faceattr.errors import DataError
+
+TARGET_COLUMNS = ("background", "eyes", "mouth")
+GENDERS = ("male", "female")
+LABEL_COLUMNS = (*TARGET_COLUMNS, "gender", "person")
+BOX_COLUMNS = tuple(f"{r}_box" for r in REGION_SIZES if r != "photo")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+MAX_LISTED = 1000  # bad rows listed in one error; beyond that the message stops being readable
+_GENDER_ALIASES = {"male": "male", "m": "male", "female": "female", "f": "female"}
+
+
+def read_manifest(csv_path, *, targets=(), image_region=None, gender_map=None) -> pd.DataFrame:
+    """Read a labels CSV (`path` relative to the CSV's folder, plus label columns).
+
+    Paths are resolved; `image_region` (from the experiment YAML) overrides the column (default: the CSV's
+    `image_region` column if present, else 'photo'). Gender values male/female (any case) and M/F are
+    normalised; `gender_map` maps other raw values first (e.g. {0: "male", 1: "female"}). Values that stay
+    unknown are kept as they are for validate() to report. Does NOT open images (see validate).
+    """
+    csv_path = Path(csv_path)
+    _check_image_region(image_region)
+    if not csv_path.is_file():
+        raise DataError(f"labels CSV {csv_path} not found")
+    try:
+        # Strings everywhere: validate() must see "abc" or "" as written, not a silent NaN.
+        df = pd.read_csv(csv_path, dtype=object, keep_default_na=False, skipinitialspace=True, index_col=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{csv_path}: not a readable CSV ({exc})") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    if "path" not in df.columns:
+        raise DataError(f"{csv_path}: no 'path' column; columns are: {', '.join(df.columns) or '(none)'}")
+    _check_columns(df, targets, csv_path)
+    root = csv_path.resolve().parent
+    df.insert(0, "row", range(2, len(df) + 2))
+    df["path"] = [str(root / p.strip()) if p.strip() else "" for p in df["path"]]
+    for column in df.columns.drop(["row", "path"]):  # object dtype: an empty cell is None, not NaN
+        cells = [(v.strip() or None) if isinstance(v, str) else None for v in df[column]]
+        df[column] = pd.Series(cells, index=df.index, dtype=object)
+    if "gender" in df.columns:
+        mapping = {str(k).strip().lower(): v for k, v in (gender_map or {}).items()}
+        raw = [mapping.get(v.lower(), v) if v is not None else None for v in df["gender"]]
+        df["gender"] = pd.Series([_norm_gender(v) for v in raw], index=df.index, dtype=object)
+    for column in TARGET_COLUMNS:
+        if column in df.columns:
+            numbers = pd.to_numeric(df[column], errors="coerce")
+            if numbers.notna().all():  # else keep the text, for validate() to report "empty"/"not a number"
+                df[column] = numbers.astype(float)
+    known = {"row", "path", "image_region", *LABEL_COLUMNS, *BOX_COLUMNS}
+    for column in df.columns.difference(list(known)):  # extra columns (age, ...): numbers when all parse
+        numbers = pd.to_numeric(df[column], errors="coerce")
+        if numbers.notna().sum() == df[column].notna().sum():
+            df[column] = numbers
+    if "image_region" in df.columns:
+        df["image_region"] = [(v or "photo").lower() for v in df["image_region"]]
+    if image_region is not None or "image_region" not in df.columns:
+        df["image_region"] = image_region or "photo"
+    df.attrs["root"] = str(root)
+    return df
+
+
+def read_folders(root, folders: dict[str, dict], *, image_region=None) -> pd.DataFrame:
+    """Folder-per-class layout: `folders` maps a sub-folder of root to the labels of every image in it.
+
+    e.g. {"open": {"eyes": 1.0}, "closed": {"eyes": 0.0}}. Images are *.png/*.jpg/*.jpeg/*.bmp/*.webp
+    (any case), sorted by name. A missing or empty folder is a DataError naming it.
+    """
+    root = Path(root).resolve()
+    _check_image_region(image_region)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} not found")
+    missing = [name for name in folders if not (root / name).is_dir()]
+    if missing:
+        raise DataError(
+            f"{root}: class folder(s) not found: {', '.join(missing)}; "
+            f"sub-folders present: {', '.join(sorted(p.name for p in root.iterdir() if p.is_dir())) or '(none)'}"
+        )
+    records = []
+    for name, labels in folders.items():
+        files = sorted(p for p in (root / name).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{root / name}: class folder has no images ({'/'.join(IMAGE_SUFFIXES)})")
+        records += [{"path": str(p), **dict(labels or {})} for p in files]
+    df = pd.DataFrame.from_records(records)
+    if "gender" in df.columns:
+        df["gender"] = pd.Series([_norm_gender(v) for v in df["gender"]], index=df.index, dtype=object)
+    df["image_region"] = image_region or "photo"
+    df.attrs["root"] = str(root)
+    return df
+
+
+def validate(df: pd.DataFrame, *, targets, region, source="") -> pd.DataFrame:
+    """Check every row before training; raise ONE DataError listing every bad row, in row order.
+
+    Checks: label columns for the targets exist; each file exists and really decodes (thread pool);
+    target labels are numbers in 0..1 (gender male/female, person non-empty); gender values are known;
+    image_region is a region name and fits `region`; whole photos have a parseable `<region>_box`.
+    Returns a copy with normalised dtypes (labels float, gender 'male'/'female'/None).
+    """
+    source = str(source) or "data set"
+    if region not in REGION_SIZES:
+        raise DataError(f"{source}: unknown region {region!r}; expected one of {', '.join(REGION_SIZES)}")
+    _check_columns(df, targets, source)
+    if len(df) == 0:
+        raise DataError(f"{source}: no images, nothing was trained")
+    df = df.copy()
+    if "image_region" not in df.columns:
+        df["image_region"] = "photo"
+    box_column = f"{region}_box"
+    if region != "photo" and box_column not in df.columns and (df["image_region"] == "photo").any():
+        raise DataError(
+            f"{source}: region {region!r} is cut from whole photos (image_region='photo'), which needs a "
+            f"{box_column!r} column; columns are: {', '.join(map(str, df.columns))}"
+        )
+
+    paths = [str(p) if isinstance(p, (str, os.PathLike)) and str(p) else "" for p in df["path"]]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        image_problems = list(pool.map(_image_problem, paths))
+
+    problems = []  # (row label, reasons), in DataFrame order
+    for i, (_, record) in enumerate(df.iterrows()):
+        reasons = [image_problems[i]] if image_problems[i] else []
+        for column in (c for c in LABEL_COLUMNS if c in df.columns):
+            reason = _label_problem(column, record[column], required=column in targets)
+            if reason:
+                reasons.append(reason)
+        reasons += _region_problems(record, region, box_column)
+        if reasons:
+            problems.append((_where(record, paths[i], df.attrs.get("root")), reasons))
+    if problems:
+        lines = [f"  {where}: {'; '.join(reasons)}" for where, reasons in problems[:MAX_LISTED]]
+        if len(problems) > MAX_LISTED:
+            lines.append(f"  ... and {len(problems) - MAX_LISTED} more bad rows")
+        noun = "bad row" if len(problems) == 1 else "bad rows"
+        raise DataError(f"{source}: {len(problems)} {noun}, nothing was trained:\n" + "\n".join(lines))
+
+    for column in (c for c in TARGET_COLUMNS if c in df.columns):
+        df[column] = pd.to_numeric(df[column], errors="coerce").astype(float)
+    # object dtype so that a missing gender/person is None, as the contract says, not a NaN
+    if "gender" in df.columns:
+        df["gender"] = pd.Series([_norm_gender(v) for v in df["gender"]], index=df.index, dtype=object)
+    if "person" in df.columns:
+        people = [None if _is_missing(v) else str(v) for v in df["person"]]
+        df["person"] = pd.Series(people, index=df.index, dtype=object)
+    return df
+
+
+def load_dataset(source, *, targets, region, image_region=None, folders=None, gender_map=None) -> pd.DataFrame:
+    """Read and validate a data set: a CSV path, a folder with labels.csv, or a folder + `folders` mapping."""
+    path = Path(source)
+    expected = "a labels CSV file, a folder containing labels.csv, or a folder of class sub-folders"
+    if not path.exists():
+        raise DataError(f"data set {source} not found: expected {expected}")
+    if path.is_dir() and folders:
+        df = read_folders(path, folders, image_region=image_region)
+    else:
+        csv_path = path / "labels.csv" if path.is_dir() else path
+        if not csv_path.is_file():
+            raise DataError(f"data set {source}: no labels.csv in this folder and no `folders` mapping given")
+        df = read_manifest(csv_path, targets=targets, image_region=image_region, gender_map=gender_map)
+        path = csv_path
+    return validate(df, targets=targets, region=region, source=path)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def _check_columns(df: pd.DataFrame, targets, source) -> None:
+    missing = [t for t in targets if t not in df.columns]
+    if missing:
+        raise DataError(
+            f"{source}: no label column {', '.join(map(repr, missing))} for the target(s); "
+            f"columns are: {', '.join(map(str, df.columns))}"
+        )
+
+
+def _check_image_region(image_region) -> None:
+    if image_region is not None and image_region not in REGION_SIZES:
+        raise DataError(f"image_region {image_region!r} is not one of {', '.join(REGION_SIZES)}")
+
+
+def _is_missing(value) -> bool:
+    if isinstance(value, float):
+        return math.isnan(value)
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _norm_gender(value):
+    """'male'/'female' for known spellings, None for missing, the raw value otherwise (validate reports it)."""
+    if _is_missing(value):
+        return None
+    return _GENDER_ALIASES.get(str(value).strip().lower(), value)
+
+
+def _image_problem(path: str) -> str | None:
+    if not path:
+        return "no path"
+    if not os.path.isfile(path):
+        return "file not found"
+    try:
+        load_rgb(path)
+    except DataError as exc:
+        return str(exc).removeprefix(f"{path}: ")
+    return None
+
+
+def _label_problem(column: str, value, *, required: bool) -> str | None:
+    if column in ("gender", "person") and _is_missing(value):
+        return f"{column} is empty" if required else None
+    if column == "gender":
+        return None if _norm_gender(value) in GENDERS else f"gender={value!r} is not male/female (or M/F)"
+    if column == "person":
+        return None
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return f"{column} is empty" if required else None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return f"{column}={value!r} is not a number"
+    if math.isnan(number):
+        return f"{column} is NaN" if required else None
+    if not 0.0 <= number <= 1.0:
+        return f"{column}={value} is outside 0..1"
+    return None
+
+
+def _region_problems(record, region: str, box_column: str) -> list[str]:
+    shows = record["image_region"]
+    if shows not in REGION_SIZES:
+        return [f"image_region={shows!r} is not one of {', '.join(REGION_SIZES)}"]
+    if shows != "photo":
+        return [] if shows == region else [f"image is a {shows} crop but the model needs {region}"]
+    if region == "photo":
+        return []
+    box = record[box_column]
+    if _is_missing(box):
+        return [f"{box_column} is empty (needed to cut {region} from the whole photo)"]
+    try:
+        parse_box(box)
+    except DataError as exc:
+        return [f"{box_column}: {exc}"]
+    return []
+
+
+def _where(record, path: str, root) -> str:
+    """'row 3 images/a.jpg' (CSV) or 'open/a.png' (folders): the path as the user wrote it, when possible."""
+    shown = path
+    if root and path:
+        try:
+            shown = Path(path).relative_to(root).as_posix()
+        except ValueError:
+            pass
+    row = record.get("row")
+    return f"row {int(row)} {shown}" if row is not None and not _is_missing(row) else shown

@@ -1,0 +1,118 @@
+"""Image loading and region crops: the ONE implementation used at training time and in the served model.
+
+Keeping a single code path matters: any difference in decoding, colour conversion or resampling between
+training and serving silently shifts the model's inputs.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+from faceattr.errors import ConfigError, DataError
+
+REGION_SIZES = {"photo": (120, 120), "face": (60, 60), "eyes": (32, 60), "mouth": (60, 60)}  # (height, width)
+
+_WHITE = (255, 255, 255, 255)
+_HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def load_rgb(source) -> Image.Image:
+    """Decode a path, bytes or PIL image into an RGB image.
+
+    Any mode is accepted; transparency is composited on white (a transparent background is "no data",
+    and black would look like a dark object), 16-bit images are scaled to 8 bits, and the EXIF
+    orientation is applied so phone photos are upright. Raises DataError naming the file when the data
+    cannot be decoded completely (truncated files fail here, not later inside training).
+    """
+    # A library elsewhere may have switched this on; truncated files must fail, not decode half grey.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    if isinstance(source, Image.Image):
+        name, opener = "<image>", None
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        name, opener = "<bytes>", lambda: Image.open(io.BytesIO(bytes(source)))
+    else:
+        name = os.fspath(source)
+        if not os.path.isfile(name):
+            raise DataError(f"{name}: file not found")
+        opener = lambda: Image.open(name)  # noqa: E731
+    try:
+        if opener is None:
+            return _to_rgb(ImageOps.exif_transpose(source))
+        with opener() as image:
+            image.load()  # really decode now: Image.open only reads the header
+            return _to_rgb(ImageOps.exif_transpose(image))
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... for bad data
+        raise DataError(f"{name}: unreadable image ({_reason(exc, name)})") from exc
+
+
+def _reason(exc: BaseException, name: str) -> str:
+    """A short reason for a decoding failure, without the file name PIL repeats in its messages."""
+    text = str(exc).replace(repr(name), "").replace(name, "").strip(" :'\"") or type(exc).__name__
+    return " ".join(text.split())
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB."""
+    if image.mode in _HIGH_BIT_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I;16") or values.max(initial=0) > 255:
+            values = values / 257.0  # 16-bit range 0..65535 -> 0..255
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, _WHITE), rgba)
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def parse_box(text) -> tuple[float, float, float, float]:
+    """Parse "x0 y0 x1 y1" (pixels; commas also accepted) into floats; DataError on bad text."""
+    try:
+        parts = text.replace(",", " ").split() if isinstance(text, str) else list(text)
+        box = tuple(float(v) for v in parts)
+    except (TypeError, ValueError, AttributeError):
+        raise DataError(f"box {text!r} is not 'x0 y0 x1 y1'") from None
+    if len(box) != 4 or not all(math.isfinite(v) for v in box):
+        raise DataError(f"box {text!r} is not 'x0 y0 x1 y1' (four finite numbers)")
+    x0, y0, x1, y1 = box
+    if x1 <= x0 or y1 <= y0:
+        raise DataError(f"box {text!r} is empty: needs x1 > x0 and y1 > y0")
+    return box
+
+
+def crop_region(image: Image.Image, region: str, box=None) -> np.ndarray:
+    """Return a uint8 array (H, W, 3) of REGION_SIZES[region].
+
+    box=None: the whole image is the region (a ready crop, or 'photo') and is resized to the size.
+    With a box (x0, y0, x1, y1 in pixels, may extend past the border) the box is cut out, with the
+    border pixels replicated outwards (black padding would look like hair or shadow), then resized.
+    BILINEAR in PIL widens its kernel when shrinking, so downscaling averages the whole area.
+    """
+    if region not in REGION_SIZES:
+        raise ConfigError(f"unknown region {region!r}; expected one of {', '.join(REGION_SIZES)}")
+    height, width = REGION_SIZES[region]
+    if image.mode != "RGB":
+        image = _to_rgb(image)
+    if box is None:
+        out = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
+        return np.array(out, dtype=np.uint8)
+    x0, y0, x1, y1 = parse_box(box)
+    # Cut the integer pixel span covering the box; clipping the indices replicates the edge pixels.
+    ix0, iy0 = math.floor(x0), math.floor(y0)
+    ix1, iy1 = max(math.ceil(x1), ix0 + 1), max(math.ceil(y1), iy0 + 1)
+    if 0 <= ix0 and 0 <= iy0 and ix1 <= image.width and iy1 <= image.height:
+        patch = image.crop((ix0, iy0, ix1, iy1))  # inside the image: no copy of the whole photo
+    else:
+        pixels = np.asarray(image)
+        rows = np.clip(np.arange(iy0, iy1), 0, image.height - 1)
+        cols = np.clip(np.arange(ix0, ix1), 0, image.width - 1)
+        patch = Image.fromarray(np.ascontiguousarray(pixels[rows][:, cols]), "RGB")
+    out = patch.resize(
+        (width, height), Image.Resampling.BILINEAR, box=(x0 - ix0, y0 - iy0, x1 - ix0, y1 - iy0), reducing_gap=3.0
+    )
+    return np.array(out, dtype=np.uint8)

@@ -1,0 +1,5 @@
+"""Keras models (pure Keras 3, so they run under any backend): `build(config)` picks the right one."""
+
+from faceattr.models.cnn import build
+
+__all__ = ["build"]

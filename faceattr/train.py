@@ -1,0 +1,42 @@
+"""Fit a model the seeds' way: Adam, learning rate cut 10x on plateau, early stopping to the best weights."""
+
+from __future__ import annotations
+
+import keras
+
+from faceattr.data.pipeline import Split, to_tf_dataset
+
+
+def compile_model(model: keras.Model, task: str, learning_rate: float) -> keras.Model:
+    if task == "regression":
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    else:
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy",
+                      metrics=["accuracy"])
+    return model
+
+
+def schedule_callbacks(train: dict) -> list[keras.callbacks.Callback]:
+    """LR-on-plateau and early stopping, both watching val_loss (never the held-out test split)."""
+    return [
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=train["lr_factor"],
+                                          patience=train["lr_patience"], min_lr=train["min_lr"]),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=train["early_stopping_patience"],
+                                      restore_best_weights=True),
+    ]
+
+
+def fit(model: keras.Model, config: dict, train_split: Split, val_split: Split,
+        callbacks: list | None = None) -> keras.callbacks.History:
+    """Compile and fit on tf.data pipelines; extra `callbacks` (tracking, tuner) run alongside."""
+    train = config["train"]
+    with_gender = config["task"] == "regression"
+    compile_model(model, config["task"], train["learning_rate"])
+    return model.fit(
+        to_tf_dataset(train_split, train["batch_size"], with_gender, shuffle_seed=train["seed"]),
+        validation_data=to_tf_dataset(val_split, train["batch_size"], with_gender),
+        epochs=train["epochs"],
+        callbacks=schedule_callbacks(train) + list(callbacks or []),
+        shuffle=False,  # the tf.data pipeline shuffles
+        verbose=train["verbose"],
+    )

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -88,11 +89,13 @@ class Pose:
 
 
 def _rgb(c, alpha=None):
+    """Colour as a PIL int tuple, clipped to 0..255 (optionally with alpha)."""
     t = tuple(int(round(min(255.0, max(0.0, v)))) for v in c)
     return t if alpha is None else (*t, int(alpha))
 
 
 def _sample_person(rng, male):
+    """Fixed traits of one person."""
     skin = np.array([95, 62, 45]) + rng.random() * np.array([150, 148, 140])
     hair = HAIR_COLOURS[rng.choice(len(HAIR_COLOURS), p=HAIR_WEIGHTS)] * rng.uniform(0.85, 1.15)
     # Every gender cue is drawn from overlapping distributions so gender isn't perfectly separable.
@@ -122,6 +125,7 @@ def _sample_person(rng, male):
 
 
 def _sample_pose(rng):
+    """Per-photo pose, lighting, noise, background tint and clothes."""
     return Pose(
         cx=CENTER[0] + rng.uniform(-CENTER_JITTER, CENTER_JITTER),
         cy=CENTER[1] + rng.uniform(-CENTER_JITTER, CENTER_JITTER),
@@ -142,15 +146,35 @@ def _sample_labels(rng, male):
     return {"background": rng.beta(1.5, 1.5), "eyes": eyes, "mouth": mouth}
 
 
-def _ellipse(cx, cy, rx, ry, n=24, t0=0.0, t1=2 * math.pi):
+@lru_cache(maxsize=None)
+def _t(n):
+    """n steps 0..1 and sin(pi t), cached: shared by every curve (speed)."""
+    t = np.linspace(0, 1, n)
+    s = np.sin(np.pi * t)
+    t.flags.writeable = s.flags.writeable = False
+    return t, s
+
+
+@lru_cache(maxsize=None)
+def _arc(n, t0, t1):
     t = np.linspace(t0, t1, n, endpoint=abs(t1 - t0) < 2 * math.pi)
-    return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], 1)
+    unit = np.stack([np.cos(t), np.sin(t)], 1)
+    unit.flags.writeable = False
+    return unit
+
+
+def _ellipse(cx, cy, rx, ry, n=24, t0=0.0, t1=2 * math.pi):
+    return _arc(n, t0, t1) * (rx, ry) + (cx, cy)
+
+
+def _band(xs, top, bottom):
+    """Polygon between two curves over the same xs: along the top, back along the bottom."""
+    return np.stack([np.concatenate([xs, xs[::-1]]), np.concatenate([top, bottom[::-1]])], 1)
 
 
 def _face_outline(p, chin, n=48):
     """Ellipse on top, superellipse (exponent p.jaw) below: the jaw shape is a gender cue."""
-    t = np.linspace(0, 2 * math.pi, n, endpoint=False)
-    c, s = np.cos(t), np.sin(t)
+    c, s = _arc(n, 0.0, 2 * math.pi).T
     e = 2 / p.jaw
     x = np.where(s < 0, p.face_w * c, p.face_w * np.sign(c) * np.abs(c) ** e)
     y = np.where(s < 0, FACE_TOP * s, chin * np.abs(s) ** e)
@@ -159,8 +183,8 @@ def _face_outline(p, chin, n=48):
 
 def _curve(x0, x1, y, bulge, n=12, power=1.0):
     """Points from x0 to x1 at height y + bulge*sin(pi t)**power (bulge may be an array per point)."""
-    t = np.linspace(0, 1, n)
-    return np.stack([x0 + (x1 - x0) * t, y + bulge * np.sin(np.pi * t) ** power], 1)
+    t, s = _t(n)
+    return np.stack([x0 + (x1 - x0) * t, y + bulge * s ** power], 1)
 
 
 class _Canvas:
@@ -178,7 +202,7 @@ class _Canvas:
         return np.asarray(pts, float) @ self.m.T + self.t
 
     def _xy(self, pts):
-        return [tuple(p) for p in (self.to_photo(pts) * SS).tolist()]
+        return (self.to_photo(pts) * SS).ravel().tolist()  # flat [x0, y0, x1, ...]: PIL's fastest input
 
     def poly(self, pts, fill):
         self.draw.polygon(self._xy(pts), fill=fill)
@@ -216,7 +240,7 @@ def draw_photo(person, pose, labels):
     if p.beard:  # stubble (faint) to full beard (opaque): from the cheeks down, around the mouth
         lower = _face_outline(p, chin + p.beard / 80)
         lower = lower[lower[:, 1] >= 0]  # right cheek, chin, left cheek, in that order
-        cv.poly([*lower, *_curve(-p.face_w, p.face_w, -1, MOUTH_Y - 4, 12, 0.6)], _rgb(p.hair, p.beard))
+        cv.poly([*lower, *_curve(-p.face_w, p.face_w, 3, MOUTH_Y - 7, 12, 0.6)], _rgb(p.hair, p.beard))
 
     # Hair on top: outer arc over the crown, back along the hairline.
     s0 = math.asin(min(1.0, 9 / htop))
@@ -229,27 +253,23 @@ def draw_photo(person, pose, labels):
     for ex in (-p.eye_dx, p.eye_dx):
         x0, x1 = ex - EYE_HALF_W, ex + EYE_HALF_W
         arch = _curve(x0 - (1.5 if ex < 0 else 1), x1 + (1 if ex < 0 else 1.5), EYE_Y - BROW_GAP, -1.5)
-        thick = p.brow * (0.6 + 0.4 * np.sin(np.linspace(0, np.pi, len(arch))))
-        cv.poly([*(arch - np.c_[0 * thick, thick]), *arch[::-1]], _rgb(np.array(p.hair) * 0.8))
-        t = np.linspace(0, 1, 14)
-        up_open = EYE_Y - EYE_UP * np.sin(np.pi * t) ** 0.8
-        lo_open = EYE_Y + EYE_LO * np.sin(np.pi * t) ** 0.8
-        closed = closed_y + 0 * t + 0.6 * np.sin(np.pi * t)
+        thick = p.brow * (0.6 + 0.4 * _t(len(arch))[1])
+        cv.poly(_band(arch[:, 0], arch[:, 1] - thick, arch[:, 1]), _rgb(np.array(p.hair) * 0.8))
+        t, s = _t(14)
+        up_open, lo_open = EYE_Y - EYE_UP * s ** 0.8, EYE_Y + EYE_LO * s ** 0.8
+        closed = closed_y + 0.6 * s
         xs = x0 + (x1 - x0) * t
-        cv.poly(np.c_[np.r_[xs, xs[::-1]], np.r_[up_open, lo_open[::-1]]], (238, 234, 228))
+        cv.poly(_band(xs, up_open, lo_open), (238, 234, 228))
         cv.poly(_ellipse(ex + pose.gaze, EYE_Y - 0.3, IRIS_R, IRIS_R, 16), _rgb(p.eye_colour))
         cv.poly(_ellipse(ex + pose.gaze, EYE_Y - 0.3, 1.2, 1.2, 10), (15, 12, 12))
         cv.poly(_ellipse(ex + pose.gaze + 0.8, EYE_Y - 1.1, 0.45, 0.45, 6), (250, 250, 250))
         # Lids: the upper one sweeps down fully, the lower one rises a little; at 0 they meet on a line.
         up = closed + (up_open - closed) * eyes
         lo = closed + (lo_open - closed) * math.sqrt(eyes)
-        xw = np.r_[x0 - 1, xs, x1 + 1]
         lid = _rgb(skin * 0.9)
-        cv.poly(np.c_[np.r_[xw, xs[::-1]], np.r_[EYE_Y - EYE_UP - 1.5, up_open - 1.5, EYE_Y - EYE_UP - 1.5,
-                                                    up[::-1]]], lid)
-        cv.poly(np.c_[np.r_[xw, xs[::-1]], np.r_[EYE_Y + EYE_LO + 1.5, lo_open + 1.5, EYE_Y + EYE_LO + 1.5,
-                                                    lo[::-1]]], lid)
-        cv.line(np.c_[xs, up], (25, 18, 15), 0.9 if p.male else 1.2)
+        cv.poly(_band(xs, up_open - 1.5, up), lid)  # margins cover the iris where it pokes out
+        cv.poly(_band(xs, lo, lo_open + 1.5), lid)
+        cv.line(np.stack([xs, up], 1), (25, 18, 15), 0.9 if p.male else 1.2)
 
     # Nose: a shaded ridge and two nostrils.
     cv.line([(-0.6, EYE_Y + 2), (-1.6, 6.5), (0.5, 7.5)], _rgb(skin * 0.78), 0.8)
@@ -257,16 +277,15 @@ def draw_photo(person, pose, labels):
         cv.poly(_ellipse(sx, 7.6, 1.1, 0.6, 10), _rgb(skin * 0.5))
 
     # Mouth: lips around a dark interior whose height is the openness; upper teeth when open.
-    w, t = p.mouth_w, np.linspace(0, 1, 16)
-    xs, s = -w + 2 * w * t, np.sin(np.pi * t)
+    w, (t, s) = p.mouth_w, _t(16)
+    xs = -w + 2 * w * t
     in_top, in_bot = MOUTH_Y - 0.2 * opening * s ** 0.7, MOUTH_Y + 0.8 * opening * s ** 0.7
-    cv.poly(np.c_[np.r_[xs, xs[::-1]], np.r_[in_top - 2.4 * s ** 0.5, (in_bot + 2.8 * s ** 0.5)[::-1]]],
-            _rgb(p.lips))
+    cv.poly(_band(xs, in_top - 2.4 * s ** 0.5, in_bot + 2.8 * s ** 0.5), _rgb(p.lips))
     if opening > 0.3:
-        cv.poly(np.c_[np.r_[xs, xs[::-1]], np.r_[in_top, in_bot[::-1]]], (55, 18, 22))
+        cv.poly(_band(xs, in_top, in_bot), (55, 18, 22))
         teeth = in_top + np.minimum(2.2, 0.35 * (in_bot - in_top))
-        cv.poly(np.c_[np.r_[xs * 0.8, xs[::-1] * 0.8], np.r_[in_top, teeth[::-1]]], (228, 222, 205))
-    cv.line(np.c_[xs, in_top], _rgb(np.array(p.lips) * 0.55), 0.6)
+        cv.poly(_band(xs * 0.8, in_top, teeth), (228, 222, 205))  # narrower: stays inside
+    cv.line(np.stack([xs, in_top], 1), _rgb(np.array(p.lips) * 0.55), 0.6)
 
     if p.glasses:  # lenses tint (partly hide) the eyes
         frame, lens, fw = p.glasses
@@ -282,8 +301,9 @@ def draw_photo(person, pose, labels):
     # Lighting (global gain and left-right gradient) and pixel noise act on the whole photo.
     arr = np.asarray(cv.img.resize((PHOTO, PHOTO), Image.LANCZOS), np.float32)
     gain = pose.light * (1 + pose.gradient * np.linspace(-1, 1, PHOTO, dtype=np.float32))
-    noise = np.random.default_rng(pose.noise_seed).standard_normal(arr.shape, dtype=np.float32)
-    arr = arr * gain[None, :, None] + pose.noise * noise
+    # Uniform noise scaled to std pose.noise: looks the same as Gaussian here, and is 3x faster to draw.
+    noise = np.random.default_rng(pose.noise_seed).random(arr.shape, dtype=np.float32) - 0.5
+    arr = arr * gain[None, :, None] + (pose.noise * math.sqrt(12)) * noise
     img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
     return img, _boxes(cv, p, chin, opening, w)
 
@@ -296,7 +316,7 @@ def _boxes(cv, p, chin, opening, mouth_w):
     eyes_c = cv.to_photo([(-p.eye_dx, EYE_Y), (p.eye_dx, EYE_Y)])
     corners = cv.to_photo([(sx * (p.eye_dx + EYE_HALF_W), EYE_Y + dy) for sx in (-1, 1) for dy in (-EYE_UP, EYE_LO)])
     span = corners.max(0) - corners.min(0)
-    ew = max(1.6 * np.linalg.norm(eyes_c[1] - eyes_c[0]), span[0] + 4 * cv.scale,
+    ew = max(1.6 * np.linalg.norm(eyes_c[1] - eyes_c[0]), span[0] + 6 * cv.scale,
              (span[1] + 4 * cv.scale) * EYES_ASPECT)
     mouth = cv.to_photo([(sx * mouth_w, MOUTH_Y + dy) for sx in (-1, 0, 1)
                          for dy in (-0.2 * opening - 2.4, 0.8 * opening + 2.8)])

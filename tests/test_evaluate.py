@@ -1,0 +1,61 @@
+"""The baseline ratio and the collapse check, against hand-computed examples."""
+
+import numpy as np
+import pytest
+
+from faceattr import evaluate
+
+
+def test_baseline_matches_a_hand_computed_example():
+    # training means: male (0 + 1) / 2 = 0.5, female (1 + 1 + 0.5) / 3 = 0.8333
+    y_train = [0.0, 1.0, 1.0, 1.0, 0.5]
+    g_train = ["male", "male", "female", "female", "female"]
+    y_val = [1.0, 0.0, 0.5]
+    g_val = ["male", "female", "female"]
+    out = evaluate.baseline(y_train, g_train, y_val, g_val)
+    assert out["baseline_mean_male"] == pytest.approx(0.5)
+    assert out["baseline_mean_female"] == pytest.approx(2.5 / 3)
+    mse_male = (1.0 - 0.5) ** 2                                             # 0.25
+    mse_female = ((0.0 - 2.5 / 3) ** 2 + (0.5 - 2.5 / 3) ** 2) / 2          # 0.402777...
+    assert out["baseline_mse_male"] == pytest.approx(mse_male)
+    assert out["baseline_mse_female"] == pytest.approx(mse_female)
+    assert out["baseline_mse"] == pytest.approx((mse_male + mse_female) / 2)
+    assert out["baseline_mse_pooled"] == pytest.approx((mse_male + 2 * mse_female) / 3)
+
+
+def test_ratio_is_baseline_over_model_mse():
+    y_train, g_train = [0.0, 1.0, 0.0, 1.0], ["male", "male", "female", "female"]
+    y_val, g_val = np.array([0.0, 1.0]), ["male", "female"]
+    out = evaluate.regression_metrics([0.1, 0.9], y_val, g_val, y_train, g_train)
+    assert out["mse"] == pytest.approx(0.01)
+    assert out["baseline_mse"] == pytest.approx(0.25)
+    assert out["baseline_ratio"] == pytest.approx(25.0)
+    assert out["accuracy_at_0_5"] == 1.0
+
+
+def test_without_gender_labels_the_baseline_is_the_overall_mean():
+    out = evaluate.baseline([0.0, 1.0, 1.0, 1.0], [None] * 4, [0.0, 1.0], [None] * 2)
+    assert out["baseline_mse"] == pytest.approx(((0 - 0.75) ** 2 + (1 - 0.75) ** 2) / 2)
+    assert evaluate.baseline_kind([None] * 4, [None] * 2) == "overall_mean"
+    assert evaluate.baseline_kind(["male"], ["female"]) == "per_gender"
+
+
+def test_collapse_check_flags_a_constant_predictor_and_passes_a_good_one():
+    rng = np.random.default_rng(0)
+    labels = rng.choice([0.0, 0.5, 1.0], 200)
+    ratio, collapsed = evaluate.collapse_check(np.full(200, 0.62), labels, threshold=0.25)
+    assert ratio == 0.0 and collapsed
+    nearly_constant = 0.6 + rng.normal(0, 0.01, 200)
+    assert evaluate.collapse_check(nearly_constant, labels, 0.25)[1]
+    good = np.clip(labels + rng.normal(0, 0.1, 200), 0, 1)
+    ratio, collapsed = evaluate.collapse_check(good, labels, threshold=0.25)
+    assert ratio > 0.8 and not collapsed
+
+
+def test_classification_metrics():
+    p = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    y = np.array([[1, 0], [0, 1], [0, 1], [0, 1]], float)
+    out = evaluate.classification_metrics(p, y)
+    assert out["accuracy"] == 0.75
+    assert out["majority_accuracy"] == 0.75
+    assert out["log_loss"] == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.4, 0.7])))

@@ -41,8 +41,13 @@ def run_tags(config: dict, data: Data) -> dict[str, str]:
 
 
 def log_config(config: dict) -> None:
-    """Every key of the resolved config as a dotted param (`train.epochs`), never colliding with `-P` names."""
-    mlflow.log_params({k: str(v) for k, v in config_module.flatten(config).items()})
+    """Every key of the resolved config as a dotted param (`train.epochs`).
+
+    `mlflow run` has already logged each `-P` value; a `-P model.dense_0=64` names a config key, so
+    that key is skipped here (it holds the same value) rather than logged twice, which MLflow refuses.
+    """
+    logged = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    mlflow.log_params({k: str(v) for k, v in config_module.flatten(config).items() if k not in logged})
 
 
 def log_data(data: Data) -> None:

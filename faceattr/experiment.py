@@ -55,18 +55,18 @@ def train(config: dict) -> Outcome:
 
 
 def fit_and_log(prepared: Prepared, model: keras.Model | None = None, callbacks=(),
-                log_model: bool = True) -> Outcome:
+                log_model: bool = True, initial_epoch: int = 0) -> Outcome:
     """Inside an active run: log params and data, fit, evaluate, log metrics, plots and the model."""
     config, splits = prepared.config, prepared.splits
     tracking.log_config(config)
     tracking.log_data(prepared.data)
     kind = evaluate.baseline_kind(splits["train"].frame.get("gender", []), splits["val"].frame.get("gender", []))
     keras.utils.set_random_seed(config["train"]["seed"])
-    model = model or models.build(config)
+    model = model if model is not None else models.build(config)
     mlflow.log_params({"gender_source": prepared.gender_source, "baseline_kind": kind,
                        "model.parameters": model.count_params()})
     history = fit(model, config, splits["train"], splits["val"],
-                  callbacks=[tracking.EpochMetrics(), *callbacks])
+                  callbacks=[tracking.EpochMetrics(), *callbacks], initial_epoch=initial_epoch)
     metrics, tags, first_outputs, val_pred = assess(model, config, splits)
     metrics["epochs_trained"] = len(history.history["loss"])
     tracking.log_results(metrics, tags, first_outputs)
@@ -82,7 +82,7 @@ def fit_and_log(prepared: Prepared, model: keras.Model | None = None, callbacks=
 def predict(model: keras.Model, config: dict, split: Split) -> np.ndarray:
     with_gender = config["task"] == "regression"
     out = model.predict(model_inputs(split, with_gender), batch_size=256, verbose=0)
-    return out.reshape(-1) if with_gender else out
+    return models.to_unit_range(out) if with_gender else out
 
 
 def assess(model: keras.Model, config: dict, splits: dict[str, Split]):

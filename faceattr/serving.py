@@ -26,6 +26,7 @@ from mlflow.types import ColSpec, Schema
 from faceattr.data.manifest import GENDERS
 from faceattr.data.regions import crop_region, load_rgb
 from faceattr.errors import DataError
+from faceattr.models.cnn import to_unit_range
 
 KINDS = ("crop", "photo")
 
@@ -85,7 +86,7 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
         if gender is None:
             gender = np.full((len(images), 2), 0.5, np.float32)
         values = self.model.predict_on_batch({"image": images, "gender": np.asarray(gender, np.float32)})
-        return pd.DataFrame({self.spec["target"]: np.asarray(values, float).reshape(-1)})
+        return pd.DataFrame({self.spec["target"]: to_unit_range(values)})
 
     def _crop(self, i: int, row: dict) -> np.ndarray:
         kind = row.get("kind") or "crop"

@@ -27,8 +27,11 @@ def schedule_callbacks(train: dict) -> list[keras.callbacks.Callback]:
 
 
 def fit(model: keras.Model, config: dict, train_split: Split, val_split: Split,
-        callbacks: list | None = None) -> keras.callbacks.History:
-    """Compile and fit on tf.data pipelines; extra `callbacks` (tracking, tuner) run alongside."""
+        callbacks: list | None = None, initial_epoch: int = 0) -> keras.callbacks.History:
+    """Compile and fit on tf.data pipelines; extra `callbacks` (tracking, tuner) run alongside.
+
+    `initial_epoch` > 0 continues a model trained that far (Hyperband's later rounds).
+    """
     train = config["train"]
     with_gender = config["task"] == "regression"
     compile_model(model, config["task"], train["learning_rate"])
@@ -36,6 +39,7 @@ def fit(model: keras.Model, config: dict, train_split: Split, val_split: Split,
         to_tf_dataset(train_split, train["batch_size"], with_gender, shuffle_seed=train["seed"]),
         validation_data=to_tf_dataset(val_split, train["batch_size"], with_gender),
         epochs=train["epochs"],
+        initial_epoch=initial_epoch,
         callbacks=schedule_callbacks(train) + list(callbacks or []),
         shuffle=False,  # the tf.data pipeline shuffles
         verbose=train["verbose"],

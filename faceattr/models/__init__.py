@@ -1,5 +1,5 @@
 """Keras models (pure Keras 3, so they run under any backend): `build(config)` picks the right one."""
 
-from faceattr.models.cnn import build
+from faceattr.models.cnn import build, to_unit_range
 
-__all__ = ["build"]
+__all__ = ["build", "to_unit_range"]

@@ -6,6 +6,7 @@ Both take `image` as float pixels 0..255 (rescaled inside, so a served model tak
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 from faceattr.data.regions import REGION_SIZES
@@ -29,7 +30,11 @@ def image_input(region: str):
 
 
 def build_regression(model: dict, region: str, name: str) -> keras.Model:
-    """image -> conv stack -> dense_0 -> [concat gender (N, 2)] -> dense_1 -> dense_final (sigmoid, 0..1)."""
+    """image -> conv stack -> dense_0 -> [concat gender (N, 2)] -> dense_1 -> dense_final (linear).
+
+    The output is linear: a sigmoid under MSE saturates on labels that are mostly 1.0 (eyes) and the
+    model collapses to a constant within the first epoch. Predictions are clipped with `to_unit_range`.
+    """
     image, x = image_input(region)
     gender = keras.Input((2,), name="gender")
     x = conv_stack(x, model["conv"], model["dropout"])
@@ -37,7 +42,7 @@ def build_regression(model: dict, region: str, name: str) -> keras.Model:
     x = layers.Dropout(model["dropout"], name="dense_0_dropout")(x)
     x = layers.Concatenate(name="with_gender")([x, gender])
     x = layers.Dense(model["dense_1"], activation="relu", name="dense_1")(x)
-    out = layers.Dense(1, activation="sigmoid", name="dense_final")(x)
+    out = layers.Dense(1, name="dense_final")(x)
     return keras.Model({"image": image, "gender": gender}, out, name=name)
 
 
@@ -49,6 +54,11 @@ def build_classifier(model: dict, region: str, name: str) -> keras.Model:
     x = layers.Dropout(model["dropout"], name="dense_0_dropout")(x)
     out = layers.Dense(2, activation="softmax", name="gender_probability")(x)
     return keras.Model({"image": image}, out, name=name)
+
+
+def to_unit_range(predictions) -> np.ndarray:
+    """A regression's raw outputs as the values it reports: one per photo, clipped to 0..1."""
+    return np.clip(np.asarray(predictions, np.float64).reshape(-1), 0.0, 1.0)
 
 
 def build(config: dict) -> keras.Model:

@@ -12,6 +12,8 @@ from faceattr.serving import encode_image
 
 SMALL = {"epochs": 2, "data.size": 120, "train.verbose": 0}
 
+pytestmark = pytest.mark.slow   # each test trains real models (about 10 s each on 2 cores)
+
 
 def run_of(outcome_uri):
     client = mlflow.MlflowClient()

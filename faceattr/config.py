@@ -17,14 +17,17 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 REGIONS = ("photo", "face", "eyes", "mouth")
 TARGETS = {"regression": ("background", "eyes", "mouth"), "classification": ("gender",)}
 
-# The seeds' training schedule; an experiment YAML overrides any of it.
+# The seeds' training schedule; an experiment YAML overrides any of it. `min_delta`: a smaller drop
+# of val_loss is no improvement (without it, 1e-6-sized gains at the floor LR keep runs going to the end).
 DEFAULTS: dict[str, Any] = {
     "data": {"source": "synthetic", "size": 2000, "seed": 0, "rounded": True,
-             "image_region": None, "folders": None, "gender": "auto"},
+             "image_region": None, "folders": None, "gender": "auto",
+             "split": "content"},  # content: by file hash; phash: near-duplicate images on one side
     "model": {"dropout": 0.25},
     "train": {"epochs": 40, "batch_size": 32, "learning_rate": 1e-3, "seed": 0,
               "lr_factor": 0.1, "lr_patience": 3, "min_lr": 1e-6,
-              "early_stopping_patience": 6, "verbose": 2},
+              "early_stopping_patience": 6, "min_delta": 1e-4, "verbose": 2,
+              "augment": False},  # random flip/shift/brightness on the training split (pipeline.to_tf_dataset)
     # collapse: the model's predictions on validation have less than this share of the labels' spread
     "evaluation": {"collapse_threshold": 0.25, "first_outputs": 15},
     "search": {},
@@ -129,6 +132,10 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
         fail("data.size", f"must be an even integer >= 10, got {data.get('size')!r}")
     if data.get("gender") not in ("auto", "model", "labels", "unknown"):
         fail("data.gender", f"must be auto, model, labels or unknown, got {data.get('gender')!r}")
+    if data.get("split", "content") not in ("content", "phash"):
+        fail("data.split", f"must be 'content' or 'phash', got {data.get('split')!r}")
+    if not isinstance(train.get("augment", False), bool):
+        fail("train.augment", f"must be true or false, got {train.get('augment')!r}")
     if data.get("image_region") not in (None, *REGIONS):
         fail("data.image_region", f"must be one of {', '.join(REGIONS)}, got {data.get('image_region')!r}")
     threshold = config["evaluation"].get("collapse_threshold")

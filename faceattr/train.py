@@ -19,10 +19,10 @@ def compile_model(model: keras.Model, task: str, learning_rate: float) -> keras.
 def schedule_callbacks(train: dict) -> list[keras.callbacks.Callback]:
     """LR-on-plateau and early stopping, both watching val_loss (never the held-out test split)."""
     return [
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=train["lr_factor"],
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=train["lr_factor"], min_delta=train["min_delta"],
                                           patience=train["lr_patience"], min_lr=train["min_lr"]),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=train["early_stopping_patience"],
-                                      restore_best_weights=True),
+                                      min_delta=train["min_delta"], restore_best_weights=True),
     ]
 
 
@@ -36,7 +36,8 @@ def fit(model: keras.Model, config: dict, train_split: Split, val_split: Split,
     with_gender = config["task"] == "regression"
     compile_model(model, config["task"], train["learning_rate"])
     return model.fit(
-        to_tf_dataset(train_split, train["batch_size"], with_gender, shuffle_seed=train["seed"]),
+        to_tf_dataset(train_split, train["batch_size"], with_gender, shuffle_seed=train["seed"],
+                      augment=bool(train.get("augment", False))),
         validation_data=to_tf_dataset(val_split, train["batch_size"], with_gender),
         epochs=train["epochs"],
         initial_epoch=initial_epoch,

@@ -11,7 +11,7 @@ import pandas as pd
 
 from faceattr.data import manifest, synthetic
 from faceattr.data.manifest import GENDERS
-from faceattr.data.pipeline import Split, load_crops, split_name
+from faceattr.data.pipeline import Split, load_crops, phash_split_names, split_name
 from faceattr.errors import DataError
 
 UNKNOWN_GENDER = (0.5, 0.5)
@@ -43,12 +43,18 @@ def open_data(config: dict) -> Data:
     else:
         source = Path(data["source"]).expanduser()
         name = source.stem if source.suffix else source.name
+        if source.is_dir() and not (source / "labels.csv").is_file() and (source / region / "labels.csv").is_file():
+            source = source / region  # a `faceattr prepare` output: one folder of ready crops per region
         frame = manifest.load_dataset(source, targets=(target,), region=region,
                                       image_region=data.get("image_region"), folders=data.get("folders"))
     if len(frame) < 10:
         raise DataError(f"{data['source']}: {len(frame)} images; at least 10 are needed to split and train")
     images, digests = load_crops(frame, region)
-    frame = frame.assign(content_sha1=digests, split=[split_name(d) for d in digests]).reset_index(drop=True)
+    if data.get("split", "content") == "phash":  # near-duplicate frames (video) kept on one side
+        splits = phash_split_names(images, digests)
+    else:
+        splits = [split_name(d) for d in digests]
+    frame = frame.assign(content_sha1=digests, split=splits).reset_index(drop=True)
     for split in ("train", "val"):
         if not (frame["split"] == split).any():
             raise DataError(f"{data['source']}: the {split} split is empty; use more images")

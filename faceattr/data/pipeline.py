@@ -36,6 +36,49 @@ def split_name(content_digest: str) -> str:
     return "val" if u < TEST_SHARE + (1 - TEST_SHARE) * VAL_SHARE else "train"
 
 
+PHASH_DISTANCE = 6      # 8x8 average hashes this close (of 64 bits) count as the same scene
+
+
+def average_hash(images: np.ndarray) -> np.ndarray:
+    """8x8 average hash of each (N, H, W, 3) uint8 image: (N, 64) bool (grey, area-resized, > its mean)."""
+    from PIL import Image
+
+    out = np.empty((len(images), 64), bool)
+    for i, image in enumerate(images):
+        small = np.asarray(Image.fromarray(image).convert("L").resize((8, 8), Image.Resampling.BOX), float)
+        out[i] = (small > small.mean()).reshape(-1)
+    return out
+
+
+def phash_groups(images: np.ndarray, max_distance: int = PHASH_DISTANCE) -> np.ndarray:
+    """Group id per image: images whose hashes differ in <= max_distance bits are joined (union-find)."""
+    bits = average_hash(images).astype(np.uint8)
+    parent = np.arange(len(bits))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(bits) - 1):  # Hamming distance to every later image, one row at a time
+        close = np.flatnonzero((bits[i + 1:] != bits[i]).sum(1) <= max_distance) + i + 1
+        for j in close:
+            a, b = find(i), find(j)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    return np.array([find(i) for i in range(len(bits))])
+
+
+def phash_split_names(images: np.ndarray, digests: list[str], max_distance: int = PHASH_DISTANCE) -> list[str]:
+    """Like split_name, but every near-duplicate group goes to one split: that of its smallest content hash."""
+    groups = phash_groups(images, max_distance)
+    first: dict[int, str] = {}
+    for group, digest in zip(groups, digests):
+        first[group] = min(first.get(group, digest), digest)
+    return [split_name(first[g]) for g in groups]
+
+
 def load_crops(frame: pd.DataFrame, region: str) -> tuple[np.ndarray, list[str]]:
     """Decode every image and cut the model's region: (N, H, W, 3) uint8 and each file's sha1."""
     def one(row) -> tuple[np.ndarray, str]:
@@ -57,8 +100,13 @@ def model_inputs(split: Split, with_gender: bool) -> dict[str, np.ndarray]:
     return {"image": images, "gender": split.gender} if with_gender else {"image": images}
 
 
-def to_tf_dataset(split: Split, batch_size: int, with_gender: bool, shuffle_seed: int | None = None):
-    """Cached, (optionally) shuffled, batched, prefetched tf.data pipeline of ({image[, gender]}, label)."""
+def to_tf_dataset(split: Split, batch_size: int, with_gender: bool, shuffle_seed: int | None = None,
+                  augment: bool = False):
+    """Cached, (optionally) shuffled, batched, prefetched tf.data pipeline of ({image[, gender]}, label).
+
+    augment (`train.augment`, training split only): random horizontal flip, shifts of up to 8% and
+    brightness/contrast changes of up to 15%, drawn anew each epoch.
+    """
     import tensorflow as tf
 
     inputs = {"image": split.images, "gender": split.gender} if with_gender else {"image": split.images}
@@ -69,4 +117,26 @@ def to_tf_dataset(split: Split, batch_size: int, with_gender: bool, shuffle_seed
     # uint8 is cached (4x less memory); the cast to float happens per batch
     ds = ds.map(lambda x, y: ({**x, "image": tf.cast(x["image"], tf.float32)}, y),
                 num_parallel_calls=tf.data.AUTOTUNE)
+    if augment:
+        ds = ds.map(lambda x, y: ({**x, "image": _augment(x["image"], shuffle_seed)}, y),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _augment(images, seed):
+    """A float32 (B, H, W, 3) batch in 0..255 -> randomly flipped, shifted (edge pixels repeated), lit."""
+    import tensorflow as tf
+
+    n, h, w = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+    flip = tf.random.uniform([n, 1, 1, 1], seed=seed) < 0.5
+    images = tf.where(flip, tf.reverse(images, axis=[2]), images)
+    pad_h, pad_w = tf.cast(tf.cast(h, tf.float32) * 0.08, tf.int32), tf.cast(tf.cast(w, tf.float32) * 0.08, tf.int32)
+    padded = tf.pad(images, [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]], mode="SYMMETRIC")
+    dy = tf.random.uniform([n], 0, 2 * pad_h + 1, dtype=tf.int32)
+    dx = tf.random.uniform([n], 0, 2 * pad_w + 1, dtype=tf.int32)
+    images = tf.map_fn(lambda a: a[0][a[1]:a[1] + h, a[2]:a[2] + w], (padded, dy, dx),
+                       fn_output_signature=tf.float32)
+    mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+    contrast = tf.random.uniform([n, 1, 1, 1], 0.85, 1.15)
+    brightness = tf.random.uniform([n, 1, 1, 1], -0.15, 0.15) * 255.0
+    return tf.clip_by_value((images - mean) * contrast + mean + brightness, 0.0, 255.0)

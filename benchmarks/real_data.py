@@ -1,0 +1,91 @@
+"""Real-data benchmark: prepare throughput (utkface-gender) and held-out figures on the real sets.
+
+    .venv/bin/python benchmarks/real_data.py [--part prepare|evaluate|all] [--sets a,b] [--split content,phash]
+
+Prints its figures and appends them, with the machine and the exact command, to benchmarks/RESULTS.md.
+Reads ../shared/data in place (research-only licences: nothing is copied into the repo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+SHARED = REPO.parent / "shared" / "data"
+
+
+def machine() -> str:
+    import tensorflow as tf
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{cpu}, {os.cpu_count()} cores (load {load:.1f} at start), TF {tf.__version__}, Python {platform.python_version()}"
+
+
+def bench_prepare(workers: int) -> list[str]:
+    from faceattr.prepare import prepare
+
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in ("first run (empty cache)", "second run (cached)"):
+            start = time.perf_counter()
+            r = prepare(SHARED / "utkface-gender", Path(tmp) / f"out{len(lines)}", cache_dir=Path(tmp) / "cache",
+                        workers=workers, progress=False)
+            dt = time.perf_counter() - start
+            lines.append(f"prepare utkface-gender workers={workers} {run}: {r.total} photos in {dt:.1f} s = "
+                         f"{r.total / dt:.1f} photos/s; ok {r.ok}, failures {r.counts()}")
+            print(lines[-1], flush=True)
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--part", default="all", choices=("prepare", "evaluate", "all"))
+    parser.add_argument("--sets", default="eye-state,yawn-mouth,utkface-gender")
+    parser.add_argument("--split", default="content,phash")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--workers", default="1")
+    args = parser.parse_args()
+    if not (SHARED / "utkface-gender" / "labels.csv").is_file():
+        print(f"{SHARED} is not here; nothing to benchmark")
+        return 0
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp()}/mlflow.db")
+    lines = [f"machine: {machine()}"]
+    if args.part in ("prepare", "all"):
+        for w in args.workers.split(","):
+            lines += bench_prepare(int(w))
+    if args.part in ("evaluate", "all"):
+        from faceattr.real_eval import evaluate_set, format_row
+
+        for name in args.sets.split(","):
+            for split in args.split.split(","):
+                start = time.perf_counter()
+                row = evaluate_set(name, split, epochs=args.epochs)
+                lines.append(f"{format_row(row)} ({time.perf_counter() - start:.0f} s)")
+                print(lines[-1], flush=True)
+    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    with open(REPO / "benchmarks" / "RESULTS.md", "a") as fh:
+        fh.write(f"\n## real_data.py, {stamp}\n\n`{command}`\n\n```\n" + "\n".join(lines) + "\n```\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

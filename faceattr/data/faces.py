@@ -1,0 +1,151 @@
+"""Find the face in a photo (MTCNN) and turn its box + 5 landmarks into the region boxes of the manifest.
+
+The boxes are the same "x0 y0 x1 y1" strings the synthetic generator writes (`face_box`, `eyes_box`,
+`mouth_box`), so every crop still goes through `regions.crop_region`, at training time (`faceattr prepare`)
+and at serving time (`find_regions(image)` then `crop_region(image, region, box)`).
+
+Geometry, in units of the inter-eye distance D (matching `synthetic._boxes`, measured at scale 1:
+eye centres 23 px apart, eye band 39 x 20.8, mouth square 26.4 = 1.6x the mouth width, face square
+~2.9 D around the whole head):
+- eyes: centred between the two eye keypoints, width 1.8 D (synthetic 1.7 D: corner span + margin;
+  real eyes are a little wider relative to D), height width * 32/60;
+- mouth: square centred between the mouth corners, moved down by 0.1 mouth widths (the synthetic box is
+  centred on the lips, which sit below the corner line), side max(1.6 x mouth width (as synthetic), 1.2 D);
+- face: square centred on MTCNN's box, side 1.15 x its longer side (MTCNN boxes stop at the brows;
+  the synthetic face box reaches the crown).
+D is max(eye distance, 0.9 x eye-mouth distance), so a turned head (eyes close together) still gets
+a band wide enough to hold both eyes.
+
+Several faces: the label of a photo belongs to one person. The largest confident face is kept when it
+is clearly the subject (area >= SUBJECT_AREA_RATIO x the next confident face); otherwise the photo is
+rejected as ambiguous ("several faces") rather than guessing whose label it is.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+
+import numpy as np
+from PIL import Image
+
+from faceattr.data.regions import REGION_SIZES, load_rgb
+from faceattr.errors import DataError
+
+DETECTOR = "mtcnn-1.0.0"
+MAX_SIDE = 1024            # photos are downscaled to this longer side before detection (cost ~ pixels)
+MIN_CONFIDENCE = 0.90      # faces below this are ignored (MTCNN's ONet threshold is 0.8)
+SUBJECT_AREA_RATIO = 2.0   # the largest face must be this much bigger than the next to be "the" subject
+EYES_WIDTH_D, MOUTH_SIDE_W, MOUTH_SIDE_D, MOUTH_DOWN_W, FACE_SIDE_BOX = 1.8, 1.6, 1.2, 0.1, 1.15
+EYES_ASPECT = REGION_SIZES["eyes"][1] / REGION_SIZES["eyes"][0]   # 60:32
+
+_lock = threading.Lock()
+_detector = None
+
+
+class NoFace(DataError):
+    reason = "no face"
+
+
+class SeveralFaces(DataError):
+    reason = "several faces"
+
+
+def detector():
+    """The process's MTCNN (built once: loading its three networks takes ~1 s)."""
+    global _detector
+    with _lock:
+        if _detector is None:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            from mtcnn import MTCNN
+
+            _detector = MTCNN(device="CPU:0")
+        return _detector
+
+
+def detect(images: list[Image.Image]) -> list[dict]:
+    """Raw MTCNN results for RGB images: per image {"size": [w, h], "faces": [{box, confidence, keypoints}]}.
+
+    Each image is shrunk to MAX_SIDE first (a 6000x4000 photo would cost ~25x more and find the same
+    faces); coordinates are mapped back to the original pixels. Several images run as one MTCNN batch.
+    """
+    arrays, scales = [], []
+    for image in images:
+        scale = min(1.0, MAX_SIDE / max(image.size))
+        if scale < 1.0:
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+        arrays.append(np.asarray(image, dtype=np.uint8))
+        scales.append(scale)
+    found = _run_mtcnn(arrays)
+    out = []
+    for image, scale, faces in zip(images, scales, found):
+        back = []
+        for face in faces:
+            x0, y0, x1, y1 = (float(v) / scale for v in face["box"])
+            points = {k: [float(v[0]) / scale, float(v[1]) / scale] for k, v in face["keypoints"].items()}
+            back.append({"box": [x0, y0, x1, y1], "confidence": float(face["confidence"]), "keypoints": points})
+        out.append({"size": [image.width, image.height], "faces": back})
+    return out
+
+
+def _run_mtcnn(arrays: list[np.ndarray]) -> list[list[dict]]:
+    if len({a.shape for a in arrays}) > 1:  # MTCNN pads a batch to its largest image: run unequal ones alone
+        return [_run_mtcnn([a])[0] for a in arrays]
+    tiny = [min(a.shape[:2]) < 24 for a in arrays]  # below PNet's 12 px input at min_face_size 20
+    result = detector().detect_faces(list(arrays), box_format="xyxy", output_type="json")
+    if len(result) < len(arrays):  # MTCNN returns [] for a batch where nothing was found
+        result = [[] for _ in arrays]
+    return [[] if t else list(r) for t, r in zip(tiny, result)]
+
+
+def choose_face(detection: dict) -> dict:
+    """The subject's face from `detect`'s result for one image; NoFace / SeveralFaces otherwise."""
+    faces = [f for f in detection["faces"] if f["confidence"] >= MIN_CONFIDENCE]
+    if not faces:
+        raise NoFace(f"no face found (confidence >= {MIN_CONFIDENCE})")
+    faces.sort(key=_area, reverse=True)
+    if len(faces) > 1 and _area(faces[0]) < SUBJECT_AREA_RATIO * _area(faces[1]):
+        raise SeveralFaces(f"{len(faces)} faces of similar size: whose label is it is unclear")
+    return faces[0]
+
+
+def region_boxes(face: dict) -> dict[str, str]:
+    """MTCNN box + keypoints -> {"face_box", "eyes_box", "mouth_box"}: "x0 y0 x1 y1" pixel strings."""
+    k = {name: np.asarray(p, float) for name, p in face["keypoints"].items()}
+    eyes_c = (k["left_eye"] + k["right_eye"]) / 2
+    mouth_c = (k["mouth_left"] + k["mouth_right"]) / 2
+    d = max(float(np.linalg.norm(k["right_eye"] - k["left_eye"])), 0.9 * float(np.linalg.norm(mouth_c - eyes_c)), 1.0)
+    mouth_w = max(float(np.linalg.norm(k["mouth_right"] - k["mouth_left"])), 1.0)
+    down = mouth_c - eyes_c
+    down = down / np.linalg.norm(down) if np.linalg.norm(down) > 0 else np.array([0.0, 1.0])
+    ew = EYES_WIDTH_D * d
+    mside = max(MOUTH_SIDE_W * mouth_w, MOUTH_SIDE_D * d)
+    x0, y0, x1, y1 = face["box"]
+    fside = FACE_SIDE_BOX * max(x1 - x0, y1 - y0)
+    return {"face_box": _box(((x0 + x1) / 2, (y0 + y1) / 2), fside, fside),
+            "eyes_box": _box(eyes_c, ew, ew / EYES_ASPECT),
+            "mouth_box": _box(mouth_c + MOUTH_DOWN_W * mouth_w * down, mside, mside)}
+
+
+def find_regions(image) -> dict[str, str]:
+    """A photo (path, bytes or PIL image) -> its region boxes; NoFace, SeveralFaces or DataError otherwise.
+
+    The serving path: `boxes = find_regions(image)`, then `crop_region(image, region, boxes[f"{region}_box"])`.
+    """
+    rgb = load_rgb(image)
+    return region_boxes(choose_face(detect([rgb])[0]))
+
+
+def _area(face: dict) -> float:
+    x0, y0, x1, y1 = face["box"]
+    return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+
+def _box(centre, width: float, height: float) -> str:
+    cx, cy = float(centre[0]), float(centre[1])
+    values = (cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2)
+    if not all(math.isfinite(v) for v in values):
+        raise DataError("face landmarks are not finite numbers")
+    return " ".join(f"{v:.2f}" for v in values)

@@ -1,0 +1,76 @@
+"""Real-data support: near-duplicate (phash) split, train.augment, prepare outputs as `--data`, evaluate smoke."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from faceattr import config as config_module
+from faceattr.data.pipeline import Split, phash_groups, phash_split_names, split_name, to_tf_dataset
+from faceattr.errors import ConfigError
+from tests.conftest import shared_data
+
+
+def _scenes(n_scenes=6, frames=4, seed=0):
+    """n_scenes distinct random images, each repeated `frames` times with small noise (video frames)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_scenes):
+        base = rng.integers(0, 256, (8, 8, 3)).repeat(4, 0).repeat(4, 1).astype(float)
+        out += [np.clip(base + rng.normal(0, 4, base.shape), 0, 255).astype(np.uint8) for _ in range(frames)]
+    return np.stack(out)
+
+
+def test_phash_groups_near_duplicates_and_keeps_them_on_one_side():
+    images = _scenes()
+    groups = phash_groups(images)
+    assert len(set(groups)) == 6 and all(len(set(groups[i:i + 4])) == 1 for i in range(0, 24, 4))
+    digests = [f"{i:040x}" for i in np.random.default_rng(1).integers(0, 2**62, 24)]
+    names = phash_split_names(images, digests)
+    assert all(len(set(names[i:i + 4])) == 1 for i in range(0, 24, 4))
+    assert names[:4] == [split_name(min(digests[:4]))] * 4
+
+
+def test_augment_switch_defaults_off_and_changes_only_training_batches():
+    cfg = config_module.load("eyes")
+    assert cfg["train"]["augment"] is False and cfg["data"]["split"] == "content"
+    with pytest.raises(ConfigError, match="data.split"):
+        config_module.load("eyes", {"data.split": "random"})
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 60, 3), dtype=np.uint8)
+    split = Split(images, np.full((8, 2), 0.5, np.float32), np.ones(8, np.float32), pd.DataFrame(index=range(8)))
+    plain = next(iter(to_tf_dataset(split, 8, True)))[0]["image"].numpy()
+    assert np.array_equal(plain, images.astype(np.float32))
+    augmented = next(iter(to_tf_dataset(split, 8, True, shuffle_seed=0, augment=True)))[0]["image"].numpy()
+    assert augmented.shape == plain.shape and augmented.min() >= 0 and augmented.max() <= 255
+    assert not np.array_equal(np.sort(augmented.reshape(-1)), np.sort(plain.reshape(-1)))
+
+
+def test_prepare_output_folder_is_a_data_source_per_region(tmp_path):
+    from faceattr.data.loading import open_data
+    from faceattr.prepare import prepare
+
+    (tmp_path / "in").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)).save(tmp_path / "in" / f"{i}.png")
+    pd.DataFrame({"path": [f"{i}.png" for i in range(12)], "eyes": [i % 2 for i in range(12)]}
+                 ).to_csv(tmp_path / "in" / "labels.csv", index=False)
+    prepare(tmp_path / "in", tmp_path / "ds", image_region="eyes", progress=False, cache_dir=tmp_path / "c")
+    data = open_data(config_module.load("eyes", {"data": str(tmp_path / "ds"), "data.split": "phash"}))
+    assert data.images.shape == (12, 32, 60, 3) and set(data.frame["image_region"]) == {"eyes"}
+
+
+@pytest.mark.slow
+def test_evaluate_runs_on_a_small_real_subset(tmp_path, tracking):
+    from faceattr.real_eval import evaluate_set, format_row
+
+    root = shared_data("eye-state")
+    table = pd.read_csv(root / "labels.csv")
+    small = pd.concat([table[table["eyes"] == v].head(30) for v in (0.0, 1.0)])
+    (tmp_path / "eye-state").mkdir()
+    small.to_csv(tmp_path / "eye-state" / "labels.csv", index=False)
+    (tmp_path / "eye-state" / "images").symlink_to(root / "images")
+    result = evaluate_set("eye-state", "phash", epochs=1, data_root=tmp_path)
+    assert result["n_train"] + result["n_val"] + result["n_test"] == 60
+    assert 0 <= result["accuracy"] <= 1 and result["mse"] >= 0
+    assert "accuracy=" in format_row(result)

@@ -62,7 +62,7 @@ def test_half_male_half_female_and_labels_rounded(rows400):
         for k in ("background", "eyes", "mouth"):
             assert float(r[k]) in (0.0, 0.5, 1.0)
             true = float(r[f"{k}_true"])
-            assert 0 <= true <= 1 and abs(true - float(r[k])) <= 0.25
+            assert 0 <= true <= 1   # closeness to the truth: see the labeller test below
 
 
 def test_continuous_labels_when_not_rounded(tmp_path):
@@ -173,3 +173,12 @@ def test_default_dataset_losing_a_race_uses_the_winners(tmp_path, monkeypatch):
     csv_path = synthetic.default_dataset(size=20, cache_dir=tmp_path)
     assert csv_path == winner / "labels.csv" and (winner / "marker").is_file()
     assert os.listdir(tmp_path) == [winner.name]  # the loser's temporary copy is gone
+
+
+def test_rounded_labels_follow_the_truth_with_labeller_disagreement_near_boundaries(rows400):
+    truth = np.array([float(r["mouth_true"]) for r in rows400])
+    label = np.array([float(r["mouth"]) for r in rows400])
+    nearest = np.floor(truth * 2 + 0.5) / 2
+    agree = np.mean(label == nearest)
+    assert 0.7 < agree < 0.98            # mostly the nearest value, but labellers do misjudge
+    assert np.all(np.abs(label - truth) <= 0.75)

@@ -51,10 +51,11 @@ def load_config(args, extra: list[str]) -> dict:
 def cmd_train(args, extra) -> int:
     from faceattr.experiment import train
 
-    outcome = train(load_config(args, extra))
+    outcome = train(load_config(args, extra), register=getattr(args, "register", True))
     shown = {k: round(v, 4) for k, v in outcome.metrics.items()
              if k in ("val_mse", "baseline_ratio", "val_accuracy", "test_mse", "test_accuracy", "collapse_std_ratio")}
-    print(f"faceattr: done: {shown} collapsed={outcome.tags['collapsed']} model={outcome.model_uri}")
+    print(f"faceattr: done: {shown} collapsed={outcome.tags['collapsed']} model={outcome.model_uri}"
+          + (f" registered={outcome.version}" if outcome.version else ""))
     return 0
 
 
@@ -65,13 +66,91 @@ def cmd_experiments(args, extra) -> int:
     return 0
 
 
+# --- registry: promote, predict, pipeline (faceattr/promote.py, predict.py, pipeline.py) ---
+def add_registry_parsers(sub) -> None:
+    promote = sub.add_parser("promote", help="judge a registered version against the champion; move "
+                                             "Production/@champion if it wins (exit 3: refused)")
+    promote.add_argument("model", help="registered model (eyes, mouth, background, gender)")
+    promote.add_argument("--version", default="", help="version to judge (default: the newest)")
+    promote.add_argument("--dry-run", dest="dry_run", nargs="?", const="true", default="false",
+                         help="decide and report, move nothing")
+    promote.add_argument("--rollback", nargs="?", const="true", default="false",
+                         help="move Production/@champion back to the champion the current one replaced")
+    promote.add_argument("--eval-data", dest="eval_data", default="",
+                         help="evaluate on the test split of this manifest/folder instead of the challenger's data")
+    promote.add_argument("--policy", default="", help="policy YAML (default registry/MODEL.yaml)")
+    promote.set_defaults(func=cmd_promote)
+
+    predict = sub.add_parser("predict", help="score a folder of photos or a manifest CSV into a CSV")
+    predict.add_argument("source", help="folder of JPEG/PNG files, or a manifest CSV with a `path` column")
+    predict.add_argument("--model", required=True, help="model URI, e.g. models:/eyes/Production")
+    predict.add_argument("--out", default="preds.csv", help="output CSV (default preds.csv)")
+    predict.add_argument("--kind", default="crop", choices=("crop", "photo"),
+                         help="the files are ready crops of the model's region (default) or whole photos")
+    predict.add_argument("--batch-size", dest="batch_size", type=int, default=64)
+    predict.set_defaults(func=cmd_predict)
+
+    pipeline = sub.add_parser("pipeline", help="train + promote gender, then background, eyes, mouth")
+    pipeline.add_argument("--epochs", default="")
+    pipeline.add_argument("--data", default="synthetic")
+    pipeline.add_argument("--data-size", dest="data_size", default="")
+    pipeline.add_argument("--models", default="gender,background,eyes,mouth")
+    pipeline.set_defaults(func=cmd_pipeline)
+
+
+def _flag(value, name: str) -> bool:
+    text = str(value).strip().lower()
+    if text not in ("true", "false", "1", "0", "yes", "no", ""):
+        raise FaceattrError(f"{name} takes true or false, got {value!r}")
+    return text in ("true", "1", "yes")
+
+
+def cmd_promote(args, extra) -> int:
+    from faceattr import promote
+
+    if extra:
+        raise FaceattrError(f"unexpected arguments {extra}")
+    if _flag(args.rollback, "--rollback"):
+        result = promote.rollback(args.model)
+    else:
+        policy = promote.Policy.load(args.model, args.policy or None)
+        result = promote.promote(args.model, args.version or None, dry_run=_flag(args.dry_run, "--dry-run"),
+                                 eval_data=args.eval_data or None, policy=policy)
+    print(f"faceattr: {args.model}: {result.summary()}")
+    print(f"faceattr: result {promote.dumps(result)}")
+    return result.exit_code
+
+
+def cmd_predict(args, extra) -> int:
+    from faceattr.predict import predict
+
+    if extra:
+        raise FaceattrError(f"unexpected arguments {extra}")
+    result = predict(args.source, args.model, args.out, kind=args.kind, batch_size=args.batch_size)
+    bad = int((result["error"] != "").sum())
+    print(f"faceattr: scored {len(result) - bad} of {len(result)} photos into {args.out}"
+          + (f"; {bad} could not be read (see its `error` column)" if bad else ""))
+    return 0
+
+
+def cmd_pipeline(args, extra) -> int:
+    from faceattr.pipeline import run_pipeline
+
+    return run_pipeline(args.models.split(","), epochs=args.epochs, data=args.data, data_size=args.data_size,
+                        extra=extra)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="faceattr", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train one experiment, tracked in MLflow")
     common_options(train)
+    train.add_argument("--register", action=argparse.BooleanOptionalAction, default=True,
+                       help="register the model as a new version of the registered model named after "
+                            "the experiment (default; --no-register to skip)")
     train.set_defaults(func=cmd_train)
     sub.add_parser("experiments", help="list the experiments").set_defaults(func=cmd_experiments)
+    add_registry_parsers(sub)
     args, extra = parser.parse_known_args(argv)
     try:
         return args.func(args, extra)

@@ -35,6 +35,7 @@ class Outcome:
     metrics: dict[str, float]
     tags: dict[str, str]
     model_uri: str | None
+    version: str | None = None     # the registered model version, when `train(register=True)`
 
 
 def prepare(config: dict) -> Prepared:
@@ -45,13 +46,20 @@ def prepare(config: dict) -> Prepared:
     return Prepared(config, data, splits, source, gender_model)
 
 
-def train(config: dict) -> Outcome:
-    """`faceattr train NAME`: one tracked run in the MLflow experiment named after the config."""
+def train(config: dict, register: bool = True) -> Outcome:
+    """`faceattr train NAME`: one tracked run in the MLflow experiment named after the config.
+
+    register: the logged model becomes a new version of the registered model named after the
+    experiment (what `faceattr promote NAME` judges).
+    """
     prepared = prepare(config)
     tracking.use_experiment(config["name"])
     run_name = f"{config['name']}-{config_module.widths(config)}-s{config['train']['seed']}"
     with tracking.start_run(run_name, tags=tracking.run_tags(config, prepared.data)):
-        return fit_and_log(prepared)
+        outcome = fit_and_log(prepared)
+        if register and outcome.model_uri:
+            outcome.version = mlflow.register_model(outcome.model_uri, config["name"]).version
+        return outcome
 
 
 def fit_and_log(prepared: Prepared, model: keras.Model | None = None, callbacks=(),

@@ -6,6 +6,15 @@ A request is a table with one row per photo:
 - `gender` (`male`/`female`) or `p_female` (0..1): the gender input of a regression, optional;
   without them the bundled gender model is used where it can be, else the "unknown" [0.5, 0.5].
 Regressions answer one column named after the target; the gender model answers `p_female` and `gender`.
+
+Limits (a request over them is answered HTTP 400 with the reason, and the server keeps serving):
+at most MAX_ROWS photos per request and MAX_IMAGE_MB megabytes of base64 per photo (environment
+variables FACEATTR_MAX_ROWS / FACEATTR_MAX_IMAGE_MB where the server runs). MLflow's scoring server
+itself has no body-size limit; put a proxy (nginx `client_max_body_size`) in front for a hard cap.
+
+Batch jobs in Python skip JSON and base64: `predict_arrays(crops, gender)` takes ready (N, H, W, 3)
+crops (see faceattr/predict.py). The Keras models are loaded and traced once, in `load_context`;
+requests run Keras' `predict_on_batch`, a `tf.function` (reduce_retracing) under the TF backend.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import base64
 import binascii
 import io
 import json
+import os
 
 import mlflow.pyfunc
 import numpy as np
@@ -29,6 +39,8 @@ from faceattr.errors import DataError
 from faceattr.models.cnn import to_unit_range
 
 KINDS = ("crop", "photo")
+MAX_ROWS = int(os.environ.get("FACEATTR_MAX_ROWS", "1024"))
+MAX_IMAGE_MB = float(os.environ.get("FACEATTR_MAX_IMAGE_MB", "8"))
 
 
 def signature(task: str, target: str) -> ModelSignature:
@@ -67,6 +79,18 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
         self.model = keras.models.load_model(context.artifacts["keras_model"], compile=False)
         gender_path = context.artifacts.get("gender_model")
         self.gender_model = keras.models.load_model(gender_path, compile=False) if gender_path else None
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """Trace the compiled predict functions now (batch sizes 1 and 2, so later sizes reuse a
+        shape-relaxed trace), not on the first request."""
+        from faceattr.data.regions import REGION_SIZES
+
+        height, width = REGION_SIZES[self.spec["region"]]
+        for n in (1, 2):
+            self.predict_arrays(np.zeros((n, height, width, 3), np.float32))
+            if self.gender_model is not None:
+                self.gender_model.predict_on_batch(np.zeros((n, 60, 60, 3), np.float32))
 
     def predict(self, context, model_input, params=None):
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
@@ -74,12 +98,20 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
             raise bad_request("the request holds no photos: send at least one row with an `image`")
         if "image" not in frame:
             raise bad_request(f"each row needs an `image` (base64 JPEG/PNG); got columns {list(frame.columns)}")
+        if len(frame) > MAX_ROWS:
+            raise bad_request(f"{len(frame)} photos in one request; send at most {MAX_ROWS} per request")
         images = np.stack([self._crop(i, row) for i, row in enumerate(frame.to_dict("records"))])
         return self.predict_arrays(images, self._gender(frame))
 
     def predict_arrays(self, images: np.ndarray, gender: np.ndarray | None = None) -> pd.DataFrame:
         """Score ready crops (N, H, W, 3) in 0..255 with gender inputs (N, 2) (default: unknown)."""
+        from faceattr.data.regions import REGION_SIZES
+
         images = np.asarray(images, np.float32)
+        expected = (*REGION_SIZES[self.spec["region"]], 3)
+        if images.ndim != 4 or images.shape[1:] != expected or len(images) == 0:
+            raise bad_request(f"expected crops of shape (N, {', '.join(map(str, expected))}) with N >= 1, "
+                              f"got {images.shape}")
         if self.spec["task"] == "classification":
             p_female = self.model.predict_on_batch({"image": images})[:, 1].astype(float)
             return pd.DataFrame({"p_female": p_female, "gender": np.where(p_female >= 0.5, *GENDERS[::-1])})
@@ -89,20 +121,34 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({self.spec["target"]: to_unit_range(values)})
 
     def _crop(self, i: int, row: dict) -> np.ndarray:
-        kind = row.get("kind") or "crop"
-        if kind not in KINDS:
-            raise bad_request(f"row {i}: kind={kind!r}; use one of {', '.join(KINDS)}")
-        region = self.spec["region"]
-        if kind == "photo" and region != "photo":
-            raise bad_request(f"row {i}: this model reads the {region} region; send kind='crop' with a "
-                              f"ready {region} crop (whole-photo cropping needs face detection)")
+        text = row["image"]
+        if not isinstance(text, str) or not text:
+            raise bad_request(f"row {i}: `image` must be a non-empty base64 string, got {type(text).__name__}")
+        if len(text) > MAX_IMAGE_MB * 2**20:
+            raise bad_request(f"row {i}: `image` is {len(text) / 2**20:.1f} MB of base64; the limit is "
+                              f"{MAX_IMAGE_MB:g} MB per photo (FACEATTR_MAX_IMAGE_MB)")
         try:
-            raw = base64.b64decode(str(row["image"]), validate=True)
-            return crop_region(load_rgb(raw), region)
+            raw = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise bad_request(f"row {i}: `image` is not base64: {exc}") from exc
+        try:
+            return self.crop(raw, row.get("kind"))
         except DataError as exc:
-            raise bad_request(f"row {i}: `image` is not a JPEG/PNG photo: {exc}") from exc
+            raise bad_request(f"row {i}: {exc}") from exc
+
+    def crop(self, raw, kind: str | None = None) -> np.ndarray:
+        """Photo bytes (or a path) -> the model's input crop, resized as in training; DataError if unusable."""
+        kind = kind if isinstance(kind, str) and kind else "crop"
+        if kind not in KINDS:
+            raise DataError(f"kind={kind!r}; use one of {', '.join(KINDS)}")
+        region = self.spec["region"]
+        if kind == "photo" and region != "photo":
+            raise DataError(f"this model reads the {region} region; send kind='crop' with a ready {region} "
+                            f"crop (whole-photo cropping needs face detection)")
+        try:
+            return crop_region(load_rgb(raw), region)
+        except DataError as exc:
+            raise DataError(f"`image` is not a JPEG/PNG photo: {exc}") from exc
 
     def _gender(self, frame: pd.DataFrame) -> np.ndarray:
         out = np.full((len(frame), 2), 0.5, np.float32)

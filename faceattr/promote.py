@@ -1,0 +1,384 @@
+"""Promotion: does a registered version replace the champion (stage Production + alias `champion`)?
+
+Policy: `registry/<model>.yaml` (see registry/README.md). The challenger and the champion are both
+evaluated afresh, through the served code path (FaceattrModel.predict_arrays), on the same held-out
+rows: the `test` split of the data set the challenger was trained on (splits are by file content, so
+no model trained on any set built from the same files has seen them), or of `eval_data`.
+Each decision is an MLflow run in experiment `promote-<model>` and tags + a description on the version.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import yaml
+
+from faceattr import config as config_module
+from faceattr import evaluate, registry
+from faceattr.errors import ConfigError, DataError
+
+POLICY_DIR = Path(__file__).resolve().parent.parent / "registry"
+REFUSED = 3           # exit code of a refused promotion (config/data/registry errors are 2)
+_DATA_KEYS = set(config_module.DEFAULTS["data"])
+
+
+# --- policy -----------------------------------------------------------------------------------
+
+@dataclass
+class Policy:
+    model: str
+    metric: str                                   # compared between champion and challenger
+    higher_is_better: bool
+    thresholds: dict[str, dict[str, float]]       # {"baseline_ratio": {"min": 1.5}}: every champion meets them
+    require_no_collapse: bool = True
+    collapse_threshold: float | None = None       # None: the experiment config's evaluation.collapse_threshold
+    margin_relative: float = 0.0                  # challenger must beat the champion by this share ...
+    margin_absolute: float = 0.0                  # ... and by this much
+
+    @classmethod
+    def load(cls, model: str, path: str | Path | None = None) -> "Policy":
+        path = Path(path) if path else POLICY_DIR / f"{model}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"no promotion policy for {model!r}: {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        known = {"model", "metric", "higher_is_better", "thresholds", "require_no_collapse",
+                 "collapse_threshold", "margin"}
+        if not isinstance(raw, dict) or set(raw) - known:
+            raise ConfigError(f"{path}: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
+        margin = raw.get("margin") or {}
+        if set(margin) - {"relative", "absolute"}:
+            raise ConfigError(f"{path}: margin: use relative and/or absolute")
+        if "metric" not in raw or not isinstance(raw.get("higher_is_better"), bool):
+            raise ConfigError(f"{path}: needs `metric` and `higher_is_better: true|false`")
+        thresholds = raw.get("thresholds") or {}
+        for key, bound in thresholds.items():
+            if not isinstance(bound, dict) or set(bound) - {"min", "max"} or not bound:
+                raise ConfigError(f"{path}: thresholds.{key}: expected {{min: X}} and/or {{max: Y}}")
+        return cls(model=raw.get("model", model), metric=raw["metric"], higher_is_better=raw["higher_is_better"],
+                   thresholds=thresholds, require_no_collapse=bool(raw.get("require_no_collapse", True)),
+                   collapse_threshold=raw.get("collapse_threshold"),
+                   margin_relative=float(margin.get("relative", 0.0)),
+                   margin_absolute=float(margin.get("absolute", 0.0)))
+
+    def as_params(self) -> dict[str, str]:
+        out = {"policy.metric": self.metric, "policy.higher_is_better": self.higher_is_better,
+               "policy.require_no_collapse": self.require_no_collapse,
+               "policy.margin_relative": self.margin_relative, "policy.margin_absolute": self.margin_absolute}
+        for key, bound in self.thresholds.items():
+            out.update({f"policy.{key}.{k}": v for k, v in bound.items()})
+        return {k: str(v) for k, v in out.items()}
+
+
+@dataclass
+class Decision:
+    promote: bool
+    reasons: list[str]                    # why not (empty when promoted)
+    evidence: list[str] = field(default_factory=list)   # what was compared
+
+
+def decide(policy: Policy, challenger: dict, champion: dict | None) -> Decision:
+    """Pure policy: absolute thresholds, the collapse check, then the margin over the champion (if any).
+
+    `challenger`/`champion`: metrics of a fresh evaluation, with `collapsed` (bool) among them.
+    """
+    reasons, evidence = [], []
+    for key, bound in policy.thresholds.items():
+        value = challenger.get(key)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            reasons.append(f"{key} is missing from the evaluation")
+            continue
+        if "min" in bound and not value >= bound["min"]:
+            reasons.append(f"{key} {value:.4g} is below the minimum {bound['min']}")
+        if "max" in bound and not value <= bound["max"]:
+            reasons.append(f"{key} {value:.4g} is above the maximum {bound['max']}")
+    if policy.require_no_collapse and challenger.get("collapsed"):
+        reasons.append(f"collapsed: its outputs spread only {challenger.get('collapse_std_ratio', float('nan')):.3g} "
+                       f"of the labels' spread")
+    metric = policy.metric
+    mine = challenger[metric]
+    if not math.isfinite(mine):
+        reasons.append(f"{metric} is {mine}: the model's outputs are not finite numbers")
+    if champion is None:
+        evidence.append(f"no champion: first version judged on the thresholds alone ({metric} {mine:.4g})")
+    else:
+        theirs = champion[metric]
+        need = abs(theirs) * policy.margin_relative + policy.margin_absolute
+        target = theirs + need if policy.higher_is_better else theirs - need
+        beats = mine >= target if policy.higher_is_better else mine <= target
+        if policy.higher_is_better and need == 0:
+            beats = mine > theirs
+        elif not policy.higher_is_better and need == 0:
+            beats = mine < theirs
+        word = "higher" if policy.higher_is_better else "lower"
+        evidence.append(f"{metric} {mine:.4g} vs champion's {theirs:.4g} (needed {target:.4g} or {word})")
+        if not beats:
+            reasons.append(f"{metric} {mine:.4g} does not beat the champion's {theirs:.4g} by the margin "
+                           f"({policy.margin_relative:.1%} relative + {policy.margin_absolute:g}): needed "
+                           f"{target:.4g} or {word}")
+    return Decision(not reasons, reasons, evidence)
+
+
+# --- evaluation -------------------------------------------------------------------------------
+
+@dataclass
+class EvalSet:
+    config: dict
+    name: str
+    digest: str
+    frame: object          # test rows
+    images: np.ndarray
+    labels: np.ndarray
+    train_labels: np.ndarray
+    train_gender: list
+    shows_faces: bool
+
+
+def training_config(version, eval_data: str | None = None) -> dict:
+    """The experiment config a version was trained with (its run's data.* params), data overridable."""
+    run = registry.client().get_run(version.run_id) if version.run_id else None
+    if run is None:
+        raise DataError(f"version {str(version.version)} of {version.name!r} has no training run to recover its data "
+                        f"from; pass --eval-data")
+    params = run.data.params
+    name = run.data.tags.get("faceattr.experiment", version.name)
+    overrides: dict = {}
+    folders: dict = {}
+    for key, value in params.items():
+        parts = key.split(".")
+        if parts[0] != "data" or len(parts) < 2 or parts[1] not in _DATA_KEYS:
+            continue
+        value = None if value == "None" else value
+        if parts[1] == "folders" and len(parts) > 2:
+            node = folders
+            for part in parts[2:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
+        elif len(parts) == 2:
+            overrides[key] = value
+    cfg = config_module.load(name, {k: v for k, v in overrides.items() if k != "data.folders"})
+    if folders:
+        cfg["data"]["folders"] = folders
+    if eval_data:
+        cfg["data"]["source"] = eval_data
+        cfg["data"]["folders"] = None
+    return cfg
+
+
+def eval_set(cfg: dict) -> EvalSet:
+    """The held-out test rows of the data set `cfg` names (and its train labels, for the baseline)."""
+    from faceattr.data.loading import gender_one_hot, open_data
+    from faceattr.gender_input import shows_faces
+
+    data = open_data(cfg)
+    test, train = data.rows("test"), data.rows("train")
+    if len(test) == 0:
+        raise DataError(f"{cfg['data']['source']}: the test split is empty: nothing to evaluate on; use more images")
+    frame = data.frame.iloc[test].reset_index(drop=True)
+    train_frame = data.frame.iloc[train]
+    if cfg["task"] == "classification":
+        labels = gender_one_hot(frame)
+        train_labels = gender_one_hot(train_frame)
+    else:
+        labels = frame[cfg["target"]].to_numpy(np.float32)
+        train_labels = train_frame[cfg["target"]].to_numpy(np.float32)
+    none = [None] * len(train_frame)
+    return EvalSet(cfg, data.name, data.digest, frame, data.images[test], labels, train_labels,
+                   list(train_frame["gender"]) if "gender" in train_frame else none, shows_faces(data))
+
+
+def evaluate_version(version, data: EvalSet, collapse_threshold: float) -> dict:
+    """Fresh metrics of one registered version on `data`, through the served model's predict path."""
+    from faceattr.data.loading import gender_one_hot, has_gender_labels
+    from faceattr.data.pipeline import load_crops
+
+    served = registry.load_faceattr_model(f"models:/{version.name}/{str(version.version)}")
+    cfg = data.config
+    if cfg["task"] == "classification":
+        p = served.predict_arrays(data.images)["p_female"].to_numpy()
+        found = evaluate.classification_metrics(np.stack([1 - p, p], axis=1), data.labels)
+        ratio, collapsed = evaluate.collapse_check(p, data.labels[:, 1], collapse_threshold)
+    else:
+        # the gender input this version was trained with: its bundled gender model, the labels, or unknown
+        gender = None
+        source = registry.client().get_run(version.run_id).data.params.get("gender_source", "") \
+            if version.run_id else ""
+        if served.gender_model is not None and data.shows_faces:
+            faces, _ = load_crops(data.frame, "face")
+            gender = served.gender_model.predict_on_batch(faces.astype(np.float32))
+        elif source == "labels" and has_gender_labels(data.frame):
+            gender = gender_one_hot(data.frame)
+        pred = served.predict_arrays(data.images, gender)[cfg["target"]].to_numpy()
+        eval_gender = list(data.frame["gender"]) if "gender" in data.frame else [None] * len(pred)
+        found = evaluate.regression_metrics(pred, data.labels, eval_gender, data.train_labels, data.train_gender)
+        ratio, collapsed = evaluate.collapse_check(pred, data.labels, collapse_threshold)
+    return {**found, "collapse_std_ratio": ratio, "collapsed": collapsed}
+
+
+# --- the commands -----------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    action: str               # promoted | refused | would-promote | would-refuse | already-champion | rolled-back
+    version: str
+    champion: str | None
+    decision: Decision | None
+    run_id: str
+    repaired: list[str]
+    challenger_metrics: dict = field(default_factory=dict)
+    champion_metrics: dict = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return REFUSED if self.action in ("refused", "would-refuse") else 0
+
+    def summary(self) -> str:
+        head = {"promoted": f"promoted version {self.version} to Production/@champion",
+                "refused": f"refused version {self.version}: nothing moved",
+                "would-promote": f"dry run: version {self.version} would be promoted (nothing moved)",
+                "would-refuse": f"dry run: version {self.version} would be refused (nothing moved)",
+                "already-champion": f"version {self.version} is already the champion: nothing to do",
+                "rolled-back": f"rolled back: version {self.version} is the champion again "
+                               f"(replacing {self.champion})"}[self.action]
+        lines = [head, *(f"  fixed first: {r}" for r in self.repaired)]
+        if self.decision:
+            lines += [f"  evidence: {e}" for e in self.decision.evidence]
+            lines += [f"  reason: {r}" for r in self.decision.reasons]
+        lines.append(f"  MLflow run {self.run_id}")
+        return "\n".join(lines)
+
+
+def promote(model: str, version: str | None = None, *, dry_run: bool = False, eval_data: str | None = None,
+            policy: Policy | None = None) -> Result:
+    """Judge `version` (default: the newest) against the champion and move both records if it wins."""
+    policy = policy or Policy.load(model)
+    with registry.promotion_lock(model):
+        repaired = [] if dry_run else registry.repair(model)
+        challenger = registry.get_version(model, version)
+        current = registry.champion(model)
+        with _audit_run(model, "promote", str(challenger.version)) as run:
+            if current is not None and str(current.version) == str(challenger.version):
+                _log(run, {"decision": "already-champion"}, {}, {})
+                return Result("already-champion", str(challenger.version), str(current.version), None,
+                              run.info.run_id, repaired)
+            cfg = training_config(challenger, eval_data)
+            data = eval_set(cfg)
+            threshold = policy.collapse_threshold or cfg["evaluation"]["collapse_threshold"]
+            mine = evaluate_version(challenger, data, threshold)
+            theirs = evaluate_version(current, data, threshold) if current is not None else None
+            decision = decide(policy, mine, theirs)
+            action = ("would-" if dry_run else "") + ("promote" if decision.promote else "refuse")
+            action = {"promote": "promoted", "refuse": "refused"}.get(action, action)
+            params = {"model": model, "challenger_version": str(challenger.version), "dry_run": str(dry_run),
+                      "champion_version": str(current.version) if current else "none",
+                      "eval.data": data.name, "eval.digest": data.digest, "eval.rows": str(len(data.labels)),
+                      "eval.source": str(cfg["data"]["source"]), **policy.as_params()}
+            metrics = {f"challenger_{k}": float(v) for k, v in mine.items()}
+            if theirs:
+                metrics.update({f"champion_{k}": float(v) for k, v in theirs.items()})
+            tags = {"decision": action, "reasons": "; ".join(decision.reasons) or "-",
+                    "evidence": "; ".join(decision.evidence)}
+            _log(run, tags, params, metrics)
+            result = Result(action, str(challenger.version), str(current.version) if current else None, decision,
+                            run.info.run_id, repaired, mine, theirs or {})
+            if dry_run:
+                return result
+            stamp = {"faceattr.decided_at": registry.now(), "faceattr.decided_by": registry.who(),
+                     "faceattr.promote_run_id": run.info.run_id, "faceattr.decision": action,
+                     "faceattr.eval_data": f"{data.name} ({data.digest}, {len(data.labels)} test rows)",
+                     f"faceattr.{policy.metric}": f"{mine[policy.metric]:.6g}"}
+            if theirs:
+                stamp["faceattr.champion_" + policy.metric] = f"{theirs[policy.metric]:.6g}"
+            by = f"by {stamp['faceattr.decided_by']} at {stamp['faceattr.decided_at']}, run {run.info.run_id}"
+            if decision.promote:
+                stamp[registry.PREVIOUS] = str(current.version) if current else "none"
+                stamp["faceattr.beat_champion"] = str(current.version) if current else "none (first champion)"
+                registry.record(model, str(challenger.version), {**stamp, "faceattr.reasons": "-"},
+                                f"Promoted {by}: {'; '.join(decision.evidence)}")
+                registry.move_champion(model, str(challenger.version))
+            else:
+                registry.record(model, str(challenger.version), {**stamp, "faceattr.reasons": "; ".join(decision.reasons)},
+                                f"Refused {by}: {'; '.join(decision.reasons)} ({'; '.join(decision.evidence)})")
+            return result
+
+
+def rollback(model: str) -> Result:
+    """Move Production and @champion back to the champion the current one replaced (tag chain)."""
+    with registry.promotion_lock(model):
+        repaired = registry.repair(model)
+        current = registry.champion(model)
+        if current is None:
+            raise registry.RegistryError(f"{model!r} has no champion: nothing to roll back")
+        previous = current.tags.get(registry.PREVIOUS, "none")
+        if previous == "none":
+            raise registry.RegistryError(f"version {str(current.version)} of {model!r} was the first champion "
+                                         f"(tag {registry.PREVIOUS} is none): nothing to roll back to")
+        target = registry.get_version(model, previous)
+        with _audit_run(model, "rollback", str(target.version)) as run:
+            _log(run, {"decision": "rolled-back", "reasons": f"rollback requested by {registry.who()}"},
+                 {"model": model, "from_version": str(current.version), "to_version": str(target.version)}, {})
+            by = f"by {registry.who()} at {registry.now()}, run {run.info.run_id}"
+            registry.record(model, str(current.version), {"faceattr.rolled_back": by})
+            registry.record(model, str(target.version), {"faceattr.restored": f"replacing version {str(current.version)} {by}"},
+                            f"Champion again after a rollback of version {str(current.version)} {by}")
+            registry.move_champion(model, str(target.version))
+            return Result("rolled-back", str(target.version), str(current.version), None, run.info.run_id, repaired)
+
+
+class _audit_run:
+    """A run in experiment `promote-<model>`, made with the client so a `mlflow run` parent run
+    (MLFLOW_RUN_ID) is not taken over; that parent, if any, gets a tag pointing here."""
+
+    def __init__(self, model: str, action: str, version: str):
+        self.model, self.action, self.version = model, action, version
+
+    def __enter__(self):
+        client = registry.client()
+        name = f"promote-{self.model}"
+        experiment = client.get_experiment_by_name(name)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
+        parent = os.environ.get("MLFLOW_RUN_ID")
+        tags = {"mlflow.runName": f"{self.action}-{self.model}-v{self.version}", "faceattr.action": self.action,
+                "faceattr.model": self.model, "faceattr.user": registry.who()}
+        if parent:
+            tags["faceattr.launched_by_run"] = parent
+        self.run = client.create_run(experiment_id, tags=tags)
+        if parent:
+            try:
+                client.set_tag(parent, "faceattr.promote_run_id", self.run.info.run_id)
+            except Exception:  # the parent lives on another server: the link is a courtesy
+                pass
+        return self.run
+
+    def __exit__(self, exc_type, exc, tb):
+        client = registry.client()
+        if exc is not None:
+            client.set_tag(self.run.info.run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
+        client.set_terminated(self.run.info.run_id, "FINISHED" if exc is None else "FAILED")
+        return False
+
+
+def _log(run, tags: dict, params: dict, metrics: dict) -> None:
+    client = registry.client()
+    run_id = run.info.run_id
+    for k, v in tags.items():
+        client.set_tag(run_id, f"faceattr.{k}" if k in ("decision", "reasons", "evidence") else k, str(v)[:5000])
+    for k, v in params.items():
+        client.log_param(run_id, k, v)
+    for k, v in metrics.items():
+        client.log_metric(run_id, k, v)
+    if params or metrics:
+        client.log_dict(run_id, {"params": params, "metrics": metrics, "tags": tags}, "promotion.json")
+
+
+def dumps(result: Result) -> str:
+    return json.dumps({"action": result.action, "version": result.version, "champion": result.champion,
+                       "run_id": result.run_id}, sort_keys=True)

@@ -1,0 +1,200 @@
+"""The served model: photos in, values out; bad requests are 4xx; batch scoring; and the whole
+train -> promote -> `mlflow models serve` path end to end."""
+
+import base64
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+from PIL import Image
+
+from faceattr import config, experiment, models, promote, registry
+from faceattr import tracking as tracking_module
+from faceattr.cli import main
+from faceattr.serving import FaceattrModel, encode_image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def served(name="eyes"):
+    """A FaceattrModel around an untrained model, as load_context builds it (no MLflow needed)."""
+    cfg = config.load(name)
+    model = FaceattrModel()
+    model.spec = {"name": name, "task": cfg["task"], "target": cfg["target"], "region": cfg["region"],
+                  "gender_model": False}
+    model.model, model.gender_model = models.build(cfg), None
+    model.warm_up()
+    return model
+
+
+def crop(h=32, w=60, seed=0, fmt="PNG"):
+    return encode_image(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8), fmt)
+
+
+def test_photos_in_values_out_and_the_predict_is_compiled_once():
+    model = served("eyes")
+    traces = model.model.predict_function.experimental_get_tracing_count()
+    out = model.predict(None, pd.DataFrame({"image": [crop(), crop(50, 90, 1, "JPEG")], "kind": "crop",
+                                            "gender": ["female", None], "p_female": [None, 0.3]}))
+    assert list(out.columns) == ["eyes"] and len(out) == 2 and out["eyes"].between(0, 1).all()
+    for n in (3, 7, 32):
+        assert len(model.predict_arrays(np.zeros((n, 32, 60, 3)))) == n
+    # warm-up traced batch sizes 1 and 2; every later size reuses the shape-relaxed trace
+    assert model.model.predict_function.experimental_get_tracing_count() == traces
+    gender = served("gender").predict(None, pd.DataFrame({"image": [crop(60, 60)]}))
+    assert list(gender.columns) == ["p_female", "gender"] and gender["gender"][0] in ("male", "female")
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([], "no photos"),
+    ([{"img": "x"}], "needs an `image`"),
+    ([{"image": "not base64!"}], "not base64"),
+    ([{"image": base64.b64encode(b"hello, not a picture").decode()}], "not a JPEG/PNG photo"),
+    ([{"image": "A" * (9 * 2**20)}], "limit is 8 MB per photo"),
+    ([{"image": crop(), "kind": "photo"}], "needs face detection"),
+    ([{"image": crop(), "kind": "sketch"}], "use one of crop, photo"),
+    ([{"image": crop(), "gender": "other"}], "use male or female"),
+])
+def test_bad_requests_say_what_is_wrong(rows, message):
+    with pytest.raises(MlflowException, match=message) as info:
+        served("eyes").predict(None, pd.DataFrame(rows))
+    assert info.value.get_http_status_code() == 400
+
+
+def test_make_request_builds_a_ready_request(tmp_path):
+    Image.new("RGB", (60, 32), (200, 150, 120)).save(tmp_path / "a.jpg")
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "make_request.py"), str(tmp_path / "a.jpg")],
+                          capture_output=True, text=True, check=True)
+    rows = json.loads(done.stdout)["dataframe_records"]
+    assert rows[0]["kind"] == "crop"
+    assert base64.b64decode(rows[0]["image"]) == (tmp_path / "a.jpg").read_bytes()
+
+
+def test_predict_cli_scores_a_folder_and_reports_a_corrupt_file(tracking, tmp_path, capsys):
+    cfg = config.load("eyes")
+    with mlflow.start_run():
+        info = tracking_module.log_model(models.build(cfg), cfg, pd.DataFrame([{"image": crop(), "kind": "crop"}]))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((40, 70, 3), 60 * i, np.uint8)).save(photos / f"ok{i}.png")
+    (photos / "broken.jpg").write_bytes((photos / "ok0.png").read_bytes()[:40])
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(photos), "--model", info.model_uri, "--out", str(out), "--batch-size", "2"]) == 0
+    assert "scored 3 of 4 photos" in capsys.readouterr().out
+    preds = pd.read_csv(out, keep_default_na=False)
+    assert list(preds.columns) == ["path", "kind", "eyes", "error"]
+    broken = preds[preds["path"].str.endswith("broken.jpg")].iloc[0]
+    assert "unreadable image" in broken["error"] and broken["eyes"] == ""
+    assert preds[preds["error"] == ""]["eyes"].astype(float).between(0, 1).all()
+
+
+# --- end to end ------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(port, body, content_type="application/json"):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=data,
+                                     headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def serve(model_uri, port, cwd, env):
+    return subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager",
+                             "local", "-h", "127.0.0.1", "-p", str(port)], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_until_up(proc, port, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stderr.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError("server did not come up")
+
+
+@pytest.mark.slow
+def test_train_promote_refuse_promote_and_serve_production(tracking, synthetic_cache, tmp_path, monkeypatch):
+    # mouth learns within a few epochs on 200 photos (eyes needs more), so the versions differ honestly
+    lax = promote.Policy(model="mouth", metric="mse", higher_is_better=False,
+                         thresholds={"baseline_ratio": {"min": 0.5}}, require_no_collapse=False, margin_relative=0.02)
+    tiny = {"data.size": 200, "train.verbose": 0}
+    first = experiment.train(config.load("mouth", {**tiny, "epochs": 2}))
+    assert first.version is not None and str(first.version) == "1"        # train registers a version
+    assert promote.promote("mouth", policy=lax).action == "promoted"
+    worse = experiment.train(config.load("mouth", {**tiny, "epochs": 1, "learning_rate": 1e-4}))
+    refused = promote.promote("mouth", policy=lax)
+    assert refused.action == "refused" and refused.exit_code == 3
+    assert refused.challenger_metrics["mse"] > refused.champion_metrics["mse"]
+    assert refused.champion == "1" and registry.champion("mouth").version in (1, "1")
+    tags = mlflow.MlflowClient().get_model_version("mouth", str(worse.version)).tags
+    assert tags["faceattr.decision"] == "refused" and "does not beat" in tags["faceattr.reasons"]
+    better = experiment.train(config.load("mouth", {**tiny, "epochs": 6}))
+    dry = promote.promote("mouth", policy=lax, dry_run=True)
+    assert dry.action == "would-promote" and str(registry.champion("mouth").version) == "1"
+    won = promote.promote("mouth", policy=lax)
+    assert won.action == "promoted", won.summary()
+    client = mlflow.MlflowClient()
+    production = [v for v in client.search_model_versions("name = 'mouth'") if v.current_stage == "Production"]
+    assert [str(v.version) for v in production] == [str(better.version)]
+    assert str(registry.champion("mouth").version) == str(better.version)
+    tags = client.get_model_version("mouth", str(better.version)).tags
+    assert tags[registry.PREVIOUS] == "1" and tags["faceattr.promote_run_id"] == won.run_id
+    runs = mlflow.search_runs(experiment_names=["promote-mouth"])
+    assert {"metrics.challenger_mse", "metrics.champion_mse"} <= set(runs.columns)
+
+    # serve Production from an empty folder: no repository, no training data needed
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": ""}
+    port = free_port()
+    proc = serve("models:/mouth/Production", port, elsewhere, env)
+    try:
+        wait_until_up(proc, port)
+        frame = experiment.prepare(config.load("mouth", tiny)).splits["test"].frame
+        photo = Image.open(frame["path"][0])
+        from faceattr.data.regions import crop_region, parse_box
+        mouth = crop_region(photo, "mouth", parse_box(frame["mouth_box"][0]))
+        status, answer = post(port, {"dataframe_records": [{"image": encode_image(mouth, "JPEG"), "kind": "crop"}]})
+        assert status == 200 and 0 <= answer["predictions"][0]["mouth"] <= 1, answer
+        bad = [(b"{not json", "valid JSON"),
+               ({"dataframe_records": [{"img": encode_image(mouth)}]}, "image"),
+               ({"dataframe_records": [{"image": base64.b64encode(b"GIF? no").decode()}]}, "not a JPEG/PNG"),
+               ({"dataframe_records": []}, ""),
+               ({"dataframe_records": [{"image": "A" * (50 * 2**20)}]}, "limit is 8 MB per photo")]
+        for body, message in bad:
+            status, text = post(port, body)
+            assert 400 <= status < 500 and message in text, (status, text[:500])
+        status, answer = post(port, {"dataframe_records": [{"image": encode_image(mouth), "kind": "crop"}] * 3})
+        assert status == 200 and len(answer["predictions"]) == 3      # still answering
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait(timeout=30)

@@ -22,7 +22,7 @@ TARGETS = {"regression": ("background", "eyes", "mouth"), "classification": ("ge
 DEFAULTS: dict[str, Any] = {
     "data": {"source": "synthetic", "size": 2000, "seed": 0, "rounded": True,
              "image_region": None, "folders": None, "gender": "auto",
-             "split": "content"},  # content: by file hash; phash: near-duplicate images on one side
+             "split": "auto"},  # auto | person | phash | content: see data/loading.split_names
     "model": {"dropout": 0.25},
     "train": {"epochs": 40, "batch_size": 32, "learning_rate": 1e-3, "seed": 0,
               "lr_factor": 0.1, "lr_patience": 3, "min_lr": 1e-6,
@@ -132,8 +132,8 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
         fail("data.size", f"must be an even integer >= 10, got {data.get('size')!r}")
     if data.get("gender") not in ("auto", "model", "labels", "unknown"):
         fail("data.gender", f"must be auto, model, labels or unknown, got {data.get('gender')!r}")
-    if data.get("split", "content") not in ("content", "phash"):
-        fail("data.split", f"must be 'content' or 'phash', got {data.get('split')!r}")
+    if data.get("split") not in ("auto", "person", "phash", "content"):
+        fail("data.split", f"must be auto, person, phash or content, got {data.get('split')!r}")
     if not isinstance(train.get("augment", False), bool):
         fail("train.augment", f"must be true or false, got {train.get('augment')!r}")
     if data.get("image_region") not in (None, *REGIONS):

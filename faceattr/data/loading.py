@@ -11,7 +11,7 @@ import pandas as pd
 
 from faceattr.data import manifest, synthetic
 from faceattr.data.manifest import GENDERS
-from faceattr.data.pipeline import Split, load_crops, phash_split_names, split_name
+from faceattr.data.pipeline import Split, grouped_split_names, load_crops, phash_split_names, split_name
 from faceattr.errors import DataError
 
 UNKNOWN_GENDER = (0.5, 0.5)
@@ -50,15 +50,26 @@ def open_data(config: dict) -> Data:
     if len(frame) < 10:
         raise DataError(f"{data['source']}: {len(frame)} images; at least 10 are needed to split and train")
     images, digests = load_crops(frame, region)
-    if data.get("split", "content") == "phash":  # near-duplicate frames (video) kept on one side
-        splits = phash_split_names(images, digests)
-    else:
-        splits = [split_name(d) for d in digests]
+    splits = split_names(data.get("split", "auto"), frame, images, digests)
     frame = frame.assign(content_sha1=digests, split=splits).reset_index(drop=True)
     for split in ("train", "val"):
         if not (frame["split"] == split).any():
             raise DataError(f"{data['source']}: the {split} split is empty; use more images")
     return Data(name=name, source=str(data["source"]), frame=frame, images=images)
+
+
+def split_names(kind: str, frame: pd.DataFrame, images: np.ndarray, digests: list[str]) -> list[str]:
+    """train/val/test per row. `person`: one person's photos never straddle splits (else a model can
+    recognise the person instead of reading the attribute: gender reached 98.5% that way on synthetic
+    faces); `phash`: near-duplicate frames (video) kept on one side; `content`: by file hash;
+    `auto`: person when every row has one, else content."""
+    if kind == "auto":
+        kind = "person" if "person" in frame and frame["person"].notna().all() else "content"
+    if kind == "person":
+        return grouped_split_names(frame["person"].astype(str).tolist())
+    if kind == "phash":
+        return phash_split_names(images, digests)
+    return [split_name(d) for d in digests]
 
 
 def has_gender_labels(frame: pd.DataFrame) -> bool:

@@ -71,12 +71,30 @@ def phash_groups(images: np.ndarray, max_distance: int = PHASH_DISTANCE) -> np.n
 
 
 def phash_split_names(images: np.ndarray, digests: list[str], max_distance: int = PHASH_DISTANCE) -> list[str]:
-    """Like split_name, but every near-duplicate group goes to one split: that of its smallest content hash."""
+    """Like split_name, but every near-duplicate group goes to one split (keyed by its smallest hash)."""
     groups = phash_groups(images, max_distance)
-    first: dict[int, str] = {}
+    smallest: dict = {}
     for group, digest in zip(groups, digests):
-        first[group] = min(first.get(group, digest), digest)
-    return [split_name(first[g]) for g in groups]
+        smallest[group] = min(smallest.get(group, digest), digest)
+    return grouped_split_names([smallest[g] for g in groups])
+
+
+def grouped_split_names(keys) -> list[str]:
+    """Like split_name, but rows with the same key (a person, a near-duplicate scene) share a split.
+
+    Groups are ordered by the hash of their key and dealt out until each split has its share of
+    rows: hashing groups one by one would leave the shares to chance (with 200 persons of 10 photos,
+    validation got 90 photos instead of 162)."""
+    keys = [str(k) for k in keys]
+    sizes: dict[str, int] = {}
+    for key in keys:
+        sizes[key] = sizes.get(key, 0) + 1
+    bounds = (("test", TEST_SHARE), ("val", TEST_SHARE + (1 - TEST_SHARE) * VAL_SHARE))
+    assigned, done = {}, 0
+    for key in sorted(sizes, key=lambda k: hashlib.sha1(k.encode()).hexdigest()):
+        assigned[key] = next((name for name, bound in bounds if done < bound * len(keys)), "train")
+        done += sizes[key]
+    return [assigned[key] for key in keys]
 
 
 def load_crops(frame: pd.DataFrame, region: str) -> tuple[np.ndarray, list[str]]:

@@ -66,6 +66,36 @@ def cmd_experiments(args, extra) -> int:
     return 0
 
 
+# --- tune (faceattr/tuning.py) ---
+def add_tune_parser(sub) -> None:
+    tune = sub.add_parser("tune", help="hyperparameter search (keras-tuner), tracked in MLflow; resumable")
+    common_options(tune)
+    tune.add_argument("--tuner", default="hyperband", help="hyperband (default), bayesian or random")
+    tune.add_argument("--max-trials", dest="max_trials", type=int, default=10,
+                      help="trials for random/bayesian (Hyperband's count follows --epochs and --factor)")
+    tune.add_argument("--factor", type=int, default=3, help="Hyperband's reduction factor")
+    tune.add_argument("--repeats", type=int, default=3, help="seeds the best configuration is retrained with")
+    tune.add_argument("--fresh", nargs="?", const="true", default="false",
+                      help="start over, discarding the project directory's earlier trials")
+    tune.add_argument("--directory", help="keras-tuner project directory (default tuner/EXPERIMENT)")
+    tune.add_argument("--parent-run-id", dest="parent_run_id",
+                      help="distributed workers: the chief's parent run (default: read from --directory)")
+    tune.set_defaults(func=cmd_tune)
+
+
+def cmd_tune(args, extra) -> int:
+    from faceattr.tuning import tune
+
+    fresh = str(args.fresh).strip().lower()
+    if fresh not in ("true", "false", "1", "0", "yes", "no"):
+        raise FaceattrError(f"--fresh takes true or false, got {args.fresh!r}")
+    out = tune(load_config(args, extra), tuner=args.tuner, max_trials=args.max_trials, factor=args.factor,
+               repeats=args.repeats, fresh=fresh in ("true", "1", "yes"), directory=args.directory,
+               parent_run_id=args.parent_run_id)
+    print(f"faceattr: tune done: {out}")
+    return 0
+
+
 # --- registry: promote, predict, pipeline (faceattr/promote.py, predict.py, pipeline.py) ---
 def add_registry_parsers(sub) -> None:
     promote = sub.add_parser("promote", help="judge a registered version against the champion; move "
@@ -150,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                             "the experiment (default; --no-register to skip)")
     train.set_defaults(func=cmd_train)
     sub.add_parser("experiments", help="list the experiments").set_defaults(func=cmd_experiments)
+    add_tune_parser(sub)
     add_registry_parsers(sub)
     args, extra = parser.parse_known_args(argv)
     try:

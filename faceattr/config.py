@@ -20,7 +20,8 @@ TARGETS = {"regression": ("background", "eyes", "mouth"), "classification": ("ge
 # The seeds' training schedule; an experiment YAML overrides any of it. `min_delta`: a smaller drop
 # of val_loss is no improvement (without it, 1e-6-sized gains at the floor LR keep runs going to the end).
 DEFAULTS: dict[str, Any] = {
-    "data": {"source": "synthetic", "size": 2000, "seed": 0, "rounded": True,
+    # persons: how many people the synthetic photos show (None: the generator's default)
+    "data": {"source": "synthetic", "size": 2000, "seed": 0, "rounded": True, "persons": None,
              "image_region": None, "folders": None, "gender": "auto",
              "split": "auto"},  # auto | person | phash | content: see data/loading.split_names
     "model": {"dropout": 0.25},

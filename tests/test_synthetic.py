@@ -51,8 +51,8 @@ def test_columns_paths_and_persons(tmp_path):
     for r in rows:
         assert r["person"].startswith("p") and len(r["person"]) == 5
         assert genders.setdefault(r["person"], r["gender"]) == r["gender"]  # a person keeps one gender
-    assert len(genders) == 4  # size // 10
-    assert sorted(genders.values()) == ["female"] * 2 + ["male"] * 2
+    assert len(genders) == 20  # size // 2: two photos a person
+    assert sorted(genders.values()) == ["female"] * 10 + ["male"] * 10
 
 
 def test_half_male_half_female_and_labels_rounded(rows400):

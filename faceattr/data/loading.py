@@ -37,7 +37,8 @@ def open_data(config: dict) -> Data:
     """Read, validate (every bad row in one DataError, before any training) and decode the data."""
     data, target, region = config["data"], config["target"], config["region"]
     if data["source"] == "synthetic":
-        csv = synthetic.default_dataset(size=data["size"], seed=data["seed"], rounded=data["rounded"])
+        csv = synthetic.default_dataset(size=data["size"], seed=data["seed"], rounded=data["rounded"],
+                                        n_persons=data["persons"])
         name = csv.parent.name
         frame = manifest.load_dataset(csv, targets=(target,), region=region, image_region="photo")
     else:

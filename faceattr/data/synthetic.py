@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from faceattr.errors import ConfigError
 
-GENERATOR_VERSION = 2  # bump when drawing or labelling changes
+GENERATOR_VERSION = 3  # bump when drawing or labelling changes
 LABEL_COLUMNS = ("background", "eyes", "mouth", "gender", "person")
 BOX_COLUMNS = ("face_box", "eyes_box", "mouth_box")
 
@@ -353,7 +353,9 @@ def generate(out_dir, size=2000, seed=0, rounded=True, n_persons=None) -> Path:
     """
     if size < 2 or size % 2:
         raise ConfigError(f"size must be an even number >= 2 (half male, half female), got {size}")
-    n_persons = max(2, size // 10) if n_persons is None else n_persons
+    # Two photos a person by default: with 10 a gender CNN learned to recognise the 160 training
+    # people and reached 78% on unseen ones; with 1,000 people it learns gender (~90%).
+    n_persons = max(2, size // 2) if n_persons is None else n_persons
     if not 2 <= n_persons <= size:
         raise ConfigError(f"n_persons must be between 2 and size ({size}), got {n_persons}")
     out = Path(out_dir)
@@ -389,10 +391,11 @@ def generate(out_dir, size=2000, seed=0, rounded=True, n_persons=None) -> Path:
     return csv_path
 
 
-def default_dataset(size=2000, seed=0, rounded=True, cache_dir=None) -> Path:
+def default_dataset(size=2000, seed=0, rounded=True, cache_dir=None, n_persons=None) -> Path:
     """The cached default data set (generated once, then reused); returns its labels.csv path."""
     root = Path(cache_dir or os.environ.get("FACEATTR_CACHE") or Path.home() / ".cache" / "faceattr")
-    name = f"synthetic-v{GENERATOR_VERSION}-seed{seed}-n{size}-{'rounded' if rounded else 'continuous'}"
+    persons = "" if n_persons is None else f"-p{n_persons}"
+    name = f"synthetic-v{GENERATOR_VERSION}-seed{seed}-n{size}{persons}-{'rounded' if rounded else 'continuous'}"
     final = root.expanduser() / name
     csv_path = final / "labels.csv"
     if csv_path.is_file():
@@ -401,7 +404,7 @@ def default_dataset(size=2000, seed=0, rounded=True, cache_dir=None) -> Path:
     # Generate into a sibling temp dir and rename it into place, so a crash never leaves half a data set.
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=final.parent))
     try:
-        generate(tmp, size=size, seed=seed, rounded=rounded)
+        generate(tmp, size=size, seed=seed, rounded=rounded, n_persons=n_persons)
         try:
             os.rename(tmp, final)
         except OSError:

@@ -170,6 +170,54 @@ def cmd_pipeline(args, extra) -> int:
                         extra=extra)
 
 
+# --- prepare, evaluate: real photos (faceattr/prepare.py, faceattr/real_eval.py) ---
+def add_data_parsers(sub) -> None:
+    prep = sub.add_parser("prepare", help="detect faces (MTCNN) in photos, write every model's crops + manifests")
+    prep.add_argument("photos", help="a labels CSV, a folder with labels.csv, or a folder of photos")
+    prep.add_argument("--out", required=True, help="the data set folder to write (DATASET_DIR)")
+    prep.add_argument("--image-region", dest="image_region", default=None,
+                      help="the photos are already crops of this region (face, eyes, mouth): no detection")
+    prep.add_argument("--max-failure-share", dest="max_failure_share", type=float, default=0.1,
+                      help="exit 3 when at least this share of the photos fails (default 0.1)")
+    prep.add_argument("--workers", type=int, default=1, help="processes (default 1: batched detection is faster)")
+    prep.add_argument("--cache-dir", dest="cache_dir", help="detection cache (default $FACEATTR_CACHE/detections)")
+    prep.set_defaults(func=cmd_prepare)
+    ev = sub.add_parser("evaluate", help="train + evaluate on the real sets in ../shared/data (held-out split)")
+    ev.add_argument("--sets", default="eye-state,yawn-mouth,utkface-gender", help="comma-separated data sets")
+    ev.add_argument("--data-root", dest="data_root", help="folder holding the sets (default ../shared/data)")
+    ev.add_argument("--split", default="content,phash", help="split kinds: content, phash or both")
+    ev.add_argument("--epochs", type=int, default=40)
+    ev.set_defaults(func=cmd_evaluate)
+
+
+def cmd_prepare(args, extra) -> int:
+    from faceattr import tracking
+    from faceattr.prepare import EXIT_TOO_MANY_FAILURES, prepare
+
+    if extra:
+        raise FaceattrError(f"unexpected arguments: {' '.join(extra)}")
+    tracking.use_experiment("prepare")
+    with tracking.start_run(f"prepare-{args.out.rstrip('/').split('/')[-1]}"):
+        report = prepare(args.photos, args.out, image_region=args.image_region or None, cache_dir=args.cache_dir,
+                         max_failure_share=args.max_failure_share, workers=args.workers)
+    print(f"faceattr: prepare: {report.counts()} failure share {report.failure_share:.3f} "
+          f"in {report.seconds:.1f}s; report in {report.out}/report.json, failures in {report.out}/failures.csv")
+    if report.failure_share >= args.max_failure_share and report.failures:
+        print(f"faceattr: error: {report.failure_share:.1%} of the photos failed "
+              f"(--max-failure-share {args.max_failure_share})", file=sys.stderr)
+        return EXIT_TOO_MANY_FAILURES
+    return 0
+
+
+def cmd_evaluate(args, extra) -> int:
+    from faceattr.real_eval import evaluate_sets
+
+    overrides = parse_overrides(extra)
+    evaluate_sets(args.sets.split(","), splits=args.split.split(","), epochs=args.epochs,
+                  data_root=args.data_root, overrides=overrides)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="faceattr", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("experiments", help="list the experiments").set_defaults(func=cmd_experiments)
     add_tune_parser(sub)
     add_registry_parsers(sub)
+    add_data_parsers(sub)
     args, extra = parser.parse_known_args(argv)
     try:
         return args.func(args, extra)

@@ -164,7 +164,7 @@ def cmd_predict(args, extra) -> int:
 
 
 def cmd_pipeline(args, extra) -> int:
-    from faceattr.pipeline import run_pipeline
+    from faceattr.workflow import run_pipeline
 
     return run_pipeline(args.models.split(","), epochs=args.epochs, data=args.data, data_size=args.data_size,
                         extra=extra)

@@ -47,16 +47,17 @@ def score(model, rows: pd.DataFrame, batch_size: int = 64, progress: bool = True
     with tqdm(total=len(records), unit="photo", disable=not progress, desc="scoring") as bar:
         for start in range(0, len(records), batch_size):
             chunk = records[start:start + batch_size]
-            crops, good = [], []
+            crops, face_crops, good = [], [], []
             for offset, row in enumerate(chunk):
                 try:
-                    crops.append(model.crop(row["path"], row.get("kind")))
+                    crop, face = model.crop(row["path"], row.get("kind"))
+                    crops.append(crop)
+                    face_crops.append(face)
                     good.append(start + offset)
                 except DataError as exc:
                     out.iat[start + offset, out.columns.get_loc("error")] = str(exc)
             if good:
-                gender = model._gender(rows.iloc[good]) if {"gender", "p_female"} & set(rows) else None
-                found = model.predict_arrays(np.stack(crops), gender)
+                found = model.predict_arrays(np.stack(crops), model._gender(rows.iloc[good], face_crops))
                 for column in found:
                     if column not in out:
                         out[column] = pd.Series([None] * len(out), dtype=object)

@@ -34,7 +34,8 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 from faceattr.data.manifest import GENDERS
-from faceattr.data.regions import crop_region, load_rgb
+from faceattr.data import faces
+from faceattr.data.regions import crop_region, load_rgb, parse_box
 from faceattr.errors import DataError
 from faceattr.models.cnn import to_unit_range
 
@@ -100,8 +101,9 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
             raise bad_request(f"each row needs an `image` (base64 JPEG/PNG); got columns {list(frame.columns)}")
         if len(frame) > MAX_ROWS:
             raise bad_request(f"{len(frame)} photos in one request; send at most {MAX_ROWS} per request")
-        images = np.stack([self._crop(i, row) for i, row in enumerate(frame.to_dict("records"))])
-        return self.predict_arrays(images, self._gender(frame))
+        crops = [self._crop(i, row) for i, row in enumerate(frame.to_dict("records"))]
+        images = np.stack([image for image, _ in crops])
+        return self.predict_arrays(images, self._gender(frame, [face for _, face in crops]))
 
     def predict_arrays(self, images: np.ndarray, gender: np.ndarray | None = None) -> pd.DataFrame:
         """Score ready crops (N, H, W, 3) in 0..255 with gender inputs (N, 2) (default: unknown)."""
@@ -136,22 +138,38 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
         except DataError as exc:
             raise bad_request(f"row {i}: {exc}") from exc
 
-    def crop(self, raw, kind: str | None = None) -> np.ndarray:
-        """Photo bytes (or a path) -> the model's input crop, resized as in training; DataError if unusable."""
+    def crop(self, raw, kind: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Photo bytes (or a path) -> (the model's input crop, resized as in training; the face crop for
+        the bundled gender model, or None). Whole photos go through the same face detection and crop
+        code as `faceattr prepare`. DataError if the photo is unusable (unreadable, no face, ...)."""
         kind = kind if isinstance(kind, str) and kind else "crop"
         if kind not in KINDS:
             raise DataError(f"kind={kind!r}; use one of {', '.join(KINDS)}")
         region = self.spec["region"]
-        if kind == "photo" and region != "photo":
-            raise DataError(f"this model reads the {region} region; send kind='crop' with a ready {region} "
-                            f"crop (whole-photo cropping needs face detection)")
         try:
-            return crop_region(load_rgb(raw), region)
+            image = load_rgb(raw)
         except DataError as exc:
             raise DataError(f"`image` is not a JPEG/PNG photo: {exc}") from exc
+        if kind == "crop":
+            return crop_region(image, region), None
+        boxes = {}
+        if region != "photo":
+            boxes = faces.find_regions(image)           # NoFace / SeveralFaces are the sender's problem
+        elif self.gender_model is not None:
+            try:                                        # the background needs no face; gender falls back
+                boxes = faces.find_regions(image)
+            except DataError:
+                boxes = {}
+        main = crop_region(image, region, parse_box(boxes[f"{region}_box"]) if region != "photo" else None)
+        face = crop_region(image, "face", parse_box(boxes["face_box"])) if "face_box" in boxes else None
+        return main, face
 
-    def _gender(self, frame: pd.DataFrame) -> np.ndarray:
+    def _gender(self, frame: pd.DataFrame, face_crops: list | None = None) -> np.ndarray:
+        """Each row's gender input: its `gender` or `p_female`, else the bundled gender model on the
+        photo's face (whole photos), else the "unknown" [0.5, 0.5]."""
         out = np.full((len(frame), 2), 0.5, np.float32)
+        face_crops = face_crops or [None] * len(frame)
+        ask = []
         for i, row in enumerate(frame.to_dict("records")):
             label, p = row.get("gender"), row.get("p_female")
             if isinstance(label, str) and label:
@@ -162,4 +180,9 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
                 if not 0 <= float(p) <= 1:
                     raise bad_request(f"row {i}: p_female={p!r} is outside 0..1")
                 out[i] = (1 - float(p), float(p))
+            elif face_crops[i] is not None and self.gender_model is not None:
+                ask.append(i)
+        if ask:
+            faces_in = np.stack([face_crops[i] for i in ask]).astype(np.float32)
+            out[ask] = self.gender_model.predict_on_batch({"image": faces_in})
         return out

@@ -16,7 +16,7 @@ from faceattr import config as config_module
 from faceattr.data.loading import Data
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-PINNED = ["mlflow==3.17.2", "tensorflow==2.21.0", "keras==3.15.1", "numpy", "pandas", "pillow", "pyyaml"]
+PINNED = ["mlflow==3.17.2", "tensorflow==2.21.0", "keras==3.15.1", "mtcnn==1.0.0", "numpy", "pandas", "pillow", "pyyaml"]
 
 
 def use_experiment(name: str) -> None:

@@ -64,7 +64,7 @@ def test_photos_in_values_out_and_the_predict_is_compiled_once():
     ([{"image": "not base64!"}], "not base64"),
     ([{"image": base64.b64encode(b"hello, not a picture").decode()}], "not a JPEG/PNG photo"),
     ([{"image": "A" * (9 * 2**20)}], "limit is 8 MB per photo"),
-    ([{"image": crop(), "kind": "photo"}], "needs face detection"),
+    ([{"image": crop(), "kind": "photo"}], "no face"),
     ([{"image": crop(), "kind": "sketch"}], "use one of crop, photo"),
     ([{"image": crop(), "gender": "other"}], "use male or female"),
 ])
@@ -72,6 +72,28 @@ def test_bad_requests_say_what_is_wrong(rows, message):
     with pytest.raises(MlflowException, match=message) as info:
         served("eyes").predict(None, pd.DataFrame(rows))
     assert info.value.get_http_status_code() == 400
+
+
+def test_whole_photos_are_cropped_like_prepare_and_read_by_the_bundled_gender_model():
+    from conftest import shared_data
+
+    from faceattr.data import faces
+    from faceattr.data.regions import crop_region, load_rgb, parse_box
+
+    path = next((shared_data("utkface-gender") / "images").glob("*.jpg"))
+    model = served("mouth")
+    model.gender_model = models.build(config.load("gender"))
+    raw = path.read_bytes()
+    mouth, face = model.crop(raw, "photo")
+    boxes = faces.find_regions(raw)           # the prepare path: the same boxes, the same crop code
+    assert np.array_equal(mouth, crop_region(load_rgb(raw), "mouth", parse_box(boxes["mouth_box"])))
+    assert face.shape == (60, 60, 3)
+    photo = base64.b64encode(raw).decode()
+    gender = model._gender(pd.DataFrame({"image": [photo]}), [face])
+    expected = model.gender_model.predict_on_batch({"image": face[None].astype(np.float32)})
+    assert np.allclose(gender, expected, atol=1e-5)
+    out = model.predict(None, pd.DataFrame({"image": [photo], "kind": ["photo"]}))
+    assert out["mouth"].between(0, 1).all()
 
 
 def test_make_request_builds_a_ready_request(tmp_path):

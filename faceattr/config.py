@@ -15,7 +15,8 @@ from faceattr.errors import ConfigError
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 REGIONS = ("photo", "face", "eyes", "mouth")
-TARGETS = {"regression": ("background", "eyes", "mouth"), "classification": ("gender",)}
+TARGETS = {"regression": ("background", "eyes", "mouth"), "classification": ("gender",),
+           "identity": ("person",)}  # identity: "is this person X?" (binary), models/transfer.py
 
 # The seeds' training schedule; an experiment YAML overrides any of it. `min_delta`: a smaller drop
 # of val_loss is no improvement (without it, 1e-6-sized gains at the floor LR keep runs going to the end).
@@ -36,7 +37,9 @@ DEFAULTS: dict[str, Any] = {
 
 # `-P name=value` shortcuts shared by every entry point.
 SHORTCUTS = {"epochs": "train.epochs", "batch_size": "train.batch_size", "seed": "train.seed",
-             "learning_rate": "train.learning_rate", "data": "data.source"}
+             "learning_rate": "train.learning_rate", "data": "data.source",
+             # identity only (validate refuses them elsewhere)
+             "person": "data.person", "backbone": "model.backbone", "weights": "model.weights"}
 
 
 def available() -> list[str]:
@@ -109,6 +112,43 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
         fail("train.learning_rate", f"must be a number in (0, 1), got {train.get('learning_rate')!r}")
 
     model = config["model"]
+    if task == "identity":
+        from faceattr.models.transfer import validate_identity
+
+        validate_identity(config, fail)
+    else:
+        if "person" in config["data"]:
+            fail("data.person", "only the identity experiment takes a target person")
+        for key in ("backbone", "weights"):
+            if key in model:
+                fail(f"model.{key}", "only the identity experiment has a backbone (models/transfer.py)")
+        _validate_cnn(model, task, fail)
+
+    data = config["data"]
+    if not isinstance(data.get("source"), str) or not data["source"]:
+        fail("data.source", f"must be 'synthetic' or a path to a manifest CSV or folder, got {data.get('source')!r}")
+    if not isinstance(data.get("size"), int) or data["size"] < 10 or data["size"] % 2:
+        fail("data.size", f"must be an even integer >= 10, got {data.get('size')!r}")
+    if data.get("gender") not in ("auto", "model", "labels", "unknown"):
+        fail("data.gender", f"must be auto, model, labels or unknown, got {data.get('gender')!r}")
+    if data.get("split") not in ("auto", "person", "phash", "content"):
+        fail("data.split", f"must be auto, person, phash or content, got {data.get('split')!r}")
+    if isinstance(train.get("augment", False), dict):
+        from faceattr.data.pipeline import check_augment
+
+        check_augment(train["augment"], fail)
+    elif not isinstance(train.get("augment", False), bool):
+        fail("train.augment", f"must be true, false or a mapping of switches (flip, brightness, contrast, "
+                              f"hue, saturation, noise), got {train.get('augment')!r}")
+    if data.get("image_region") not in (None, *REGIONS):
+        fail("data.image_region", f"must be one of {', '.join(REGIONS)}, got {data.get('image_region')!r}")
+    threshold = config["evaluation"].get("collapse_threshold")
+    if not _number(threshold) or not 0 < threshold < 1:
+        fail("evaluation.collapse_threshold", f"must be a number in (0, 1), got {threshold!r}")
+    return config
+
+
+def _validate_cnn(model: dict, task: str, fail) -> None:
     conv = model.get("conv")
     if not isinstance(conv, list) or not conv:
         fail("model.conv", "must be a non-empty list of {filters, padding, pool}")
@@ -125,24 +165,6 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
             fail(f"model.{key}", f"must be a positive integer, got {model.get(key)!r}")
     if not _number(model.get("dropout")) or not 0 <= model["dropout"] < 1:
         fail("model.dropout", f"must be a number in [0, 1), got {model.get('dropout')!r}")
-
-    data = config["data"]
-    if not isinstance(data.get("source"), str) or not data["source"]:
-        fail("data.source", f"must be 'synthetic' or a path to a manifest CSV or folder, got {data.get('source')!r}")
-    if not isinstance(data.get("size"), int) or data["size"] < 10 or data["size"] % 2:
-        fail("data.size", f"must be an even integer >= 10, got {data.get('size')!r}")
-    if data.get("gender") not in ("auto", "model", "labels", "unknown"):
-        fail("data.gender", f"must be auto, model, labels or unknown, got {data.get('gender')!r}")
-    if data.get("split") not in ("auto", "person", "phash", "content"):
-        fail("data.split", f"must be auto, person, phash or content, got {data.get('split')!r}")
-    if not isinstance(train.get("augment", False), bool):
-        fail("train.augment", f"must be true or false, got {train.get('augment')!r}")
-    if data.get("image_region") not in (None, *REGIONS):
-        fail("data.image_region", f"must be one of {', '.join(REGIONS)}, got {data.get('image_region')!r}")
-    threshold = config["evaluation"].get("collapse_threshold")
-    if not _number(threshold) or not 0 < threshold < 1:
-        fail("evaluation.collapse_threshold", f"must be a number in (0, 1), got {threshold!r}")
-    return config
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -161,6 +183,10 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def widths(config: dict[str, Any]) -> str:
     """The architecture in one short string, e.g. '32-48-64-96-128/320/120'."""
     model = config["model"]
+    if config.get("task") == "identity":  # e.g. 'mobilenetv2-96-none'
+        from faceattr.models.transfer import describe
+
+        return describe(model)
     dense = [str(model[k]) for k in ("dense_0", "dense_1") if k in model]
     return "/".join(["-".join(str(layer["filters"]) for layer in model["conv"]), *dense])
 

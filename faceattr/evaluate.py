@@ -81,3 +81,37 @@ def classification_metrics(probabilities, one_hot) -> dict[str, float]:
         "log_loss": float(-np.mean(np.log(np.clip(p[np.arange(len(p)), truth], eps, 1.0)))),
         "majority_accuracy": float(max(np.mean(truth == 0), np.mean(truth == 1))),
     }
+
+
+def identity_metrics(probabilities, labels, groups, threshold: float = 0.5) -> dict[str, float]:
+    """"Is this person X?" figures for (N,) or (N, 1) probabilities and 0/1 labels.
+
+    `groups` per row: `target` or `seen` (a person with other photos in training) or `unseen` (a person
+    never in training). `seen_accuracy`: accuracy on the new photos of seen people (target included);
+    `unseen_accuracy`: on people never seen (all negatives, so it is their true-negative rate). Also
+    accuracy, precision, recall, ROC AUC (left out when only one class is present), log loss and the
+    majority-class accuracy to beat. Group figures are left out when the group has no rows.
+    """
+    p = np.asarray(probabilities, float).reshape(-1)
+    y = np.asarray(labels, float).reshape(-1) >= 0.5
+    groups = np.asarray(groups, object)
+    said = p >= threshold
+    right = said == y
+    eps = 1e-7
+    out = {
+        "accuracy": float(right.mean()),
+        "precision": float((said & y).sum() / said.sum()) if said.any() else 0.0,
+        "recall": float((said & y).sum() / y.sum()) if y.any() else float("nan"),
+        "log_loss": float(-np.mean(np.where(y, np.log(np.clip(p, eps, 1)), np.log(np.clip(1 - p, eps, 1))))),
+        "majority_accuracy": float(max(y.mean(), 1 - y.mean())),
+    }
+    if y.any() and not y.all():
+        from sklearn.metrics import roc_auc_score
+
+        out["roc_auc"] = float(roc_auc_score(y, p))
+    for name, members in (("seen", ("target", "seen")), ("unseen", ("unseen",))):
+        rows = np.isin(groups, members)
+        if rows.any():
+            out[f"{name}_accuracy"] = float(right[rows].mean())
+            out[f"{name}_photos"] = float(rows.sum())
+    return {k: v for k, v in out.items() if v == v}  # no NaN (recall without positives)

@@ -36,6 +36,7 @@ class Outcome:
     tags: dict[str, str]
     model_uri: str | None
     version: str | None = None     # the registered model version, when `train(register=True)`
+    outbox: object = None          # tracking failed: the local outbox holding the run (`faceattr sync`)
 
 
 def prepare(config: dict) -> Prepared:
@@ -55,11 +56,13 @@ def train(config: dict, register: bool = True) -> Outcome:
     prepared = prepare(config)
     tracking.use_experiment(config["name"])
     run_name = f"{config['name']}-{config_module.widths(config)}-s{config['train']['seed']}"
-    with tracking.start_run(run_name, tags=tracking.run_tags(config, prepared.data)):
+    with tracking.recorded_run(config["name"], run_name, tags=tracking.run_tags(config, prepared.data)):
         outcome = fit_and_log(prepared)
-        if register and outcome.model_uri:
-            outcome.version = mlflow.register_model(outcome.model_uri, config["name"]).version
-        return outcome
+        if register:
+            registered = tracking.register_model(outcome.model_uri, config["name"])
+            outcome.version = registered.version if registered else None
+    outcome.outbox = tracking.last_outbox()
+    return outcome
 
 
 def fit_and_log(prepared: Prepared, model: keras.Model | None = None, callbacks=(),
@@ -71,8 +74,15 @@ def fit_and_log(prepared: Prepared, model: keras.Model | None = None, callbacks=
     kind = evaluate.baseline_kind(splits["train"].frame.get("gender", []), splits["val"].frame.get("gender", []))
     keras.utils.set_random_seed(config["train"]["seed"])
     model = model if model is not None else models.build(config)
-    mlflow.log_params({"gender_source": prepared.gender_source, "baseline_kind": kind,
-                       "model.parameters": model.count_params()})
+    tracking.log_params({"gender_source": prepared.gender_source, "baseline_kind": kind,
+                         "model.parameters": model.count_params()})
+    if config["task"] == "identity":  # how the class imbalance is handled (train.balance) and the weights
+        from faceattr.train import class_weights
+
+        weights = class_weights(config, splits["train"])
+        mlflow.log_params({"class_weights": "none" if weights is None else
+                           " ".join(f"{k}:{v:.4g}" for k, v in weights.items()),
+                           "model.trainable_parameters": sum(int(np.prod(w.shape)) for w in model.trainable_weights)})
     history = fit(model, config, splits["train"], splits["val"],
                   callbacks=[tracking.EpochMetrics(), *callbacks], initial_epoch=initial_epoch)
     metrics, tags, first_outputs, val_pred = assess(model, config, splits)
@@ -100,6 +110,7 @@ def assess(model: keras.Model, config: dict, splits: dict[str, Split]):
     first = predict(model, config, _head(train, config["evaluation"]["first_outputs"]))
     val_pred = predict(model, config, val)
     metrics: dict[str, float] = {}
+    held_out = []  # identity: val + test together give the headline seen_/unseen_accuracy
     for name, split in (("val", val), ("test", splits["test"])):
         if len(split) == 0:
             continue
@@ -107,10 +118,19 @@ def assess(model: keras.Model, config: dict, splits: dict[str, Split]):
         if config["task"] == "regression":
             found = evaluate.regression_metrics(pred, split.labels, split.frame.get("gender", [None] * len(split)),
                                                 train.labels, train.frame.get("gender", [None] * len(train)))
+        elif config["task"] == "identity":
+            found = evaluate.identity_metrics(pred, split.labels, split.frame["group"])
+            held_out.append((pred.reshape(-1), split.labels, split.frame["group"].to_numpy()))
         else:
             found = evaluate.classification_metrics(pred, split.labels)
         metrics.update({_metric_name(name, k): v for k, v in found.items()})
-    if config["task"] == "regression":
+    if held_out:
+        together = evaluate.identity_metrics(*(np.concatenate(parts) for parts in zip(*held_out)))
+        metrics.update({k: v for k, v in together.items() if k.startswith(("seen_", "unseen_"))})
+    if config["task"] == "identity":
+        ratio, collapsed = evaluate.collapse_check(val_pred.reshape(-1), val.labels, threshold)
+        first_outputs = [round(float(v), 4) for v in first.reshape(-1)]
+    elif config["task"] == "regression":
         ratio, collapsed = evaluate.collapse_check(val_pred, val.labels, threshold)
         first_outputs = [round(float(v), 4) for v in first]
     else:

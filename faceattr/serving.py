@@ -50,6 +50,8 @@ def signature(task: str, target: str) -> ModelSignature:
                      ColSpec("string", "gender", required=False), ColSpec("double", "p_female", required=False)])
     if task == "classification":
         outputs = Schema([ColSpec("double", "p_female"), ColSpec("string", "gender")])
+    elif task == "identity":  # P(the photo shows the trained person) and that decision at 0.5
+        outputs = Schema([ColSpec("double", "p_person"), ColSpec("boolean", "is_person")])
     else:
         outputs = Schema([ColSpec("double", target)])
     return ModelSignature(inputs=inputs, outputs=outputs)
@@ -114,6 +116,9 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
         if images.ndim != 4 or images.shape[1:] != expected or len(images) == 0:
             raise bad_request(f"expected crops of shape (N, {', '.join(map(str, expected))}) with N >= 1, "
                               f"got {images.shape}")
+        if self.spec["task"] == "identity":
+            p_person = self.model.predict_on_batch({"image": images}).reshape(-1).astype(float)
+            return pd.DataFrame({"p_person": p_person, "is_person": p_person >= 0.5})
         if self.spec["task"] == "classification":
             p_female = self.model.predict_on_batch({"image": images})[:, 1].astype(float)
             return pd.DataFrame({"p_female": p_female, "gender": np.where(p_female >= 0.5, *GENDERS[::-1])})

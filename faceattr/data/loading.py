@@ -51,7 +51,11 @@ def open_data(config: dict) -> Data:
     if len(frame) < 10:
         raise DataError(f"{data['source']}: {len(frame)} images; at least 10 are needed to split and train")
     images, digests = load_crops(frame, region)
-    splits = split_names(data.get("split", "auto"), frame, images, digests)
+    if config["task"] == "identity":
+        data["person"], splits, groups = identity_split_names(frame, digests, data)
+        frame = frame.assign(group=groups)
+    else:
+        splits = split_names(data.get("split", "auto"), frame, images, digests)
     frame = frame.assign(content_sha1=digests, split=splits).reset_index(drop=True)
     for split in ("train", "val"):
         if not (frame["split"] == split).any():
@@ -71,6 +75,44 @@ def split_names(kind: str, frame: pd.DataFrame, images: np.ndarray, digests: lis
     if kind == "phash":
         return phash_split_names(images, digests)
     return [split_name(d) for d in digests]
+
+
+def identity_split_names(frame: pd.DataFrame, digests: list[str], data: dict) -> tuple[str, list[str], list[str]]:
+    """The identity task's split: (target person, train/val/test per row, group per row).
+
+    Groups: `target` (the person to recognise), `seen` (other people with photos in training) and
+    `unseen` (a `data.unseen_share` of the other people, never in training: half of them in
+    validation, half in test). The target's and each seen person's photos are dealt by content hash:
+    a `data.holdout` share held out (half validation, half test), at least one photo kept for training.
+    So validation/test hold new photos of seen people and photos of people never seen.
+    The target (`data.person`) defaults to the person with the most photos (first by name)."""
+    if "person" not in frame or frame["person"].isna().any():
+        raise DataError(f"{data['source']}: the identity task needs a `person` on every row")
+    people = frame["person"].astype(str).to_numpy()
+    counts = pd.Series(people).value_counts()
+    person = data.get("person")
+    if person is None:
+        person = sorted(counts.index, key=lambda p: (-counts[p], p))[0]
+    if person not in counts:
+        raise DataError(f"{data['source']}: data.person={person!r} has no photos; people here: "
+                        f"{', '.join(sorted(counts.index)[:10])}{' ...' if len(counts) > 10 else ''}")
+    others = sorted((p for p in counts.index if p != person), key=lambda p: hashlib.sha1(p.encode()).hexdigest())
+    n_unseen = min(len(others) - 1, max(1, round(data["unseen_share"] * len(others)))) if len(others) > 1 else 0
+    unseen = {p: ("val" if i % 2 == 0 else "test") for i, p in enumerate(others[:n_unseen])}
+    splits, groups = [""] * len(frame), [""] * len(frame)
+    for who in counts.index:
+        rows = np.flatnonzero(people == who)
+        group = "target" if who == person else ("unseen" if who in unseen else "seen")
+        if group == "unseen":
+            names = [unseen[who]] * len(rows)
+        else:
+            rows = sorted(rows, key=lambda r: digests[r])
+            held = min(len(rows) - 1, round(data["holdout"] * len(rows)))
+            n_val = (held + 1) // 2
+            names = ["val"] * n_val + ["test"] * (held - n_val) + ["train"] * (len(rows) - held)
+        for r, name in zip(rows, names):
+            splits[r], groups[r] = name, group
+    return person, splits, groups
 
 
 def has_gender_labels(frame: pd.DataFrame) -> bool:
@@ -93,6 +135,8 @@ def make_split(data: Data, split: str, config: dict, gender: np.ndarray) -> Spli
     frame = data.frame.iloc[rows].reset_index(drop=True)
     if config["task"] == "classification":
         labels = gender_one_hot(frame)
+    elif config["task"] == "identity":  # 1: the target person (data.person, resolved by open_data)
+        labels = (frame["person"].astype(str) == str(config["data"]["person"])).to_numpy(np.float32)
     else:
         labels = frame[config["target"]].to_numpy(np.float32)
     return Split(images=data.images[rows], gender=gender[rows], labels=labels, frame=frame)

@@ -125,6 +125,7 @@ def to_tf_dataset(split: Split, batch_size: int, with_gender: bool, shuffle_seed
 
     augment (`train.augment`, training split only): random horizontal flip, shifts of up to 8% and
     brightness/contrast changes of up to 15%, drawn anew each epoch.
+    A mapping instead of true (`{flip: true, brightness: 0.15, ...}`) applies `augment_seeds`.
     """
     import tensorflow as tf
 
@@ -136,7 +137,10 @@ def to_tf_dataset(split: Split, batch_size: int, with_gender: bool, shuffle_seed
     # uint8 is cached (4x less memory); the cast to float happens per batch
     ds = ds.map(lambda x, y: ({**x, "image": tf.cast(x["image"], tf.float32)}, y),
                 num_parallel_calls=tf.data.AUTOTUNE)
-    if augment:
+    if isinstance(augment, dict):  # the seeds' switchable list (identity): see augment_seeds
+        ds = ds.map(lambda x, y: ({**x, "image": augment_seeds(x["image"], augment, shuffle_seed)}, y),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    elif augment:
         ds = ds.map(lambda x, y: ({**x, "image": _augment(x["image"], shuffle_seed)}, y),
                     num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -159,3 +163,67 @@ def _augment(images, seed):
     contrast = tf.random.uniform([n, 1, 1, 1], 0.85, 1.15)
     brightness = tf.random.uniform([n, 1, 1, 1], -0.15, 0.15) * 255.0
     return tf.clip_by_value((images - mean) * contrast + mean + brightness, 0.0, 255.0)
+
+
+AUGMENT_SWITCHES = ("flip", "brightness", "contrast", "hue", "saturation", "noise")
+
+
+def check_augment(spec: dict, fail) -> None:
+    """Validate a `train.augment` mapping; `fail(key, why)` raises ConfigError."""
+    for key, value in spec.items():
+        name = f"train.augment.{key}"
+        if key not in AUGMENT_SWITCHES:
+            fail(name, f"unknown switch; known: {', '.join(AUGMENT_SWITCHES)}")
+        if value is None or value is False:
+            continue
+        if key == "flip":
+            if value is not True:
+                fail(name, f"must be true or false, got {value!r}")
+        elif key in ("contrast", "saturation"):
+            if (not isinstance(value, (list, tuple)) or len(value) != 2
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+                    or not 0 <= value[0] <= value[1]):
+                fail(name, f"must be false or a range [low, high] of factors, 0 <= low <= high, got {value!r}")
+        elif not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= (0.5 if key == "hue" else 1):
+            fail(name, f"must be false or a number in [0, {0.5 if key == 'hue' else 1}], got {value!r}")
+
+
+def augment_seeds(images, spec: dict, seed=None):
+    """The seeds' augmentation, each switch optional, in their order, on a float32 (B, H, W, 3) batch in
+    0..255; every photo draws its own amounts, anew each epoch:
+    flip (random horizontal mirror), brightness (+-b, as a share of full scale), contrast (factor in
+    [lo, hi] around each photo's per-channel mean), hue (+-h of the colour circle), saturation (factor
+    in [lo, hi]), noise (Gaussian, std as a share of full scale). The maths is tf.image's
+    (adjust_brightness/contrast/hue/saturation) on 0..1 pixels, vectorised per photo."""
+    import tensorflow as tf
+
+    x = images / 255.0
+    n = tf.shape(x)[0]
+    draws = iter(range(1, 10))  # one op seed per draw: ops sharing a seed would draw the same numbers
+
+    def op_seed():
+        return None if seed is None else seed * 10 + next(draws)
+
+    def uniform(low, high):
+        return tf.random.uniform([n, 1, 1, 1], low, high, seed=op_seed())
+
+    if spec.get("flip"):
+        x = tf.where(uniform(0.0, 1.0) < 0.5, tf.reverse(x, axis=[2]), x)
+    if spec.get("brightness"):
+        x = x + uniform(-float(spec["brightness"]), float(spec["brightness"]))
+    if spec.get("contrast"):
+        low, high = spec["contrast"]
+        mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+        x = (x - mean) * uniform(float(low), float(high)) + mean
+    if spec.get("hue") or spec.get("saturation"):
+        hsv = tf.image.rgb_to_hsv(tf.clip_by_value(x, 0.0, 1.0))
+        h, s, v = hsv[..., 0:1], hsv[..., 1:2], hsv[..., 2:3]
+        if spec.get("hue"):
+            h = tf.math.floormod(h + uniform(-float(spec["hue"]), float(spec["hue"])), 1.0)
+        if spec.get("saturation"):
+            low, high = spec["saturation"]
+            s = tf.clip_by_value(s * uniform(float(low), float(high)), 0.0, 1.0)
+        x = tf.image.hsv_to_rgb(tf.concat([h, s, v], axis=-1))
+    if spec.get("noise"):
+        x = x + tf.random.normal(tf.shape(x), stddev=float(spec["noise"]), seed=op_seed())
+    return tf.clip_by_value(x, 0.0, 1.0) * 255.0

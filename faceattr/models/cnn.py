@@ -63,5 +63,9 @@ def to_unit_range(predictions) -> np.ndarray:
 
 def build(config: dict) -> keras.Model:
     """The model an experiment config describes."""
+    if config["task"] == "identity":
+        from faceattr.models.transfer import build_identity
+
+        return build_identity(config)
     builder = build_regression if config["task"] == "regression" else build_classifier
     return builder(config["model"], config["region"], config["name"])

@@ -1,0 +1,165 @@
+"""Transfer-learning models for the identity task ("is this photo person X?"): a keras.applications
+backbone (MobileNetV2 or VGG16) plus the seeds' trainable head. Pure Keras 3.
+
+The model takes the experiment region's crop as float pixels 0..255 (like the seed CNNs, so serving
+and the tf.data pipeline are shared), resizes it to `model.input_size` and applies the backbone's own
+preprocessing inside the graph.
+
+`model.weights`:
+- `imagenet`: keras' own download of the ImageNet weights (needs internet once; cached in ~/.keras);
+- a path to a weights file (`.weights.h5` saved from the same backbone, or keras' `..._no_top.h5`);
+- `none`: random initialisation.
+With weights the backbone is frozen (transfer learning, only the head trains); with `none` it trains.
+`model.trainable: true|false` overrides that.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from faceattr.data.regions import REGION_SIZES
+from faceattr.errors import FaceattrError
+
+BACKBONES = ("mobilenetv2", "vgg16")
+# The seeds' heads: VGG16 fc 2048-2048 with dropout 0.5 on the flattened features; MobileNetV2 one
+# dense unit on the 1280-d average-pooled features (1,281 parameters).
+SEED_HEADS = {"vgg16": {"head": [2048, 2048], "pooling": "flatten"},
+              "mobilenetv2": {"head": [], "pooling": "avg"}}
+MOBILENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+POOLINGS = ("avg", "max", "flatten")
+BALANCES = ("class_weight", "none")
+NO_WEIGHTS = (None, "none", "None", "")
+
+
+@keras.saving.register_keras_serializable(package="faceattr")
+class CaffePreprocess(layers.Layer):
+    """VGG16's ImageNet preprocessing as a layer (RGB -> BGR, minus the ImageNet channel means)."""
+
+    MEAN_BGR = (103.939, 116.779, 123.68)
+
+    def call(self, inputs):
+        bgr = keras.ops.flip(inputs, axis=-1)
+        return bgr - keras.ops.convert_to_tensor(self.MEAN_BGR, dtype=bgr.dtype)
+
+
+def resolved(model: dict) -> dict:
+    """The model section with every `auto` filled in (seed head, input size, trainability)."""
+    out = dict(model)
+    backbone = out["backbone"]
+    weights = None if out.get("weights") in NO_WEIGHTS else out["weights"]
+    out["weights"] = weights
+    for key in ("head", "pooling"):
+        if out.get(key, "auto") == "auto":
+            out[key] = SEED_HEADS[backbone][key]
+    if out.get("input_size", "auto") == "auto":
+        out["input_size"] = 224 if weights == "imagenet" else 96
+    if out.get("trainable", "auto") == "auto":
+        out["trainable"] = weights is None
+    out.setdefault("alpha", 1.0)
+    return out
+
+
+def describe(model: dict) -> str:
+    """Short architecture name for run names/tags, e.g. 'mobilenetv2-96-none'."""
+    m = resolved(model)
+    weights = "none" if m["weights"] is None else ("imagenet" if m["weights"] == "imagenet" else "file")
+    return f"{m['backbone']}-{m['input_size']}-{weights}"
+
+
+def validate_identity(config: dict, fail) -> None:
+    """ConfigError (via `fail(key, why)`) for a bad identity config."""
+    model, data, train = config["model"], config["data"], config["train"]
+    if model.get("backbone") not in BACKBONES:
+        fail("model.backbone", f"must be one of {', '.join(BACKBONES)}, got {model.get('backbone')!r}")
+    weights = model.get("weights")
+    if weights not in NO_WEIGHTS and not isinstance(weights, str):
+        fail("model.weights", f"must be imagenet, none or a weights file path, got {weights!r}")
+    if weights not in NO_WEIGHTS and weights != "imagenet" and not Path(weights).expanduser().is_file():
+        fail("model.weights", f"no weights file {weights!r} (use imagenet, none or an existing .weights.h5)")
+    size = model.get("input_size", "auto")
+    if size != "auto" and (not isinstance(size, int) or isinstance(size, bool) or size < 32):
+        fail("model.input_size", f"must be auto or an integer >= 32 (MobileNetV2/VGG16 minimum), got {size!r}")
+    if model.get("backbone") == "mobilenetv2" and model.get("alpha", 1.0) not in MOBILENET_ALPHAS:
+        fail("model.alpha", f"must be one of {', '.join(map(str, MOBILENET_ALPHAS))}, got {model.get('alpha')!r}")
+    head = model.get("head", "auto")
+    if head != "auto" and (not isinstance(head, list)
+                           or not all(isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in head)):
+        fail("model.head", f"must be auto or a list of positive layer widths (e.g. [2048, 2048]), got {head!r}")
+    if model.get("pooling", "auto") not in ("auto", *POOLINGS):
+        fail("model.pooling", f"must be auto, {', '.join(POOLINGS)}, got {model.get('pooling')!r}")
+    if model.get("trainable", "auto") not in ("auto", True, False):
+        fail("model.trainable", f"must be auto, true or false, got {model.get('trainable')!r}")
+    dropout = model.get("dropout")
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+        fail("model.dropout", f"must be a number in [0, 1), got {dropout!r}")
+    person = data.get("person")
+    if person is not None and (isinstance(person, bool) or not str(person).strip()):
+        fail("data.person", f"must be a person id from the data's `person` column, got {person!r}")
+    if person is not None:
+        data["person"] = str(person)  # -P person=7 arrives as the YAML int 7
+    for key, high in (("unseen_share", 1.0), ("holdout", 1.0)):
+        value = data.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < high:
+            fail(f"data.{key}", f"must be a number in (0, 1), got {value!r}")
+    if train.get("balance", "class_weight") not in BALANCES:
+        fail("train.balance", f"must be one of {', '.join(BALANCES)}, got {train.get('balance')!r}")
+
+
+def backbone(model: dict) -> keras.Model:
+    """The keras.applications network without its top, with the weights `model.weights` names."""
+    m = resolved(model)
+    size = m["input_size"]
+    kwargs = {"include_top": False, "input_shape": (size, size, 3), "pooling": None}
+    if m["backbone"] == "mobilenetv2":
+        constructor = keras.applications.MobileNetV2
+        kwargs["alpha"] = m["alpha"]
+    else:
+        constructor = keras.applications.VGG16
+    if m["weights"] == "imagenet":
+        try:
+            return constructor(weights="imagenet", **kwargs)
+        except Exception as exc:  # no internet: keras' get_file raises (URL fetch failure, ...)
+            raise FaceattrError(
+                f"model.weights=imagenet: could not get the ImageNet weights of {m['backbone']} through "
+                f"keras' download ({type(exc).__name__}: {exc}). Without internet pass a local weights file "
+                f"(-P weights=/path/to/{m['backbone']}.weights.h5) or train from scratch with -P weights=none"
+            ) from exc
+    net = constructor(weights=None, **kwargs)
+    if m["weights"] is not None:
+        path = Path(m["weights"]).expanduser()
+        try:
+            net.load_weights(str(path))
+        except Exception as exc:
+            raise FaceattrError(f"model.weights={m['weights']}: cannot load it into {m['backbone']} "
+                                f"(input {size}, alpha {m['alpha']}): {exc}") from exc
+    return net
+
+
+def build_identity(config: dict) -> keras.Model:
+    """crop (region size, 0..255) -> resize -> backbone preprocessing -> backbone -> head -> P(person)."""
+    m = resolved(config["model"])
+    height, width = REGION_SIZES[config["region"]]
+    size = m["input_size"]
+    image = keras.Input((height, width, 3), name="image")
+    x = image
+    if (height, width) != (size, size):
+        x = layers.Resizing(size, size, name="resize")(x)
+    if m["backbone"] == "mobilenetv2":
+        x = layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(x)
+    else:
+        x = CaffePreprocess(name="preprocess")(x)
+    net = backbone(config["model"])
+    net.trainable = bool(m["trainable"])
+    # a frozen backbone runs in inference mode (batch-norm statistics stay the pretrained ones)
+    x = net(x, training=False) if not m["trainable"] else net(x)
+    pooling = {"avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D,
+               "flatten": layers.Flatten}[m["pooling"]]
+    x = pooling(name="pool")(x)
+    for i, units in enumerate(m["head"]):
+        x = layers.Dense(units, activation="relu", name=f"fc_{i}")(x)
+        x = layers.Dropout(m["dropout"], name=f"fc_{i}_dropout")(x)
+    out = layers.Dense(1, activation="sigmoid", name="is_person")(x)
+    return keras.Model({"image": image}, out, name=config["name"])

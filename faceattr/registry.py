@@ -146,7 +146,8 @@ class FileLock(Lock):
 class PostgresAdvisoryLock(Lock):
     """`pg_advisory_lock` on the tracking server's PostgreSQL database, held on one connection.
 
-    Needs a PostgreSQL driver (psycopg2) and a URL that reaches the database itself.
+    Needs a URL that reaches the database itself; a plain `postgresql://` URL is driven by psycopg
+    (v3, what faceattr installs), like MLflow's `postgresql+psycopg://` store URI.
     """
 
     def __init__(self, name: str, url: str):
@@ -157,10 +158,14 @@ class PostgresAdvisoryLock(Lock):
     def acquire(self) -> None:
         import sqlalchemy
 
-        engine = sqlalchemy.create_engine(self.url, poolclass=sqlalchemy.pool.NullPool)
+        scheme, rest = self.url.split("://", 1)
+        url = f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else self.url
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
         self._conn = engine.connect()
         key = f"faceattr-promote:{self.name}"
-        self._conn.execute(sqlalchemy.text("SET lock_timeout = :ms"), {"ms": f"{int(self.timeout_s * 1000)}"})
+        # set_config, not SET: psycopg 3 binds parameters server-side and SET takes none
+        self._conn.execute(sqlalchemy.text("SELECT set_config('lock_timeout', :ms, false)"),
+                           {"ms": f"{int(self.timeout_s * 1000)}"})
         self._conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(hashtext(:key))"), {"key": key})
 
     def release(self) -> None:
@@ -222,8 +227,20 @@ def move_champion(name: str, version: str) -> None:
 def _transition(name: str, version: str, stage: str, archive_existing_versions: bool = False) -> None:
     with warnings.catch_warnings():   # stages are deprecated in MLflow 3 but are what `models:/NAME/Production` reads
         warnings.simplefilter("ignore", FutureWarning)
-        client().transition_model_version_stage(name, str(version), stage,
-                                                archive_existing_versions=archive_existing_versions)
+        try:
+            client().transition_model_version_stage(name, str(version), stage,
+                                                    archive_existing_versions=archive_existing_versions)
+        except MlflowException as exc:
+            # MLflow 3.17 on PostgreSQL with psycopg 3 compares model_versions.version (integer) with a
+            # VARCHAR parameter when archiving and fails ("operator does not exist: integer <> character
+            # varying") before changing anything: do the same in two calls (a crash in between leaves
+            # two Production versions, which `repair` undoes like any interrupted move).
+            if not archive_existing_versions or "operator does not exist" not in str(exc):
+                raise
+            others = [v for v in versions(name) if v.current_stage == stage and str(v.version) != str(version)]
+            client().transition_model_version_stage(name, str(version), stage)
+            for other in others:
+                client().transition_model_version_stage(name, str(other.version), "Archived")
 
 
 def record(name: str, version: str, tags: dict[str, str], description: str | None = None) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import sys
+import time
 import tempfile
 import warnings
 from pathlib import Path
@@ -14,6 +18,7 @@ import numpy as np
 
 from faceattr import config as config_module
 from faceattr.data.loading import Data
+from faceattr.outbox import RECORDER, remote_tracking
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PINNED = ["mlflow==3.17.2", "tensorflow==2.21.0", "keras==3.15.1", "mtcnn==1.0.0", "numpy", "pandas", "pillow", "pyyaml"]
@@ -34,6 +39,72 @@ def start_run(run_name: str, nested: bool = False, tags: dict | None = None):
     return run
 
 
+@contextlib.contextmanager
+def recorded_run(experiment: str, run_name: str, tags: dict | None = None):
+    """`start_run` for `faceattr train`: with a remote tracking URI, through the outbox (outbox.py).
+
+    Yields the outbox directory holding the run when tracking failed on the way (else None): read
+    `RECORDER`'s state after the block through `last_outbox()`.
+    """
+    global _LAST_OUTBOX
+    _LAST_OUTBOX = None
+    if not remote_tracking():
+        with start_run(run_name, tags=tags) as run:
+            yield run
+        return
+    RECORDER.begin(experiment, run_name, tags or {})
+    RECORDER.call("start run", start_run, run_name, tags=tags)
+    ok = False
+    try:
+        yield mlflow.active_run()
+        ok = True
+    finally:
+        if RECORDER.failed:
+            while mlflow.active_run():   # pops the run even when the server cannot be told
+                try:
+                    mlflow.end_run("FINISHED" if ok else "FAILED")
+                except Exception:
+                    pass
+        else:
+            RECORDER.call("end run", mlflow.end_run, "FINISHED" if ok else "FAILED")
+        _LAST_OUTBOX = RECORDER.finish(ok)
+
+
+_LAST_OUTBOX: Path | None = None
+
+
+def last_outbox() -> Path | None:
+    """The outbox of the last `recorded_run` if its tracking failed (sync it with `faceattr sync`)."""
+    return _LAST_OUTBOX
+
+
+def log_params(params: dict) -> None:
+    params = {k: str(v) for k, v in params.items()}
+    RECORDER.write({"op": "params", "params": params})
+    RECORDER.call("log params", mlflow.log_params, params)
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    metrics = {k: float(v) for k, v in metrics.items()}
+    stamp = int(time.time() * 1000)
+    RECORDER.write({"op": "metrics", "metrics": metrics, "step": step, "timestamp": stamp})
+    RECORDER.call("log metrics", mlflow.log_metrics, metrics, step=step, timestamp=stamp)
+
+
+def set_tags(tags: dict) -> None:
+    tags = {k: str(v) for k, v in tags.items()}
+    RECORDER.write({"op": "tags", "tags": tags})
+    RECORDER.call("set tags", mlflow.set_tags, tags)
+
+
+def register_model(model_uri: str | None, name: str):
+    """A new version of registered model `name` (None when offline: `faceattr sync` registers it)."""
+    RECORDER.write({"op": "register", "name": name})
+    if model_uri is None:
+        return None
+    return RECORDER.call("register model", mlflow.register_model, model_uri, name)
+
+
 def run_tags(config: dict, data: Data) -> dict[str, str]:
     """Tags that say what ran, the same names on every run."""
     return {"faceattr.experiment": config["name"], "faceattr.data": data.name,
@@ -46,8 +117,10 @@ def log_config(config: dict) -> None:
     `mlflow run` has already logged each `-P` value; a `-P model.dense_0=64` names a config key, so
     that key is skipped here (it holds the same value) rather than logged twice, which MLflow refuses.
     """
-    logged = mlflow.get_run(mlflow.active_run().info.run_id).data.params
-    mlflow.log_params({k: str(v) for k, v in config_module.flatten(config).items() if k not in logged})
+    run = mlflow.active_run()
+    found = RECORDER.call("get run", mlflow.get_run, run.info.run_id) if run else None
+    logged = found.data.params if found else {}
+    log_params({k: str(v) for k, v in config_module.flatten(config).items() if k not in logged})
 
 
 def log_data(data: Data) -> None:
@@ -56,9 +129,9 @@ def log_data(data: Data) -> None:
     with warnings.catch_warnings():  # schema-inference hints about this table are not the user's concern
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(table, source=data.source, name=data.name)
-    mlflow.log_input(dataset, context="training")
+    RECORDER.call("log input", mlflow.log_input, dataset, context="training")
     counts = data.frame["split"].value_counts()
-    mlflow.log_params({"data.name": data.name, "data.digest": data.digest, "data.rows": len(data.frame),
+    log_params({"data.name": data.name, "data.digest": data.digest, "data.rows": len(data.frame),
                        **{f"data.n_{s}": int(counts.get(s, 0)) for s in ("train", "val", "test")}})
 
 
@@ -73,13 +146,16 @@ class EpochMetrics(keras.callbacks.Callback):
         metrics = {"loss": logs["loss"], "val_loss": logs.get("val_loss", float("nan")),
                    "lr": keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)}
         metrics.update({f"epoch_{k}": v for k, v in logs.items() if "accuracy" in k})
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=epoch)
+        log_metrics({k: float(v) for k, v in metrics.items()}, step=epoch)
 
 
 def log_results(metrics: dict[str, float], tags: dict[str, str], first_outputs: list[float]) -> None:
-    mlflow.log_metrics(metrics)
-    mlflow.set_tags(tags)
-    mlflow.log_dict({"first_training_outputs": first_outputs}, "collapse_check.json")
+    log_metrics(metrics)
+    set_tags(tags)
+    content = {"first_training_outputs": first_outputs}
+    if RECORDER.active:
+        RECORDER.artifact_path("collapse_check.json").write_text(json.dumps(content, indent=2))
+    RECORDER.call("log artifact", mlflow.log_dict, content, "collapse_check.json")
 
 
 def log_plots(history: dict, y_true: np.ndarray, y_pred: np.ndarray, target: str) -> None:
@@ -94,7 +170,7 @@ def log_plots(history: dict, y_true: np.ndarray, y_pred: np.ndarray, target: str
         ax.plot(history.get(key, []), label=key)
     ax.set(xlabel="epoch", ylabel="loss", title="learning curves")
     ax.legend()
-    mlflow.log_figure(fig, "plots/learning_curves.png")
+    _log_figure(fig, "plots/learning_curves.png")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(4, 4))
@@ -103,8 +179,14 @@ def log_plots(history: dict, y_true: np.ndarray, y_pred: np.ndarray, target: str
     ax.plot([0, 1], [0, 1], "k--", lw=1)
     ax.set(xlabel=f"true {target}", ylabel=f"predicted {target}", title="validation: predicted vs true",
            xlim=(-0.05, 1.05), ylim=(-0.05, 1.05))
-    mlflow.log_figure(fig, "plots/predicted_vs_true.png")
+    _log_figure(fig, "plots/predicted_vs_true.png")
     plt.close(fig)
+
+
+def _log_figure(fig, path: str) -> None:
+    if RECORDER.active:
+        fig.savefig(RECORDER.artifact_path(path))
+    RECORDER.call("log artifact", mlflow.log_figure, fig, path)
 
 
 def log_model(model: keras.Model, config: dict, input_example, gender_model: keras.Model | None = None,
@@ -114,8 +196,6 @@ def log_model(model: keras.Model, config: dict, input_example, gender_model: ker
     A pyfunc rather than `mlflow.keras.log_model`: it takes photos, and the keras flavour crashes
     when given an input example (MLflow issue #16183).
     """
-    from faceattr.serving import FaceattrModel, signature
-
     spec = {"name": config["name"], "task": config["task"], "target": config["target"],
             "region": config["region"], "gender_model": gender_model is not None}
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,7 +205,36 @@ def log_model(model: keras.Model, config: dict, input_example, gender_model: ker
         if gender_model is not None:
             artifacts["gender_model"] = str(Path(tmp, "gender_model.keras"))
             gender_model.save(artifacts["gender_model"])
-        return mlflow.pyfunc.log_model(
-            name="model", python_model=FaceattrModel(), artifacts=artifacts, code_paths=[str(PACKAGE_DIR)],
-            signature=signature(config["task"], config["target"]), input_example=input_example,
-            pip_requirements=PINNED, registered_model_name=registered_model_name)
+        if not RECORDER.active:
+            return _log_pyfunc(artifacts, spec, input_example, registered_model_name)
+        info = RECORDER.call("log model", _log_pyfunc, artifacts, spec, input_example, registered_model_name)
+        if info is None:   # offline: keep what `faceattr sync` needs to log the same model
+            keep = RECORDER.dir / "model"
+            keep.mkdir(exist_ok=True)
+            for path in artifacts.values():
+                shutil.copy2(path, keep / Path(path).name)
+            input_example.to_json(keep / "input_example.json", orient="split")
+            print(f"faceattr: the trained model is kept in {keep}", file=sys.stderr)
+        return info
+
+
+def _log_pyfunc(artifacts: dict, spec: dict, input_example, registered_model_name: str | None = None):
+    from faceattr.serving import FaceattrModel, signature
+
+    return mlflow.pyfunc.log_model(
+        name="model", python_model=FaceattrModel(), artifacts=artifacts, code_paths=[str(PACKAGE_DIR)],
+        signature=signature(spec["task"], spec["target"]), input_example=input_example,
+        pip_requirements=PINNED, registered_model_name=registered_model_name)
+
+
+def log_saved_model(folder: Path):
+    """Log a model that `log_model` kept in an outbox (`faceattr sync`), in the active run."""
+    import pandas as pd
+
+    folder = Path(folder)
+    spec = json.loads((folder / "spec.json").read_text())
+    artifacts = {"keras_model": str(folder / "model.keras"), "spec": str(folder / "spec.json")}
+    if (folder / "gender_model.keras").is_file():
+        artifacts["gender_model"] = str(folder / "gender_model.keras")
+    example = pd.read_json(folder / "input_example.json", orient="split", dtype=False)
+    return _log_pyfunc(artifacts, spec, example)

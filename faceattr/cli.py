@@ -50,7 +50,9 @@ def load_config(args, extra: list[str]) -> dict:
 
 def cmd_train(args, extra) -> int:
     from faceattr.experiment import train
+    from faceattr.outbox import http_defaults
 
+    http_defaults()   # a dead tracking server is noticed in seconds, not minutes (faceattr/outbox.py)
     outcome = train(load_config(args, extra), register=getattr(args, "register", True))
     shown = {k: round(v, 4) for k, v in outcome.metrics.items()
              if k in ("val_mse", "baseline_ratio", "val_accuracy", "test_mse", "test_accuracy", "collapse_std_ratio")}

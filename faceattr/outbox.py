@@ -35,6 +35,12 @@ JOURNAL = "journal.jsonl"
 SYNCED = "synced.json"
 
 
+def http_defaults() -> None:
+    """Short HTTP retries for this process (see the module docstring), unless the user set them."""
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
 def root() -> Path:
     if os.environ.get("FACEATTR_OUTBOX"):
         return Path(os.environ["FACEATTR_OUTBOX"]).expanduser()
@@ -78,8 +84,7 @@ class Recorder:
         return self.dir is not None
 
     def begin(self, experiment: str, run_name: str, tags: dict) -> Path:
-        for key, value in HTTP_DEFAULTS.items():
-            os.environ.setdefault(key, value)
+        http_defaults()
         self.dir = root() / uuid.uuid4().hex
         self.dir.mkdir(parents=True)
         self.failed = None
@@ -168,9 +173,10 @@ def sync(path: str | Path, force: bool = False) -> dict:
         elif e["op"] == "end":
             status = e["status"]
     client = mlflow.MlflowClient()
-    experiment = mlflow.set_experiment(start["experiment"])
+    experiment = client.get_experiment_by_name(start["experiment"])
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(start["experiment"])
     tags.update({"mlflow.runName": start["run_name"], "faceattr.synced_from": str(path)})
-    run = client.create_run(experiment.experiment_id, start_time=int(start["time"] * 1000),
+    run = client.create_run(experiment_id, start_time=int(start["time"] * 1000),
                             tags=tags, run_name=start["run_name"])
     run_id = run.info.run_id
     items = list(params.items())

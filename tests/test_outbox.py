@@ -1,0 +1,66 @@
+"""The outbox (faceattr/outbox.py) without servers: a dead http tracking URI, then sync into sqlite."""
+
+import json
+import socket
+
+import mlflow
+import pytest
+
+from faceattr import outbox
+from faceattr import tracking as tr
+
+
+@pytest.fixture
+def dead_server(tracking, tmp_path, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("FACEATTR_OUTBOX", str(tmp_path / "outbox"))
+    mlflow.set_tracking_uri(f"http://127.0.0.1:{port}")
+    yield
+    mlflow.set_tracking_uri(tracking)
+
+
+def test_a_dead_server_leaves_the_run_in_the_outbox_and_sync_uploads_it(dead_server, tracking, tmp_path, capsys):
+    with tr.recorded_run("eyes", "eyes-test", tags={"faceattr.experiment": "eyes"}):
+        tr.log_params({"train.epochs": 3, "model.dense_0": 8})
+        for epoch in range(3):
+            tr.log_metrics({"loss": 1.0 / (epoch + 1), "val_loss": 2.0 / (epoch + 1)}, step=epoch)
+        tr.log_results({"val_mse": 0.1}, {"collapsed": "false"}, [0.5, 0.25])
+        assert tr.register_model(None, "eyes") is None
+    box = tr.last_outbox()
+    assert box is not None and box.parent == tmp_path / "outbox"
+    assert "training goes on" in capsys.readouterr().err
+    assert json.loads((box / "artifacts" / "collapse_check.json").read_text())["first_training_outputs"] == [0.5, 0.25]
+
+    mlflow.set_tracking_uri(tracking)
+    result = outbox.sync(box)
+    run = mlflow.get_run(result["run_id"])
+    assert run.data.params["train.epochs"] == "3" and run.data.tags["faceattr.experiment"] == "eyes"
+    assert run.data.tags["collapsed"] == "false" and run.data.metrics["val_mse"] == 0.1
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")
+    assert sorted(m.step for m in history) == [0, 1, 2]
+    assert run.info.status == "FINISHED" and run.info.run_name == "eyes-test"
+    assert "collapse_check.json" in {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    from faceattr.errors import FaceattrError
+
+    with pytest.raises(FaceattrError, match="already synced"):
+        outbox.sync(box)
+
+
+def test_no_failure_no_outbox_left(tracking, tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEATTR_OUTBOX", str(tmp_path / "outbox"))
+    monkeypatch.setattr(outbox, "remote_tracking", lambda: True)
+    monkeypatch.setattr(tr, "remote_tracking", lambda: True)
+    with tr.recorded_run("eyes", "eyes-ok"):
+        tr.log_metrics({"loss": 1.0}, step=0)
+    assert tr.last_outbox() is None and not any((tmp_path / "outbox").iterdir())
+
+
+def test_code_errors_are_not_swallowed(tracking, tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEATTR_OUTBOX", str(tmp_path / "outbox"))
+    monkeypatch.setattr(tr, "remote_tracking", lambda: True)
+    with pytest.raises(ZeroDivisionError):
+        with tr.recorded_run("eyes", "eyes-bug"):
+            outbox.RECORDER.call("boom", lambda: 1 / 0)

@@ -24,11 +24,21 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PINNED = ["mlflow==3.17.2", "tensorflow==2.21.0", "keras==3.15.1", "mtcnn==1.0.0", "numpy", "pandas", "pillow", "pyyaml"]
 
 
+_experiment_we_set: str | None = None
+
+
 def use_experiment(name: str) -> None:
-    """Log to the MLflow experiment named after ours, unless `mlflow run` or the user chose one."""
-    chosen = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")
-    if not any(os.environ.get(k) for k in chosen):
-        mlflow.set_experiment(name)
+    """Log to the MLflow experiment named after ours, unless `mlflow run` or the user chose one.
+
+    `mlflow.set_experiment` itself exports MLFLOW_EXPERIMENT_ID, so the id we set last is not
+    taken for the user's choice (else a second experiment in one process would log into the first).
+    """
+    global _experiment_we_set
+    env_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    chosen = (os.environ.get("MLFLOW_RUN_ID") or os.environ.get("MLFLOW_EXPERIMENT_NAME")
+              or (env_id and env_id != _experiment_we_set))
+    if not chosen:
+        _experiment_we_set = mlflow.set_experiment(name).experiment_id
 
 
 def start_run(run_name: str, nested: bool = False, tags: dict | None = None):

@@ -26,6 +26,10 @@ def tracking(tmp_path, monkeypatch):
     while mlflow.active_run():
         mlflow.end_run()
     mlflow.set_tracking_uri(None)
+    # mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID and caches the id: neither may leak into
+    # the next test's fresh store
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    mlflow.tracking.fluent._active_experiment_id = None
 
 
 @pytest.fixture(scope="session")

@@ -83,3 +83,11 @@ def test_regressions_use_the_registered_gender_champion(tracking, synthetic_cach
     assert served.gender_model is not None   # the served model carries the gender model it trained with
     labels_only = experiment.train(config.load("mouth", {**SMALL, "data.gender": "labels"}))
     assert run_of(labels_only.model_uri)[1].data.params["gender_source"] == "labels"
+
+
+def test_two_experiments_in_one_process_log_to_their_own_mlflow_experiments(tracking, synthetic_cache):
+    first = experiment.train(config.load("eyes", {**SMALL, "epochs": 1}))
+    second = experiment.train(config.load("mouth", {**SMALL, "epochs": 1}))
+    client = mlflow.MlflowClient()
+    names = [client.get_experiment(run_of(o.model_uri)[1].info.experiment_id).name for o in (first, second)]
+    assert names == ["eyes", "mouth"]

@@ -54,7 +54,8 @@ def test_bad_manifest_lists_every_bad_row_and_trains_nothing(tmp_path, tracking,
 def test_mlflow_run_entry_point_trains_and_logs_into_the_named_experiment(tmp_path, synthetic_cache):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("MLFLOW_RUN_ID", None)
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(var, None)
     cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "eyes", "--env-manager", "local",
            "--experiment-name", "eyes", "-P", "epochs=2", "-P", "data.size=100", "-P", "train.verbose=0"]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -209,7 +209,8 @@ def test_a_first_promote_killed_half_way_leaves_no_champion(versions, tmp_path):
 def test_mlflow_run_main_trains_and_promotes_every_model(tmp_path, synthetic_cache):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("MLFLOW_RUN_ID", None)
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(var, None)
     cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local",
            "-P", "epochs=1", "-P", "data_size=100"]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)

@@ -133,7 +133,8 @@ def tune_command(*args):
 
 def tune_env(tmp_path, **extra):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", **extra}
-    env.pop("MLFLOW_RUN_ID", None)
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(var, None)
     return env
 
 

@@ -2,8 +2,9 @@
 
 Policy: `registry/<model>.yaml` (see registry/README.md). The challenger and the champion are both
 evaluated afresh, through the served code path (FaceattrModel.predict_arrays), on the same held-out
-rows: the `test` split of the data set the challenger was trained on (splits are by file content, so
-no model trained on any set built from the same files has seen them), or of `eval_data`.
+rows: the `test` split of the data set the challenger was trained on (splits are fixed by the data:
+by person or file content, so no model trained on any set built from the same files has seen them),
+or of `eval_data`.
 Each decision is an MLflow run in experiment `promote-<model>` and tags + a description on the version.
 """
 

@@ -1,8 +1,9 @@
 """The team tracking server (faceattr/server.py) and the outbox (faceattr/outbox.py), end to end.
 
 One PostgreSQL + SeaweedFS S3 + mlflow server for the module (starting them takes ~30 s); every
-entry point runs as a subprocess with only MLFLOW_TRACKING_URI pointing at it. The fault tests
-stop and restart one of the three. All slow; skipped where PostgreSQL or `weed` is missing.
+entry point runs as a subprocess with only MLFLOW_TRACKING_URI pointing at it: train/promote/serve,
+a distributed search (chief + 2 workers, tests/test_tuning.py's launcher), 4 trainings at once. The
+fault tests stop and restart one of the three. All slow; skipped where PostgreSQL or `weed` is missing.
 """
 
 from __future__ import annotations
@@ -223,6 +224,78 @@ def test_train_promote_serve_against_the_server(server, env, tmp_path, monkeypat
     for log in (server.dir / "logs").glob("*.log"):
         assert not any(s in log.read_text(errors="replace") for s in secrets), log
     print(f"\nintegration timings (s): {timings}")
+
+
+def test_distributed_search_chief_and_two_workers_against_the_server(server, env, tmp_path):
+    from test_tuning import run_chief_and_workers, tune_command
+
+    from faceattr import tuning
+
+    directory = tmp_path / "shared-tuner"
+    cmd = tune_command("--tuner", "random", "--max-trials", "2", "--epochs", "1", "--repeats", "1",
+                       "--directory", str(directory), model="mouth")
+    t = time.monotonic()
+    run_chief_and_workers(cmd, tmp_path, env)
+    took = time.monotonic() - t
+    c = client(server)
+    exp = c.get_experiment_by_name("mouth").experiment_id
+    state = json.loads((directory / tuning.STATE_FILE).read_text())   # the chief's parent run, shared
+    (parent,) = c.search_runs([exp], f"tags.`{tuning.ROLE}` = 'search' and "
+                                     f"tags.`{tuning.TUNING_DIR}` = '{directory.resolve()}'")
+    assert parent.info.run_id == state["parent_run_id"]
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_completed"] == 2
+    search_id = parent.data.tags[tuning.SEARCH_ID]
+    runs = c.search_runs([exp], f"tags.`{tuning.SEARCH_ID}` = '{search_id}'")
+    trials = [r for r in runs if r.data.tags.get(tuning.ROLE) == "trial"]
+    assert sorted(r.data.tags[tuning.TRIAL_ID] for r in trials) == ["0", "1"]   # every trial once
+    for run in trials:
+        assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["faceattr.tuner_id"] in ("tuner0", "tuner1")   # the chief runs no trial
+        assert epoch_series(c, run.info.run_id, "val_loss") == [0]
+    (repeat,) = [r for r in runs if r.data.tags.get(tuning.ROLE) == "repeat"]
+    assert repeat.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert {parent.info.run_id, repeat.info.run_id} | {r.info.run_id for r in trials} <= pg_run_ids(server)
+    print(f"\ndistributed search (chief + 2 workers, 2 trials, 1 repeat): {took:.1f} s")
+
+
+def test_four_trainings_at_once_all_land_complete(server, env, tmp_path):
+    c = client(server)
+    exp = c.get_experiment_by_name("mouth")
+    before = {r.info.run_id for r in c.search_runs([exp.experiment_id], max_results=10000)} if exp else set()
+    models_before = sum(k.endswith("model.keras") for k in s3_keys(server))
+    t = time.monotonic()
+    procs = []
+    try:
+        for i in range(4):
+            cwd = tmp_path / f"run{i}"
+            cwd.mkdir()
+            procs.append(subprocess.Popen([str(VENV_BIN / "faceattr"), "train", "mouth", "--epochs", "1",
+                                           "--data.size", "100"], env={**env, "FACEATTR_OUTBOX": str(cwd / "outbox")},
+                                          cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        outs = [p.communicate(timeout=540) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    took = time.monotonic() - t
+    for p, (stdout, stderr) in zip(procs, outs):
+        assert p.returncode == 0, stderr[-3000:]
+        assert "registered=" in stdout and "unreachable" not in stderr, stderr[-3000:]
+    exp = c.get_experiment_by_name("mouth").experiment_id
+    new = [r for r in c.search_runs([exp], max_results=10000) if r.info.run_id not in before]
+    assert len(new) == 4
+    versions = {v.run_id: v for v in c.search_model_versions("name='mouth'", max_results=10000)}
+    for run in new:
+        assert run.info.status == "FINISHED"
+        assert epoch_series(c, run.info.run_id) == [0] and epoch_series(c, run.info.run_id, "val_loss") == [0]
+        assert {"val_mse", "baseline_ratio", "epochs_trained"} <= set(run.data.metrics)
+        assert run.info.run_id in versions and versions[run.info.run_id].status == "READY"
+    assert len({versions[r.info.run_id].version for r in new}) == 4
+    assert {r.info.run_id for r in new} <= pg_run_ids(server)
+    models_now = sum(k.endswith("model.keras") for k in s3_keys(server))
+    assert models_now >= models_before + 4   # each run's model is an object in the bucket
+    print(f"\n4 concurrent trainings: {took:.1f} s")
 
 
 def _sync_and_check(env, server, outbox: Path, cwd, epochs: int):

@@ -127,8 +127,8 @@ def test_when_every_trial_fails_the_search_exits_non_zero_with_the_first_error(
     assert not mlflow.MlflowClient().search_registered_models()
 
 
-def tune_command(*args):
-    return [sys.executable, "-m", "faceattr", "tune", "eyes", *args, *TINY]
+def tune_command(*args, model="eyes"):
+    return [sys.executable, "-m", "faceattr", "tune", model, *args, *TINY]
 
 
 def tune_env(tmp_path, **extra):
@@ -187,26 +187,34 @@ def free_port():
         return s.getsockname()[1]
 
 
+def run_chief_and_workers(cmd, cwd, env, workers=2, timeout=540):
+    """Run `cmd` as a keras-tuner chief and `workers` workers on a free local port; fail on any non-zero exit.
+
+    Also used by tests/test_server.py (the same search against the team tracking server)."""
+    base = {**env, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port())}
+    procs = {}
+    try:
+        for tuner_id in ("chief", *(f"tuner{i}" for i in range(workers))):
+            procs[tuner_id] = subprocess.Popen(
+                cmd, cwd=cwd, env={**base, "KERASTUNER_TUNER_ID": tuner_id},
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        errors = {k: p.communicate(timeout=timeout)[1] for k, p in procs.items()}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for name, p in procs.items():
+        assert p.returncode == 0, f"{name}: {errors[name][-3000:]}"
+
+
 @pytest.mark.slow
 def test_distributed_chief_and_two_workers_log_every_trial_once_under_one_parent(tmp_path, tracking,
                                                                                  synthetic_cache):
     cmd = tune_command("--tuner", "random", "--max-trials", "3", "--epochs", "1", "--repeats", "1",
                        "--directory", str(tmp_path / "shared-tuner"))
-    base = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port())}
     mlflow.search_experiments()   # create the sqlite tables now: three processes racing to do it collide
-    procs = {}
-    try:
-        for tuner_id in ("chief", "tuner0", "tuner1"):
-            procs[tuner_id] = subprocess.Popen(
-                cmd, cwd=tmp_path, env=tune_env(tmp_path, KERASTUNER_TUNER_ID=tuner_id, **base),
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        errors = {k: p.communicate(timeout=540)[1] for k, p in procs.items()}
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-    for name, p in procs.items():
-        assert p.returncode == 0, f"{name}: {errors[name][-3000:]}"
+    run_chief_and_workers(cmd, tmp_path, tune_env(tmp_path))
     (parent,) = runs_of("search")
     trials = runs_of("trial")
     assert sorted(r.data.tags[tuning.TRIAL_ID] for r in trials) == ["0", "1", "2"]

@@ -139,10 +139,25 @@ def log_data(data: Data) -> None:
     with warnings.catch_warnings():  # schema-inference hints about this table are not the user's concern
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(table, source=data.source, name=data.name)
-    RECORDER.call("log input", mlflow.log_input, dataset, context="training")
+    RECORDER.call("log input", _log_input, dataset)
     counts = data.frame["split"].value_counts()
     log_params({"data.name": data.name, "data.digest": data.digest, "data.rows": len(data.frame),
                        **{f"data.n_{s}": int(counts.get(s, 0)) for s in ("train", "val", "test")}})
+
+
+def _log_input(dataset) -> None:
+    """mlflow.log_input, retried once: MLflow inserts a new data set with check-then-insert, so two
+    processes logging the same one at once (tuning workers) can lose the race with a UNIQUE
+    violation; on the retry the data set exists and is only linked to the run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.log_input(dataset, context="training")
+    except MlflowException as exc:
+        if "UNIQUE" not in str(exc) and "duplicate key" not in str(exc):
+            raise
+        time.sleep(0.5)
+        mlflow.log_input(dataset, context="training")
 
 
 class EpochMetrics(keras.callbacks.Callback):

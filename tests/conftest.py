@@ -51,3 +51,16 @@ def shared_data(name: str) -> Path:
     if not (path / "labels.csv").is_file():
         pytest.skip(f"{path} is not here (real data sets live beside the repo, never in it)")
     return path
+
+
+def subprocess_env(tmp_path: Path, **extra) -> dict:
+    """The environment for a child `mlflow run` / `faceattr` process: a fresh sqlite store in tmp_path,
+    the venv's bin/ first on PATH (mlflow starts uvicorn and python from it), and no MLflow run or
+    experiment inherited from this process."""
+    import sys
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **extra}
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(var, None)
+    return env

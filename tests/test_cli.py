@@ -1,12 +1,12 @@
 """The command line: clear errors before any compute, and `mlflow run` end to end."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import mlflow
 import pytest
+from conftest import subprocess_env
 from PIL import Image
 
 from faceattr.cli import main
@@ -52,10 +52,7 @@ def test_bad_manifest_lists_every_bad_row_and_trains_nothing(tmp_path, tracking,
 
 @pytest.mark.slow
 def test_mlflow_run_entry_point_trains_and_logs_into_the_named_experiment(tmp_path, synthetic_cache):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        env.pop(var, None)
+    env = subprocess_env(tmp_path)
     cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "eyes", "--env-manager", "local",
            "--experiment-name", "eyes", "-P", "epochs=2", "-P", "data.size=100", "-P", "train.verbose=0"]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

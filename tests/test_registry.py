@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from conftest import subprocess_env
 
 from faceattr import promote, registry
 from faceattr.cli import main
@@ -207,10 +208,7 @@ def test_a_first_promote_killed_half_way_leaves_no_champion(versions, tmp_path):
 
 @pytest.mark.slow
 def test_mlflow_run_main_trains_and_promotes_every_model(tmp_path, synthetic_cache):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        env.pop(var, None)
+    env = subprocess_env(tmp_path)
     cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local",
            "-P", "epochs=1", "-P", "data_size=100"]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)

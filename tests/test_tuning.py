@@ -10,6 +10,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from conftest import subprocess_env
 
 from faceattr import config, tuning
 from faceattr.cli import main
@@ -132,10 +133,7 @@ def tune_command(*args, model="eyes"):
 
 
 def tune_env(tmp_path, **extra):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", **extra}
-    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        env.pop(var, None)
-    return env
+    return subprocess_env(tmp_path, **extra)
 
 
 @pytest.mark.slow

@@ -14,23 +14,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-SHARED = REPO.parent / "shared" / "data"
+
+from benchmarks.common import SHARED, append_results, machine  # noqa: E402
 INPUT = {"mobilenetv2": 96, "vgg16": 64}
-
-
-def machine() -> str:
-    from benchmarks.real_data import machine as real_machine
-
-    return real_machine()
 
 
 def run_one(source: str, person: str | None, backbone: str, epochs: int) -> dict:
@@ -101,15 +94,10 @@ def main() -> None:
             print(line, flush=True)
             lines.append(line)
     minutes = (datetime.datetime.now() - started).total_seconds() / 60
-    command = "python benchmarks/identity.py " + shlex.join(sys.argv[1:])
-    block = (f"\n## identity.py, {started:%Y-%m-%d %H:%M} ({minutes:.1f} min in all)\n\n`{command.strip()}`\n\n"
-             "weights=none (from scratch), class weights, the seeds' augmentation; `seen acc` / `unseen acc`: "
-             "validation+test photos of people seen in training (target included) / never seen; `ep s`: mean "
-             "epoch after the first (the first includes tracing); `train(+)`: training photos (target's).\n\n"
-             "```\n" + "\n".join(lines) + "\n```\n")
-    with open(REPO / "benchmarks" / "RESULTS.md", "a") as fh:
-        fh.write(block)
-    print(block)
+    append_results(f"identity.py ({minutes:.1f} min in all)", lines, notes=(
+        "weights=none (from scratch), class weights, the seeds' augmentation; `seen acc` / `unseen acc`: "
+        "validation+test photos of people seen in training (target included) / never seen; `ep s`: mean "
+        "epoch after the first (the first includes tracing); `train(+)`: training photos (target's)."))
 
 
 if __name__ == "__main__":

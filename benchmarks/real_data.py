@@ -9,34 +9,16 @@ Reads ../shared/data in place (research-only licences: nothing is copied into th
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
-import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-SHARED = REPO.parent / "shared" / "data"
 
-
-def machine() -> str:
-    import tensorflow as tf
-
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{cpu}, {os.cpu_count()} cores (load {load:.1f} at start), TF {tf.__version__}, Python {platform.python_version()}"
+from benchmarks.common import SHARED, append_results, machine  # noqa: E402
 
 
 def bench_prepare(workers: int) -> list[str]:
@@ -80,10 +62,7 @@ def main() -> int:
                 row = evaluate_set(name, split, epochs=args.epochs)
                 lines.append(f"{format_row(row)} ({time.perf_counter() - start:.0f} s)")
                 print(lines[-1], flush=True)
-    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
-    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    with open(REPO / "benchmarks" / "RESULTS.md", "a") as fh:
-        fh.write(f"\n## real_data.py, {stamp}\n\n`{command}`\n\n```\n" + "\n".join(lines) + "\n```\n")
+    append_results("real_data.py", lines)
     return 0
 
 

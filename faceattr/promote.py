@@ -26,7 +26,8 @@ from faceattr.errors import ConfigError, DataError
 
 POLICY_DIR = Path(__file__).resolve().parent.parent / "registry"
 REFUSED = 3           # exit code of a refused promotion (config/data/registry errors are 2)
-_DATA_KEYS = set(config_module.DEFAULTS["data"])
+# data.* params that name the data set and its split (identity: the target person and the seen/unseen deal)
+_DATA_KEYS = set(config_module.DEFAULTS["data"]) | {"person", "unseen_share", "holdout"}
 
 
 # --- policy -----------------------------------------------------------------------------------
@@ -176,7 +177,7 @@ def training_config(version, eval_data: str | None = None) -> dict:
 
 def eval_set(cfg: dict) -> EvalSet:
     """The held-out test rows of the data set `cfg` names (and its train labels, for the baseline)."""
-    from faceattr.data.loading import gender_one_hot, open_data
+    from faceattr.data.loading import labels_of, open_data
     from faceattr.gender_input import shows_faces
 
     data = open_data(cfg)
@@ -185,12 +186,7 @@ def eval_set(cfg: dict) -> EvalSet:
         raise DataError(f"{cfg['data']['source']}: the test split is empty: nothing to evaluate on; use more images")
     frame = data.frame.iloc[test].reset_index(drop=True)
     train_frame = data.frame.iloc[train]
-    if cfg["task"] == "classification":
-        labels = gender_one_hot(frame)
-        train_labels = gender_one_hot(train_frame)
-    else:
-        labels = frame[cfg["target"]].to_numpy(np.float32)
-        train_labels = train_frame[cfg["target"]].to_numpy(np.float32)
+    labels, train_labels = labels_of(frame, cfg), labels_of(train_frame, cfg)
     none = [None] * len(train_frame)
     return EvalSet(cfg, data.name, data.digest, frame, data.images[test], labels, train_labels,
                    list(train_frame["gender"]) if "gender" in train_frame else none, shows_faces(data))
@@ -203,7 +199,11 @@ def evaluate_version(version, data: EvalSet, collapse_threshold: float) -> dict:
 
     served = registry.load_faceattr_model(f"models:/{version.name}/{str(version.version)}")
     cfg = data.config
-    if cfg["task"] == "classification":
+    if cfg["task"] == "identity":
+        p = served.predict_arrays(data.images)["p_person"].to_numpy()
+        found = evaluate.identity_metrics(p, data.labels, data.frame["group"])
+        ratio, collapsed = evaluate.collapse_check(p, data.labels, collapse_threshold)
+    elif cfg["task"] == "classification":
         p = served.predict_arrays(data.images)["p_female"].to_numpy()
         found = evaluate.classification_metrics(np.stack([1 - p, p], axis=1), data.labels)
         ratio, collapsed = evaluate.collapse_check(p, data.labels[:, 1], collapse_threshold)

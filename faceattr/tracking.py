@@ -223,6 +223,8 @@ def log_model(model: keras.Model, config: dict, input_example, gender_model: ker
     """
     spec = {"name": config["name"], "task": config["task"], "target": config["target"],
             "region": config["region"], "gender_model": gender_model is not None}
+    if config["task"] == "identity":  # the person the model recognises, answered with every prediction
+        spec["person"] = str(config["data"]["person"])
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = {"keras_model": str(Path(tmp, "model.keras")), "spec": str(Path(tmp, "spec.json"))}
         model.save(artifacts["keras_model"])

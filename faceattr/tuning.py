@@ -53,7 +53,7 @@ class TuningError(FaceattrError):
 
 def declare(hp: kt.HyperParameters, config: dict) -> None:
     """Declare the hyperparameters the experiment's `search:` section names (absent keys stay fixed)."""
-    search, conv = config.get("search") or {}, config["model"]["conv"]
+    search, conv = config.get("search") or {}, config["model"].get("conv", [])
     filters = search.get("filters")
     if filters is not None:
         if not isinstance(filters, list) or len(filters) != len(conv):
@@ -61,10 +61,15 @@ def declare(hp: kt.HyperParameters, config: dict) -> None:
                               f"got {filters!r}")
         for i, choices in enumerate(filters):
             hp.Choice(f"filters_{i}", _choices(choices, f"search.filters.{i}"))
-    dense = ("dense_0", "dense_1") if config["task"] == "regression" else ("dense_0",)
+    dense = {"regression": ("dense_0", "dense_1"), "classification": ("dense_0",)}.get(config["task"], ())
     for key in dense:
         if key in search:
             hp.Choice(key, _choices(search[key], f"search.{key}"))
+    if config["task"] == "identity":  # the transfer model: MobileNetV2's width and the head's layer widths
+        if "alpha" in search and config["model"].get("backbone") == "mobilenetv2":
+            hp.Choice("alpha", _alphas(search["alpha"]))
+        if "head" in search:
+            hp.Choice("head", _choices(search["head"], "search.head"))
     if "dropout" in search:
         low, high = _range(search["dropout"], "search.dropout")
         hp.Float("dropout", low, high)
@@ -77,12 +82,18 @@ def apply(config: dict, values: dict[str, Any]) -> dict:
     """A copy of `config` with hyperparameter `values` (hp.values or best.* params) put in place."""
     out = copy.deepcopy(config)
     model = out["model"]
-    for i, layer in enumerate(model["conv"]):
+    for i, layer in enumerate(model.get("conv", [])):
         if f"filters_{i}" in values:
             layer["filters"] = int(values[f"filters_{i}"])
     for key in ("dense_0", "dense_1"):
         if key in values:
             model[key] = int(values[key])
+    if "alpha" in values:
+        model["alpha"] = float(values["alpha"])
+    if "head" in values:       # one width for every head layer (the seeds' VGG16 head: 2048-2048)
+        from faceattr.models.transfer import resolved
+
+        model["head"] = [int(values["head"])] * (len(resolved(model)["head"]) or 1)
     if "dropout" in values:
         model["dropout"] = float(values["dropout"])
     if "learning_rate" in values:
@@ -106,10 +117,24 @@ def hyperband_trials(max_epochs: int, factor: int = 3, min_epochs: int = 1) -> i
                for b in range(brackets) for r in range(b + 1))
 
 
+def headline_metrics(config: dict) -> tuple[str, ...]:
+    """The figures a search reports for its best trial and its repeats (the first orders the repeats)."""
+    return {"regression": ("val_mse", "baseline_ratio"), "identity": ("val_roc_auc", "val_accuracy")}.get(
+        config["task"], ("val_accuracy",))
+
+
 def _choices(value, key: str) -> list[int]:
     if not isinstance(value, list) or not value or not all(isinstance(v, int) and v > 0 for v in value):
         raise ConfigError(f"{key}: must be a non-empty list of positive integers, got {value!r}")
     return sorted(set(value))
+
+
+def _alphas(value) -> list[float]:
+    from faceattr.models.transfer import MOBILENET_ALPHAS
+
+    if not isinstance(value, list) or not value or any(v not in MOBILENET_ALPHAS for v in value):
+        raise ConfigError(f"search.alpha: must be a list of MobileNetV2 widths from {MOBILENET_ALPHAS}, got {value!r}")
+    return sorted(set(float(v) for v in value))
 
 
 def _range(value, key: str) -> tuple[float, float]:
@@ -381,7 +406,7 @@ def _log_best(best: dict, config: dict) -> None:
     mlflow.log_params({f"best.{k}": v for k, v in best["values"].items()})
     mlflow.log_params({"best.trial_id": best["trial"].trial_id, "best.run_id": best["run"].info.run_id,
                        "best.widths": config_module.widths(apply(config, best["values"]))})
-    keys = ("val_mse", "baseline_ratio") if config["task"] == "regression" else ("val_accuracy",)
+    keys = headline_metrics(config)
     mlflow.log_metrics({f"best_{k}": metrics[k] for k in keys if k in metrics})
     mlflow.log_metric(f"best_{OBJECTIVE}", best["trial"].score)
     best["summary"].update({f"best_{k}": metrics[k] for k in keys if k in metrics})
@@ -389,7 +414,7 @@ def _log_best(best: dict, config: dict) -> None:
 
 def _repeat_and_register(prepared, config: dict, best: dict, repeats: int, tags: dict) -> dict:
     """Retrain the best configuration with seeds 0..repeats-1; register the median run's model."""
-    keys = ("val_mse", "baseline_ratio") if config["task"] == "regression" else ("val_accuracy",)
+    keys = headline_metrics(config)
     outcomes = []
     for seed in range(repeats):
         cfg = apply(config, best["values"])

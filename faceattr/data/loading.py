@@ -133,10 +133,14 @@ def make_split(data: Data, split: str, config: dict, gender: np.ndarray) -> Spli
     """One split's images, gender inputs and labels (regression: float target; gender: one-hot)."""
     rows = data.rows(split)
     frame = data.frame.iloc[rows].reset_index(drop=True)
+    return Split(images=data.images[rows], gender=gender[rows], labels=labels_of(frame, config), frame=frame)
+
+
+def labels_of(frame: pd.DataFrame, config: dict) -> np.ndarray:
+    """What the model learns for these rows: the float target (regression), the one-hot gender
+    (classification) or 1 for the target person's photos (identity, `data.person` as resolved by open_data)."""
     if config["task"] == "classification":
-        labels = gender_one_hot(frame)
-    elif config["task"] == "identity":  # 1: the target person (data.person, resolved by open_data)
-        labels = (frame["person"].astype(str) == str(config["data"]["person"])).to_numpy(np.float32)
-    else:
-        labels = frame[config["target"]].to_numpy(np.float32)
-    return Split(images=data.images[rows], gender=gender[rows], labels=labels, frame=frame)
+        return gender_one_hot(frame)
+    if config["task"] == "identity":
+        return (frame["person"].astype(str) == str(config["data"]["person"])).to_numpy(np.float32)
+    return frame[config["target"]].to_numpy(np.float32)

@@ -5,7 +5,8 @@ A request is a table with one row per photo:
 - `kind`: `crop` (a ready crop of the model's region, the default) or `photo` (a whole photo);
 - `gender` (`male`/`female`) or `p_female` (0..1): the gender input of a regression, optional;
   without them the bundled gender model is used where it can be, else the "unknown" [0.5, 0.5].
-Regressions answer one column named after the target; the gender model answers `p_female` and `gender`.
+Regressions answer one column named after the target; the gender model answers `p_female` and `gender`;
+an identity model `p_person`, `is_person` and the `person` it was trained to recognise.
 
 Limits (a request over them is answered HTTP 400 with the reason, and the server keeps serving):
 at most MAX_ROWS photos per request and MAX_IMAGE_MB megabytes of base64 per photo (environment
@@ -50,8 +51,8 @@ def signature(task: str, target: str) -> ModelSignature:
                      ColSpec("string", "gender", required=False), ColSpec("double", "p_female", required=False)])
     if task == "classification":
         outputs = Schema([ColSpec("double", "p_female"), ColSpec("string", "gender")])
-    elif task == "identity":  # P(the photo shows the trained person) and that decision at 0.5
-        outputs = Schema([ColSpec("double", "p_person"), ColSpec("boolean", "is_person")])
+    elif task == "identity":  # P(the photo shows the trained person), that decision at 0.5, and who
+        outputs = Schema([ColSpec("double", "p_person"), ColSpec("boolean", "is_person"), ColSpec("string", "person")])
     else:
         outputs = Schema([ColSpec("double", target)])
     return ModelSignature(inputs=inputs, outputs=outputs)
@@ -93,7 +94,7 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
         for n in (1, 2):
             self.predict_arrays(np.zeros((n, height, width, 3), np.float32))
             if self.gender_model is not None:
-                self.gender_model.predict_on_batch(np.zeros((n, 60, 60, 3), np.float32))
+                self.gender_model.predict_on_batch({"image": np.zeros((n, 60, 60, 3), np.float32)})
 
     def predict(self, context, model_input, params=None):
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
@@ -118,7 +119,8 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
                               f"got {images.shape}")
         if self.spec["task"] == "identity":
             p_person = self.model.predict_on_batch({"image": images}).reshape(-1).astype(float)
-            return pd.DataFrame({"p_person": p_person, "is_person": p_person >= 0.5})
+            return pd.DataFrame({"p_person": p_person, "is_person": p_person >= 0.5,
+                                 "person": self.spec.get("person", "")})
         if self.spec["task"] == "classification":
             p_female = self.model.predict_on_batch({"image": images})[:, 1].astype(float)
             return pd.DataFrame({"p_female": p_female, "gender": np.where(p_female >= 0.5, *GENDERS[::-1])})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -44,6 +45,7 @@ def main() -> int:
     parser.add_argument("--split", default="content,phash")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--workers", default="1")
+    parser.add_argument("--seeds", default="0", help="training seeds; several give the mean and spread of accuracy")
     args = parser.parse_args()
     if not (SHARED / "utkface-gender" / "labels.csv").is_file():
         print(f"{SHARED} is not here; nothing to benchmark")
@@ -56,12 +58,21 @@ def main() -> int:
     if args.part in ("evaluate", "all"):
         from faceattr.real_eval import evaluate_set, format_row
 
+        seeds = [int(x) for x in args.seeds.split(",")]
         for name in args.sets.split(","):
             for split in args.split.split(","):
-                start = time.perf_counter()
-                row = evaluate_set(name, split, epochs=args.epochs)
-                lines.append(f"{format_row(row)} ({time.perf_counter() - start:.0f} s)")
-                print(lines[-1], flush=True)
+                accuracies = []
+                for seed in seeds:
+                    start = time.perf_counter()
+                    row = evaluate_set(name, split, epochs=args.epochs, overrides={"seed": seed})
+                    accuracies.append(row["accuracy"])
+                    lines.append(f"{format_row(row)} seed={seed} ({time.perf_counter() - start:.0f} s)")
+                    print(lines[-1], flush=True)
+                if len(seeds) > 1:
+                    lines.append(f"{name:15s} split={split:7s} accuracy over seeds {args.seeds}: mean "
+                                 f"{statistics.mean(accuracies):.4f}, sd {statistics.stdev(accuracies):.4f}, "
+                                 f"min {min(accuracies):.4f}, max {max(accuracies):.4f}")
+                    print(lines[-1], flush=True)
     append_results("real_data.py", lines)
     return 0
 

@@ -10,7 +10,7 @@ fitting the same model are alternated (A B C, then C B A, ...):
 - plain: `model.fit` on in-memory float32 NumPy arrays, no callbacks, no tracking (the seeds' way).
 An epoch's time is the gap between consecutive `on_epoch_end` calls (the first epoch, which traces
 the graph, is left out), so per-epoch logging counts. Ratios are of median epoch times:
-faceattr / plain (issue 8's target <= 1.05) and pipeline / plain (<= 1.10). The photos are JPEG
+faceattr / plain (issue 8's target <= 1.05) and pipeline / plain (<= 1.10). The photos are PNG
 files on disk: `decode s` is the one-time decode and crop before the first epoch.
 Appends the figures, the machine and the command to benchmarks/RESULTS.md.
 """
@@ -145,7 +145,7 @@ def main() -> int:
             "tf.data pipeline and callbacks without tracking; faceattr: the full tracked run. Targets: "
             "faceattr/plain <= 1.05, pipeline/plain <= 1.10 (of medians); `min f/p`, `min p/p`: the same ratios of "
             "the fastest epoch of each way, less sensitive to the shared machine's stalls. `decode s`: the one-time "
-            "JPEG decode and crop "
+            "PNG decode and crop "
             "of all 2,000 photos from disk before training; `photos/s`: training photos per second of a "
             "faceattr epoch (training plus validation)."))
     return 0

@@ -34,8 +34,8 @@ BALANCES = ("class_weight", "none")
 NO_WEIGHTS = (None, "none", "None", "")
 # keras.applications' MobileNetV2 keeps batch-norm statistics with momentum 0.999 (made for ImageNet's
 # hundreds of thousands of steps). From scratch on a few hundred photos (~60 steps), the statistics used
-# at inference stayed ~94% their initial values and every prediction saturated to one value; 0.9 (the
-# Keras default) follows the data within ~20 steps.
+# at inference stayed ~94% their initial values and every photo got the same prediction (equal to 1e-7);
+# 0.9 (the Keras default) follows the data within ~20 steps.
 SCRATCH_BN_MOMENTUM = 0.9
 
 

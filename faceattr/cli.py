@@ -73,7 +73,7 @@ def add_server_parsers(sub) -> None:
     server.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     for name in ("port", "postgres-port", "s3-port"):
         server.add_argument(f"--{name}", type=int, default=0,
-                            help="mlflow server port" if name == "port" else f"{name.split('-')[0]} port"
+                            help=("mlflow server port" if name == "port" else f"{name.split('-')[0]} port")
                             + " (default: a free one, kept for later starts)")
     server.set_defaults(func=cmd_server)
     sync = sub.add_parser("sync", help="upload a run kept in the local outbox (tracking failed) as a new run")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
-import mlflow
 import numpy as np
 
 from faceattr import config as config_module
@@ -14,7 +13,7 @@ from faceattr.data.loading import Data, make_split, open_data
 from faceattr.data.pipeline import Split, model_inputs
 from faceattr.gender_input import gender_inputs
 from faceattr.serving import encode_image
-from faceattr.train import fit
+from faceattr.train import class_weights, fit
 
 SPLITS = ("train", "val", "test")
 
@@ -74,15 +73,12 @@ def fit_and_log(prepared: Prepared, model: keras.Model | None = None, callbacks=
     kind = evaluate.baseline_kind(splits["train"].frame.get("gender", []), splits["val"].frame.get("gender", []))
     keras.utils.set_random_seed(config["train"]["seed"])
     model = model if model is not None else models.build(config)
-    tracking.log_params({"gender_source": prepared.gender_source, "baseline_kind": kind,
-                         "model.parameters": model.count_params()})
+    params = {"gender_source": prepared.gender_source, "baseline_kind": kind, "model.parameters": model.count_params()}
     if config["task"] == "identity":  # how the class imbalance is handled (train.balance) and the weights
-        from faceattr.train import class_weights
-
         weights = class_weights(config, splits["train"])
-        mlflow.log_params({"class_weights": "none" if weights is None else
-                           " ".join(f"{k}:{v:.4g}" for k, v in weights.items()),
-                           "model.trainable_parameters": sum(int(np.prod(w.shape)) for w in model.trainable_weights)})
+        params["class_weights"] = "none" if weights is None else " ".join(f"{k}:{v:.4g}" for k, v in weights.items())
+        params["model.trainable_parameters"] = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    tracking.log_params(params)   # through the outbox, like every other param
     history = fit(model, config, splits["train"], splits["val"],
                   callbacks=[tracking.EpochMetrics(), *callbacks], initial_epoch=initial_epoch)
     metrics, tags, first_outputs, val_pred = assess(model, config, splits)

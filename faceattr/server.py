@@ -95,13 +95,6 @@ class Server:
     def s3_endpoint(self) -> str:
         return f"http://{self.host}:{self.state()['ports']['s3']}"
 
-    def client_env(self) -> dict[str, str]:
-        """What a client (or a test) needs to reach the tracking server, the bucket and the database."""
-        cred = self.credentials()
-        return {"MLFLOW_TRACKING_URI": self.tracking_uri(), "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint(),
-                "AWS_ACCESS_KEY_ID": cred["aws_access_key_id"],
-                "AWS_SECRET_ACCESS_KEY": cred["aws_secret_access_key"], "AWS_DEFAULT_REGION": "us-east-1"}
-
     # --- start ------------------------------------------------------------------------------
     def start(self, ports: dict[str, int] | None = None, only: tuple[str, ...] = SERVICES) -> dict:
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,7 @@ def run_plain(prepared, times: list[float]) -> None:
 RUNNERS = {"faceattr": run_faceattr, "pipeline": run_pipeline, "plain": run_plain}
 
 
-def bench_model(name: str, epochs: int, rounds: int) -> tuple[str, dict]:
+def bench_model(name: str, epochs: int, rounds: int) -> str:
     import keras
 
     from faceattr import config as config_module
@@ -118,7 +118,7 @@ def bench_model(name: str, epochs: int, rounds: int) -> tuple[str, dict]:
             f"{med['faceattr'] / med['plain']:15.3f} {med['pipeline'] / med['plain']:15.3f} "
             f"{best['faceattr'] / best['plain']:9.3f} {best['pipeline'] / best['plain']:9.3f} "
             f"{n_train / med['faceattr']:10.0f}")
-    return line, med
+    return line
 
 
 def main() -> int:
@@ -136,7 +136,7 @@ def main() -> int:
              f"{'faceattr/plain':>15s} {'pipeline/plain':>15s} {'min f/p':>9s} {'min p/p':>9s} {'photos/s':>10s}"]
     print("\n".join(lines), flush=True)
     for name in args.models.split(","):
-        line, _ = bench_model(name, args.epochs, args.rounds)
+        line = bench_model(name, args.epochs, args.rounds)
         lines.append(line)
         print(line, flush=True)
     if not args.no_write:

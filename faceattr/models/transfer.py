@@ -139,7 +139,7 @@ def backbone(model: dict) -> keras.Model:
         for layer in net.layers:
             if isinstance(layer, layers.BatchNormalization):
                 layer.momentum = SCRATCH_BN_MOMENTUM
-    if m["weights"] is not None:
+    else:
         path = Path(m["weights"]).expanduser()
         try:
             net.load_weights(str(path))

@@ -72,7 +72,7 @@ def run_plain(prepared, times: list[float]) -> None:
     import keras
 
     from faceattr import models
-    from faceattr.data.pipeline import model_inputs
+    from faceattr.data.tfdata import model_inputs
     from faceattr.train import compile_model
 
     config = prepared.config

@@ -117,9 +117,11 @@ def cmd_sync(args, extra) -> int:
 
 
 def cmd_experiments(args, extra) -> int:
+    from faceattr import models
+
     for name in config_module.available():
         cfg = config_module.load(name)
-        print(f"{name:12s} {cfg['task']:15s} region={cfg['region']:6s} widths={config_module.widths(cfg)}")
+        print(f"{name:12s} {cfg['task']:15s} region={cfg['region']:6s} widths={models.widths(cfg)}")
     return 0
 
 

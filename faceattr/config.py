@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from faceattr import tasks
 from faceattr.errors import ConfigError
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 REGIONS = ("photo", "face", "eyes", "mouth")
-TARGETS = {"regression": ("background", "eyes", "mouth"), "classification": ("gender",),
-           "identity": ("person",)}  # identity: "is this person X?" (binary), models/transfer.py
+MOBILENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+NO_WEIGHTS = (None, "none", "None", "")
 
 # The seeds' training schedule; an experiment YAML overrides any of it. `min_delta`: a smaller drop
 # of val_loss is no improvement (without it, 1e-6-sized gains at the floor LR keep runs going to the end).
@@ -87,84 +89,205 @@ def set_key(config: dict, dotted: str, value: Any) -> None:
 
 
 def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
-    """Check types and ranges; return the config or raise ConfigError naming the key."""
+    """Check every key against the schema below (and the task's own rules); return the config or
+    raise ConfigError naming the dotted key at fault."""
     def fail(key: str, why: str):
         raise ConfigError(f"{source}: {key}: {why}")
 
-    for key in ("name", "task", "target", "region", "model"):
-        if key not in config:
-            fail(key, "missing")
-    task, target, region = config["task"], config["target"], config["region"]
-    if task not in TARGETS:
-        fail("task", f"{task!r} is not one of {', '.join(TARGETS)}")
-    if target not in TARGETS[task]:
-        fail("target", f"{target!r} is not a {task} target ({', '.join(TARGETS[task])})")
-    if region not in REGIONS:
-        fail("region", f"{region!r} is not one of {', '.join(REGIONS)}")
-
-    train = config["train"]
-    for key in ("epochs", "batch_size", "lr_patience", "early_stopping_patience"):
-        if not isinstance(train.get(key), int) or isinstance(train[key], bool) or train[key] < 1:
-            fail(f"train.{key}", f"must be a positive integer, got {train.get(key)!r}")
-    if not isinstance(train.get("seed"), int):
-        fail("train.seed", f"must be an integer, got {train.get('seed')!r}")
-    if not _number(train.get("learning_rate")) or not 0 < train["learning_rate"] < 1:
-        fail("train.learning_rate", f"must be a number in (0, 1), got {train.get('learning_rate')!r}")
-
-    model = config["model"]
-    if task == "identity":
-        from faceattr.models.transfer import validate_identity
-
-        validate_identity(config, fail)
-    else:
-        if "person" in config["data"]:
-            fail("data.person", "only the identity experiment takes a target person")
-        for key in ("backbone", "weights"):
-            if key in model:
-                fail(f"model.{key}", "only the identity experiment has a backbone (models/transfer.py)")
-        _validate_cnn(model, task, fail)
-
-    data = config["data"]
-    if not isinstance(data.get("source"), str) or not data["source"]:
-        fail("data.source", f"must be 'synthetic' or a path to a manifest CSV or folder, got {data.get('source')!r}")
-    if not isinstance(data.get("size"), int) or data["size"] < 10 or data["size"] % 2:
-        fail("data.size", f"must be an even integer >= 10, got {data.get('size')!r}")
-    if data.get("gender") not in ("auto", "model", "labels", "unknown"):
-        fail("data.gender", f"must be auto, model, labels or unknown, got {data.get('gender')!r}")
-    if data.get("split") not in ("auto", "person", "phash", "content"):
-        fail("data.split", f"must be auto, person, phash or content, got {data.get('split')!r}")
-    if isinstance(train.get("augment", False), dict):
-        from faceattr.data.pipeline import check_augment
-
-        check_augment(train["augment"], fail)
-    elif not isinstance(train.get("augment", False), bool):
-        fail("train.augment", f"must be true, false or a mapping of switches (flip, brightness, contrast, "
-                              f"hue, saturation, noise), got {train.get('augment')!r}")
-    if data.get("image_region") not in (None, *REGIONS):
-        fail("data.image_region", f"must be one of {', '.join(REGIONS)}, got {data.get('image_region')!r}")
-    threshold = config["evaluation"].get("collapse_threshold")
-    if not _number(threshold) or not 0 < threshold < 1:
-        fail("evaluation.collapse_threshold", f"must be a number in (0, 1), got {threshold!r}")
+    _check(Experiment, config, "", source)
+    task = tasks.TASKS[config["task"]]
+    if config["target"] not in task.targets:
+        fail("target", f"{config['target']!r} is not a {task.name} target ({', '.join(task.targets)})")
+    backbone = config["model"].get("backbone", task.backbones[0])
+    if backbone not in task.backbones:
+        fail("model.backbone", f"{backbone!r}: the {task.name} task takes {', '.join(task.backbones)}")
+    _check(MODEL_SCHEMAS[backbone], config["model"], "model.", source)
+    if task.reads_gender and backbone == "cnn" and config["model"].get("dense_1") is None:
+        fail("model.dense_1", "missing: the layer after the gender input needs a width")
+    filters = (config.get("search") or {}).get("filters")
+    if filters is not None and len(filters) != len(config["model"].get("conv", [])):
+        fail("search.filters", f"needs one list of choices per conv layer ({len(config['model'].get('conv', []))}), "
+                               f"got {filters!r}")
+    task.check(config, fail)
     return config
 
 
-def _validate_cnn(model: dict, task: str, fail) -> None:
-    conv = model.get("conv")
-    if not isinstance(conv, list) or not conv:
-        fail("model.conv", "must be a non-empty list of {filters, padding, pool}")
-    for i, layer in enumerate(conv):
-        if not isinstance(layer, dict) or not isinstance(layer.get("filters"), int) or layer["filters"] < 1:
-            fail(f"model.conv.{i}.filters", f"must be a positive integer, got {layer!r}")
-        if layer.get("padding", "valid") not in ("same", "valid"):
-            fail(f"model.conv.{i}.padding", f"must be 'same' or 'valid', got {layer.get('padding')!r}")
-        if not isinstance(layer.get("pool", False), bool):
-            fail(f"model.conv.{i}.pool", f"must be true or false, got {layer.get('pool')!r}")
-    dense_keys = ("dense_0", "dense_1") if task == "regression" else ("dense_0",)
-    for key in dense_keys:
-        if not isinstance(model.get(key), int) or model[key] < 1:
-            fail(f"model.{key}", f"must be a positive integer, got {model.get(key)!r}")
-    if not _number(model.get("dropout")) or not 0 <= model["dropout"] < 1:
-        fail("model.dropout", f"must be a number in [0, 1), got {model.get('dropout')!r}")
+# --- the schema: one pydantic model per section; strict (no "3" for 3, no true for 1), no unknown keys ---
+
+class _Section(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Share = Annotated[float, Field(gt=0, lt=1)]
+Dropout = Annotated[float, Field(ge=0, lt=1)]
+Switch = Literal[False] | None
+
+
+def _ordered(pair: list[float]) -> list[float]:
+    if not 0 <= pair[0] <= pair[1]:
+        raise ValueError(f"must be a range [low, high] with 0 <= low <= high, got {pair}")
+    return pair
+
+
+def _increasing(pair: list[float]) -> list[float]:
+    if not pair[0] < pair[1]:
+        raise ValueError(f"must be [low, high] with low < high, got {pair}")
+    return pair
+
+
+Factors = Annotated[list[float], Field(min_length=2, max_length=2), AfterValidator(_ordered)]
+Interval = Annotated[list[float], Field(min_length=2, max_length=2), AfterValidator(_increasing)]
+Choices = Annotated[list[PositiveInt], Field(min_length=1)]
+
+
+def _alpha(value: float) -> float:
+    if value not in MOBILENET_ALPHAS:
+        raise ValueError(f"must be one of {', '.join(map(str, MOBILENET_ALPHAS))}")
+    return value
+
+
+def _weights(value: str | None) -> str | None:
+    if value not in NO_WEIGHTS and value != "imagenet" and not Path(value).expanduser().is_file():
+        raise ValueError(f"no weights file {value!r} (use imagenet, none or an existing .weights.h5)")
+    return value
+
+
+def _even(value: int) -> int:
+    if value % 2:
+        raise ValueError("must be an even integer >= 10")
+    return value
+
+
+class Data(_Section):
+    source: Annotated[str, Field(min_length=1)]   # synthetic, or a manifest CSV / folder
+    size: Annotated[int, Field(ge=10), AfterValidator(_even)]
+    seed: int
+    rounded: bool
+    persons: PositiveInt | None
+    image_region: Literal[REGIONS] | None
+    folders: dict[str, dict[str, Any]] | None
+    gender: Literal["auto", "model", "labels", "unknown"]
+    split: Literal["auto", "person", "phash", "content"]   # data/splits.split_names
+    person: str | int | None = None    # identity: the target person
+    unseen_share: Share | None = None  # identity: share of the other people never seen in training
+    holdout: Share | None = None       # identity: share of each seen person's photos held out
+
+
+class Augment(_Section):    # data/augment.py
+    flip: bool | None = None
+    shift: Annotated[float, Field(ge=0, le=0.5)] | Switch = None
+    brightness: Annotated[float, Field(ge=0, le=1)] | Switch = None
+    contrast: Factors | Switch = None
+    hue: Annotated[float, Field(ge=0, le=0.5)] | Switch = None
+    saturation: Factors | Switch = None
+    noise: Annotated[float, Field(ge=0, le=1)] | Switch = None
+
+
+class Train(_Section):
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    learning_rate: Share
+    seed: int
+    lr_factor: Share
+    lr_patience: PositiveInt
+    min_lr: Annotated[float, Field(ge=0)]
+    early_stopping_patience: PositiveInt
+    min_delta: Annotated[float, Field(ge=0)]
+    verbose: Literal[0, 1, 2]
+    augment: bool | Augment
+    balance: Literal["class_weight", "none"] = "class_weight"   # identity: ~1:30 positives
+
+
+class Evaluation(_Section):
+    collapse_threshold: Share
+    first_outputs: PositiveInt
+
+
+class Search(_Section):    # what `faceattr tune` may vary (tuning/space.py)
+    filters: list[Choices] | None = None      # one list of choices per conv layer
+    dense_0: Choices | None = None
+    dense_1: Choices | None = None
+    alpha: Annotated[list[Annotated[float, AfterValidator(_alpha)]], Field(min_length=1)] | None = None
+    head: Choices | None = None               # one width for every head layer
+    dropout: Interval | None = None
+    learning_rate: Interval | None = None
+
+
+class Experiment(_Section):
+    name: str
+    task: Literal[tuple(tasks.TASKS)]
+    target: str
+    region: Literal[REGIONS]
+    data: Data
+    model: dict[str, Any]     # checked against its backbone's schema below
+    train: Train
+    evaluation: Evaluation
+    search: Search
+
+
+class Conv(_Section):
+    filters: PositiveInt
+    padding: Literal["same", "valid"] = "valid"
+    pool: bool = False
+
+
+class CnnModel(_Section):
+    """The seeds' CNNs (models/cnn.py)."""
+    backbone: Literal["cnn"] = "cnn"
+    conv: Annotated[list[Conv], Field(min_length=1)]
+    dropout: Dropout
+    dense_0: PositiveInt
+    dense_1: PositiveInt | None = None   # the regressions': after the gender input
+
+
+class TransferModel(_Section):
+    """A keras.applications backbone and a trained head (models/transfer.py)."""
+    backbone: Literal["mobilenetv2", "vgg16"]
+    weights: Annotated[str | None, AfterValidator(_weights)]   # imagenet | none | a .weights.h5 path
+    input_size: Literal["auto"] | Annotated[int, Field(ge=32)] = "auto"
+    alpha: Annotated[float, AfterValidator(_alpha)] = 1.0
+    head: Literal["auto"] | list[PositiveInt] = "auto"
+    pooling: Literal["auto", "avg", "max", "flatten"] = "auto"
+    dropout: Dropout
+    trainable: Literal["auto"] | bool = "auto"
+
+
+MODEL_SCHEMAS: dict[str, type[BaseModel]] = {"cnn": CnnModel, "mobilenetv2": TransferModel, "vgg16": TransferModel}
+
+
+def _check(schema: type[BaseModel], section: dict, prefix: str, source: str) -> None:
+    """Validate `section`; ConfigError naming the dotted key of the most specific problem."""
+    try:
+        schema.model_validate(section)
+    except ValidationError as exc:
+        def key(error) -> list:  # drop the union-member tags pydantic puts in locations ('bool', 'list[int]')
+            return [str(p) for p in error["loc"] if isinstance(p, int) or p in _keys(schema)]
+
+        error = max(exc.errors(), key=lambda e: len(key(e)))
+        dotted = prefix + ".".join(key(error))
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            raise ConfigError(f"{source}: {dotted}: missing") from None
+        if error["type"] == "extra_forbidden":
+            raise ConfigError(f"{source}: unknown parameter {dotted!r}") from None
+        raise ConfigError(f"{source}: {dotted}: {message}, got {error['input']!r}") from None
+
+
+def _keys(schema: type[BaseModel]) -> set[str]:
+    """Every field name in `schema` and the sections under it (to tell keys from union tags)."""
+    names = set()
+    for name, field in schema.model_fields.items():
+        names.add(name)
+        for arg in _models_in(field.annotation):
+            names |= _keys(arg)
+    return names
+
+
+def _models_in(annotation) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -180,17 +303,6 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def widths(config: dict[str, Any]) -> str:
-    """The architecture in one short string, e.g. '32-48-64-96-128/320/120'."""
-    model = config["model"]
-    if config.get("task") == "identity":  # e.g. 'mobilenetv2-96-none'
-        from faceattr.models.transfer import describe
-
-        return describe(model)
-    dense = [str(model[k]) for k in ("dense_0", "dense_1") if k in model]
-    return "/".join(["-".join(str(layer["filters"]) for layer in model["conv"]), *dense])
-
-
 def _merge(base: dict, extra: dict) -> dict:
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
@@ -198,7 +310,3 @@ def _merge(base: dict, extra: dict) -> dict:
         else:
             base[key] = value
     return base
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

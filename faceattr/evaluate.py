@@ -1,13 +1,28 @@
-"""How good is a model: the per-gender-mean baseline and its ratio, the collapse check, accuracy.
+"""How good is a model: one evaluation for training, promotion and real-data runs.
 
+`evaluate(task, scores, split, train)` is the only place a model is judged: the task's metrics on
+one split (regressions: MSE and the per-gender-mean baseline; gender: accuracy; identity: ROC AUC,
+seen/unseen accuracy) plus the collapse check. Each metric name has one meaning everywhere:
+`baseline_ratio` is always the seeds' per-gender-mean baseline MSE over the model's MSE.
 Every function takes plain arrays and returns a flat {metric: float} dict ready for MLflow.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from sklearn import metrics as skm
 
 from faceattr.data.manifest import GENDERS
+
+
+def evaluate(task, scores, split, train, collapse_threshold: float) -> dict:
+    """`task`'s metrics of `scores` (one per photo, `task.scores` of the model's outputs) on `split`
+    (its `.labels` and `.frame`), the baseline from `train`, and the collapse check:
+    `collapse_std_ratio` and `collapsed` (bool)."""
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    found = task.metrics(scores, split.labels, split.frame, train.labels, train.frame)
+    ratio, collapsed = collapse_check(scores, task.truth(split.labels), collapse_threshold)
+    return {**found, "collapse_std_ratio": ratio, "collapsed": collapsed}
 
 
 def baseline(y_train, gender_train, y_eval, gender_eval) -> dict[str, float]:
@@ -18,26 +33,24 @@ def baseline(y_train, gender_train, y_eval, gender_eval) -> dict[str, float]:
     """
     y_train, y_eval = np.asarray(y_train, float), np.asarray(y_eval, float)
     gender_train, gender_eval = np.asarray(gender_train, object), np.asarray(gender_eval, object)
-    known = set(gender_train) <= set(GENDERS) and set(gender_eval) <= set(GENDERS)
-    if not known or len(set(gender_train)) < len(set(gender_eval)):
+    if baseline_kind(gender_train, gender_eval) != "per_gender" or len(set(gender_train)) < len(set(gender_eval)):
         prediction = np.full_like(y_eval, y_train.mean())
-        mse = float(np.mean((y_eval - prediction) ** 2))
+        mse = skm.mean_squared_error(y_eval, prediction)
         return {"baseline_mse": mse, "baseline_mse_pooled": mse, "baseline_mean": float(y_train.mean())}
     out: dict[str, float] = {}
     prediction = np.empty_like(y_eval)
     per_gender = []
     for g in GENDERS:
-        if not (gender_eval == g).any():
+        rows = gender_eval == g
+        if not rows.any():
             continue
         mean = float(y_train[gender_train == g].mean())
-        rows = gender_eval == g
         prediction[rows] = mean
-        mse = float(np.mean((y_eval[rows] - mean) ** 2))
         out[f"baseline_mean_{g}"] = mean
-        out[f"baseline_mse_{g}"] = mse
-        per_gender.append(mse)
+        out[f"baseline_mse_{g}"] = skm.mean_squared_error(y_eval[rows], prediction[rows])
+        per_gender.append(out[f"baseline_mse_{g}"])
     out["baseline_mse"] = float(np.mean(per_gender))
-    out["baseline_mse_pooled"] = float(np.mean((y_eval - prediction) ** 2))
+    out["baseline_mse_pooled"] = skm.mean_squared_error(y_eval, prediction)
     return out
 
 
@@ -62,23 +75,21 @@ def collapse_check(predictions, labels, threshold: float) -> tuple[float, bool]:
 def regression_metrics(y_pred, y_true, gender, y_train, gender_train) -> dict[str, float]:
     """`mse`, the baseline figures and `baseline_ratio` = baseline_mse / mse."""
     y_pred, y_true = np.asarray(y_pred, float).reshape(-1), np.asarray(y_true, float)
-    mse = float(np.mean((y_pred - y_true) ** 2))
+    mse = skm.mean_squared_error(y_true, y_pred)
     base = baseline(y_train, gender_train, y_true, gender)
-    out = {"mse": mse, "mae": float(np.mean(np.abs(y_pred - y_true))), **base}
+    out = {"mse": mse, "mae": skm.mean_absolute_error(y_true, y_pred), **base}
     out["baseline_ratio"] = base["baseline_mse"] / mse if mse > 0 else float("inf")
     # accuracy at 0.5: the label's side of 0.5 (for 0/1 labels such as eye-state open/closed)
-    out["accuracy_at_0_5"] = float(np.mean((y_pred >= 0.5) == (y_true >= 0.5)))
+    out["accuracy_at_0_5"] = skm.accuracy_score(y_true >= 0.5, y_pred >= 0.5)
     return out
 
 
 def classification_metrics(probabilities, one_hot) -> dict[str, float]:
     """Accuracy, log loss and the majority-class accuracy to beat, for (N, 2) gender outputs."""
-    p, y = np.asarray(probabilities, float), np.asarray(one_hot, float)
-    truth = y.argmax(1)
-    eps = 1e-7
+    p, truth = np.asarray(probabilities, float), np.asarray(one_hot, float).argmax(1)
     return {
-        "accuracy": float(np.mean(p.argmax(1) == truth)),
-        "log_loss": float(-np.mean(np.log(np.clip(p[np.arange(len(p)), truth], eps, 1.0)))),
+        "accuracy": skm.accuracy_score(truth, p.argmax(1)),
+        "log_loss": skm.log_loss(truth, np.clip(p, 1e-7, 1.0), labels=[0, 1]),
         "majority_accuracy": float(max(np.mean(truth == 0), np.mean(truth == 1))),
     }
 
@@ -97,21 +108,19 @@ def identity_metrics(probabilities, labels, groups, threshold: float = 0.5) -> d
     groups = np.asarray(groups, object)
     said = p >= threshold
     right = said == y
-    eps = 1e-7
     out = {
         "accuracy": float(right.mean()),
-        "precision": float((said & y).sum() / said.sum()) if said.any() else 0.0,
-        "recall": float((said & y).sum() / y.sum()) if y.any() else float("nan"),
-        "log_loss": float(-np.mean(np.where(y, np.log(np.clip(p, eps, 1)), np.log(np.clip(1 - p, eps, 1))))),
+        "precision": skm.precision_score(y, said, zero_division=0.0),
+        "log_loss": skm.log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[False, True]),
         "majority_accuracy": float(max(y.mean(), 1 - y.mean())),
     }
+    if y.any():
+        out["recall"] = skm.recall_score(y, said)
     if y.any() and not y.all():
-        from sklearn.metrics import roc_auc_score
-
-        out["roc_auc"] = float(roc_auc_score(y, p))
+        out["roc_auc"] = skm.roc_auc_score(y, p)
     for name, members in (("seen", ("target", "seen")), ("unseen", ("unseen",))):
         rows = np.isin(groups, members)
         if rows.any():
             out[f"{name}_accuracy"] = float(right[rows].mean())
             out[f"{name}_photos"] = float(rows.sum())
-    return {k: v for k, v in out.items() if v == v}  # no NaN (recall without positives)
+    return {k: float(v) for k, v in out.items()}

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+import pandas as pd
 
-from faceattr import config as config_module
-from faceattr import evaluate, models, tracking
-from faceattr.data.loading import Data, make_split, open_data
-from faceattr.data.pipeline import Split, model_inputs
+from faceattr import evaluate, models, tasks, tracking
+from faceattr.data.loading import Data, Split, make_split, open_data
+from faceattr.data.tfdata import model_inputs
 from faceattr.gender_input import gender_inputs
 from faceattr.serving import encode_image
-from faceattr.train import class_weights, fit
+from faceattr.train import fit
 
 SPLITS = ("train", "val", "test")
 
@@ -40,9 +40,11 @@ class Outcome:
 
 def prepare(config: dict) -> Prepared:
     """Load and validate the data (errors before any compute), pick the gender input, split."""
-    data = open_data(config)
+    task = tasks.of(config)
+    data = open_data(config, task)
     gender, source, gender_model = gender_inputs(config, data)
-    splits = {name: make_split(data, name, config, gender) for name in SPLITS}
+    labels = task.labels(data.frame, config)
+    splits = {name: make_split(data, name, labels, gender) for name in SPLITS}
     return Prepared(config, data, splits, source, gender_model)
 
 
@@ -54,7 +56,7 @@ def train(config: dict, register: bool = True) -> Outcome:
     """
     prepared = prepare(config)
     tracking.use_experiment(config["name"])
-    run_name = f"{config['name']}-{config_module.widths(config)}-s{config['train']['seed']}"
+    run_name = f"{config['name']}-{models.widths(config)}-s{config['train']['seed']}"
     with tracking.recorded_run(config["name"], run_name, tags=tracking.run_tags(config, prepared.data)):
         outcome = fit_and_log(prepared)
         if register:
@@ -68,24 +70,25 @@ def fit_and_log(prepared: Prepared, model: keras.Model | None = None, callbacks=
                 log_model: bool = True, initial_epoch: int = 0) -> Outcome:
     """Inside an active run: log params and data, fit, evaluate, log metrics, plots and the model."""
     config, splits = prepared.config, prepared.splits
+    task = tasks.of(config)
     tracking.log_config(config)
     tracking.log_data(prepared.data)
     kind = evaluate.baseline_kind(splits["train"].frame.get("gender", []), splits["val"].frame.get("gender", []))
     keras.utils.set_random_seed(config["train"]["seed"])
     model = model if model is not None else models.build(config)
     params = {"gender_source": prepared.gender_source, "baseline_kind": kind, "model.parameters": model.count_params()}
-    if config["task"] == "identity":  # how the class imbalance is handled (train.balance) and the weights
-        weights = class_weights(config, splits["train"])
+    if task.balances_classes:   # how the class imbalance is handled (train.balance) and the weights
+        weights = task.class_weights(config, splits["train"].labels)
         params["class_weights"] = "none" if weights is None else " ".join(f"{k}:{v:.4g}" for k, v in weights.items())
-        params["model.trainable_parameters"] = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    params["model.trainable_parameters"] = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     tracking.log_params(params)   # through the outbox, like every other param
     history = fit(model, config, splits["train"], splits["val"],
                   callbacks=[tracking.EpochMetrics(), *callbacks], initial_epoch=initial_epoch)
-    metrics, tags, first_outputs, val_pred = assess(model, config, splits)
+    metrics, tags, first_outputs, val_scores = assess(model, config, splits)
     metrics["epochs_trained"] = len(history.history["loss"])
     tracking.log_results(metrics, tags, first_outputs)
-    if config["task"] == "regression":
-        tracking.log_plots(history.history, splits["val"].labels, val_pred, config["target"])
+    if task.reads_gender:
+        tracking.log_plots(history.history, task.truth(splits["val"].labels), val_scores, config["target"])
     model_uri = None
     if log_model:
         info = tracking.log_model(model, config, input_example(config, splits["val"]), prepared.gender_model)
@@ -93,48 +96,36 @@ def fit_and_log(prepared: Prepared, model: keras.Model | None = None, callbacks=
     return Outcome(model, metrics, tags, model_uri)
 
 
-def predict(model: keras.Model, config: dict, split: Split) -> np.ndarray:
-    with_gender = config["task"] == "regression"
-    out = model.predict(model_inputs(split, with_gender), batch_size=256, verbose=0)
-    return models.to_unit_range(out) if with_gender else out
+def scores(model: keras.Model, config: dict, split: Split) -> np.ndarray:
+    """One number per photo (the task's score: the clipped value, p(female), p(person))."""
+    task = tasks.of(config)
+    return task.scores(model.predict(model_inputs(split, task.reads_gender), batch_size=256, verbose=0))
 
 
 def assess(model: keras.Model, config: dict, splits: dict[str, Split]):
-    """Validation and test metrics, the collapse check, the first training outputs (as the seeds printed)."""
-    threshold = config["evaluation"]["collapse_threshold"]
+    """Validation and test metrics (faceattr/evaluate.py), the collapse check on validation, the first
+    training outputs (as the seeds printed them) and the validation scores."""
+    task, threshold = tasks.of(config), config["evaluation"]["collapse_threshold"]
     train, val = splits["train"], splits["val"]
-    first = predict(model, config, _head(train, config["evaluation"]["first_outputs"]))
-    val_pred = predict(model, config, val)
+    first = scores(model, config, train.head(config["evaluation"]["first_outputs"]))
     metrics: dict[str, float] = {}
-    held_out = []  # identity: val + test together give the headline seen_/unseen_accuracy
-    for name, split in (("val", val), ("test", splits["test"])):
-        if len(split) == 0:
-            continue
-        pred = val_pred if name == "val" else predict(model, config, split)
-        if config["task"] == "regression":
-            found = evaluate.regression_metrics(pred, split.labels, split.frame.get("gender", [None] * len(split)),
-                                                train.labels, train.frame.get("gender", [None] * len(train)))
-        elif config["task"] == "identity":
-            found = evaluate.identity_metrics(pred, split.labels, split.frame["group"])
-            held_out.append((pred.reshape(-1), split.labels, split.frame["group"].to_numpy()))
-        else:
-            found = evaluate.classification_metrics(pred, split.labels)
-        metrics.update({_metric_name(name, k): v for k, v in found.items()})
-    if held_out:
-        together = evaluate.identity_metrics(*(np.concatenate(parts) for parts in zip(*held_out)))
-        metrics.update({k: v for k, v in together.items() if k.startswith(("seen_", "unseen_"))})
-    if config["task"] == "identity":
-        ratio, collapsed = evaluate.collapse_check(val_pred.reshape(-1), val.labels, threshold)
-        first_outputs = [round(float(v), 4) for v in first.reshape(-1)]
-    elif config["task"] == "regression":
-        ratio, collapsed = evaluate.collapse_check(val_pred, val.labels, threshold)
-        first_outputs = [round(float(v), 4) for v in first]
-    else:
-        ratio, collapsed = evaluate.collapse_check(val_pred[:, 1], val.labels[:, 1], threshold)
-        first_outputs = [round(float(v), 4) for v in first[:, 1]]
-    metrics["collapse_std_ratio"] = ratio
-    tags = {"collapsed": str(collapsed).lower(), "collapse_threshold": str(threshold)}
-    return metrics, tags, first_outputs, val_pred
+    found = {}
+    for name in ("val", "test"):
+        if len(splits[name]):
+            found[name] = scores(model, config, splits[name])
+            judged = evaluate.evaluate(task, found[name], splits[name], train, threshold)
+            collapsed, ratio = judged.pop("collapsed"), judged.pop("collapse_std_ratio")
+            metrics.update({_metric_name(name, k): v for k, v in judged.items()})
+            if name == "val":
+                metrics["collapse_std_ratio"] = ratio
+                tags = {"collapsed": str(collapsed).lower(), "collapse_threshold": str(threshold)}
+    if task.pooled_prefixes:  # figures over validation + test together (identity: seen/unseen people)
+        held = [splits[name] for name in found]
+        pooled = Split(np.concatenate([s.images for s in held]), np.concatenate([s.gender for s in held]),
+                       np.concatenate([s.labels for s in held]), pd.concat([s.frame for s in held]))
+        judged = evaluate.evaluate(task, np.concatenate(list(found.values())), pooled, train, threshold)
+        metrics.update({k: v for k, v in judged.items() if k.startswith(task.pooled_prefixes)})
+    return metrics, tags, [round(float(v), 4) for v in first], found["val"]
 
 
 def input_example(config: dict, split: Split):
@@ -142,7 +133,7 @@ def input_example(config: dict, split: Split):
     import pandas as pd
 
     row = {"image": encode_image(split.images[0]), "kind": "crop"}
-    if config["task"] == "regression":
+    if tasks.of(config).reads_gender:
         row["gender"] = "female"
     return pd.DataFrame([row])
 
@@ -153,6 +144,3 @@ def _metric_name(split: str, key: str) -> str:
         return f"test_{key}"
     return key if key.startswith("baseline") else f"val_{key}"
 
-
-def _head(split: Split, n: int) -> Split:
-    return Split(split.images[:n], split.gender[:n], split.labels[:n], split.frame.iloc[:n])

@@ -1,20 +1,16 @@
-"""Where a regression's gender input comes from: the registered gender model, the labels, or 'unknown'."""
+"""The regressions' gender input, decided here only: a row's own label or probability, the gender
+model on the photo's face, or 'unknown' [0.5, 0.5]. Training, promotion, serving and batch scoring
+all call `gender_probabilities`; `gender_inputs` picks the source for a training run."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
-from faceattr import registry
-from faceattr.data.loading import UNKNOWN_GENDER, Data, gender_one_hot, has_gender_labels
-from faceattr.data.pipeline import load_crops
-from faceattr.errors import ConfigError
-
-
-def shows_faces(data: Data) -> bool:
-    """Whether a face crop can be cut from every image (whole photos with face boxes, or face crops)."""
-    frame = data.frame
-    photos = (frame["image_region"] == "photo").all() and "face_box" in frame and frame["face_box"].notna().all()
-    return bool(photos or (frame["image_region"] == "face").all())
+from faceattr import registry, tasks
+from faceattr.data.loading import UNKNOWN_GENDER, Data, gender_one_hot, has_gender_labels, load_crops, shows_faces
+from faceattr.data.manifest import GENDERS
+from faceattr.errors import ConfigError, DataError
 
 
 def gender_inputs(config: dict, data: Data):
@@ -25,15 +21,15 @@ def gender_inputs(config: dict, data: Data):
     """
     mode = config["data"]["gender"]
     unknown = np.tile(np.asarray(UNKNOWN_GENDER, np.float32), (len(data.frame), 1))
-    if config["task"] == "classification":
-        return unknown, "none (gender is the target)", None
-    if mode in ("auto", "model") and shows_faces(data):
+    fixed = tasks.of(config).gender_source()
+    if fixed is not None:
+        return unknown, fixed, None
+    if mode in ("auto", "model") and shows_faces(data.frame):
         version = registry.champion("gender")
         if version is not None:
             gender = registry.load_faceattr_model(f"models:/gender@{registry.CHAMPION}")
             faces, _ = load_crops(data.frame, "face")
-            p = gender.model.predict(faces.astype(np.float32), batch_size=256, verbose=0)
-            return p.astype(np.float32), f"model:gender/{version.version}", gender.model
+            return gender_model_probabilities(gender.model, faces), f"model:gender/{version.version}", gender.model
     if mode == "model":
         raise ConfigError("data.gender=model: needs a registered gender model with alias 'champion' "
                           "and images that show faces (whole photos with face boxes, or face crops)")
@@ -42,3 +38,31 @@ def gender_inputs(config: dict, data: Data):
     if mode == "labels":
         raise ConfigError("data.gender=labels: the data set has no complete `gender` column")
     return unknown, "unknown", None
+
+
+def gender_model_probabilities(gender_model, faces: np.ndarray) -> np.ndarray:
+    """(N, 2) [p_male, p_female] of a gender model on (N, 60, 60, 3) face crops."""
+    return np.asarray(gender_model.predict_on_batch({"image": np.asarray(faces, np.float32)}), np.float32)
+
+
+def gender_probabilities(rows: pd.DataFrame, faces: list, gender_model=None) -> np.ndarray:
+    """Each row's gender input: its `gender` (male/female) or `p_female` column, else `gender_model` on
+    its face crop (`faces[i]`, None when the photo has none), else the "unknown" [0.5, 0.5].
+    DataError names the row of a bad value."""
+    out = np.tile(np.asarray(UNKNOWN_GENDER, np.float32), (len(rows), 1))
+    ask = []
+    for i, row in enumerate(rows.to_dict("records")):
+        label, p = row.get("gender"), row.get("p_female")
+        if isinstance(label, str) and label:
+            if label.lower() not in GENDERS:
+                raise DataError(f"row {i}: gender={label!r}; use male or female")
+            out[i] = np.eye(2)[GENDERS.index(label.lower())]
+        elif p is not None and not pd.isna(p):
+            if not 0 <= float(p) <= 1:
+                raise DataError(f"row {i}: p_female={p!r} is outside 0..1")
+            out[i] = (1 - float(p), float(p))
+        elif faces[i] is not None and gender_model is not None:
+            ask.append(i)
+    if ask:
+        out[ask] = gender_model_probabilities(gender_model, np.stack([faces[i] for i in ask]))
+    return out

@@ -57,7 +57,7 @@ def score(model, rows: pd.DataFrame, batch_size: int = 64, progress: bool = True
                 except DataError as exc:
                     out.iat[start + offset, out.columns.get_loc("error")] = str(exc)
             if good:
-                found = model.predict_arrays(np.stack(crops), model._gender(rows.iloc[good], face_crops))
+                found = model.predict_arrays(np.stack(crops), model.gender(rows.iloc[good], face_crops))
                 for column in found:
                     if column not in out:
                         out[column] = pd.Series([None] * len(out), dtype=object)

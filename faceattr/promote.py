@@ -18,11 +18,14 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import yaml
 
 from faceattr import config as config_module
-from faceattr import evaluate, registry
+from faceattr import evaluate, registry, tasks
+from faceattr.data.loading import UNKNOWN_GENDER, Split, has_gender_labels, load_crops, make_split, open_data, shows_faces
 from faceattr.errors import ConfigError, DataError
+from faceattr.gender_input import gender_probabilities
 
 POLICY_DIR = Path(__file__).resolve().parent.parent / "registry"
 REFUSED = 3           # exit code of a refused promotion (config/data/registry errors are 2)
@@ -136,12 +139,8 @@ class EvalSet:
     config: dict
     name: str
     digest: str
-    frame: object          # test rows
-    images: np.ndarray
-    labels: np.ndarray
-    train_labels: np.ndarray
-    train_gender: list
-    shows_faces: bool
+    test: Split            # the held-out rows, judged
+    train: Split           # the training rows: the baseline's means
 
 
 def training_config(version, eval_data: str | None = None) -> dict:
@@ -176,52 +175,31 @@ def training_config(version, eval_data: str | None = None) -> dict:
 
 
 def eval_set(cfg: dict) -> EvalSet:
-    """The held-out test rows of the data set `cfg` names (and its train labels, for the baseline)."""
-    from faceattr.data.loading import labels_of, open_data
-    from faceattr.gender_input import shows_faces
-
-    data = open_data(cfg)
-    test, train = data.rows("test"), data.rows("train")
-    if len(test) == 0:
+    """The held-out test rows of the data set `cfg` names (and its training rows, for the baseline)."""
+    task = tasks.of(cfg)
+    data = open_data(cfg, task)
+    if len(data.rows("test")) == 0:
         raise DataError(f"{cfg['data']['source']}: the test split is empty: nothing to evaluate on; use more images")
-    frame = data.frame.iloc[test].reset_index(drop=True)
-    train_frame = data.frame.iloc[train]
-    labels, train_labels = labels_of(frame, cfg), labels_of(train_frame, cfg)
-    none = [None] * len(train_frame)
-    return EvalSet(cfg, data.name, data.digest, frame, data.images[test], labels, train_labels,
-                   list(train_frame["gender"]) if "gender" in train_frame else none, shows_faces(data))
+    labels = task.labels(data.frame, cfg)
+    no_gender = np.tile(np.asarray(UNKNOWN_GENDER, np.float32), (len(data.frame), 1))
+    return EvalSet(cfg, data.name, data.digest, make_split(data, "test", labels, no_gender),
+                   make_split(data, "train", labels, no_gender))
 
 
 def evaluate_version(version, data: EvalSet, collapse_threshold: float) -> dict:
-    """Fresh metrics of one registered version on `data`, through the served model's predict path."""
-    from faceattr.data.loading import gender_one_hot, has_gender_labels
-    from faceattr.data.pipeline import load_crops
-
+    """Fresh metrics of one registered version on `data`, through the served model's predict path,
+    with the gender input it was trained with: its bundled gender model, the labels, or unknown."""
     served = registry.load_faceattr_model(f"models:/{version.name}/{str(version.version)}")
-    cfg = data.config
-    if cfg["task"] == "identity":
-        p = served.predict_arrays(data.images)["p_person"].to_numpy()
-        found = evaluate.identity_metrics(p, data.labels, data.frame["group"])
-        ratio, collapsed = evaluate.collapse_check(p, data.labels, collapse_threshold)
-    elif cfg["task"] == "classification":
-        p = served.predict_arrays(data.images)["p_female"].to_numpy()
-        found = evaluate.classification_metrics(np.stack([1 - p, p], axis=1), data.labels)
-        ratio, collapsed = evaluate.collapse_check(p, data.labels[:, 1], collapse_threshold)
-    else:
-        # the gender input this version was trained with: its bundled gender model, the labels, or unknown
-        gender = None
+    test, task = data.test, tasks.of(data.config)
+    gender = None
+    if task.reads_gender:
         source = registry.client().get_run(version.run_id).data.params.get("gender_source", "") \
             if version.run_id else ""
-        if served.gender_model is not None and data.shows_faces:
-            faces, _ = load_crops(data.frame, "face")
-            gender = served.gender_model.predict_on_batch(faces.astype(np.float32))
-        elif source == "labels" and has_gender_labels(data.frame):
-            gender = gender_one_hot(data.frame)
-        pred = served.predict_arrays(data.images, gender)[cfg["target"]].to_numpy()
-        eval_gender = list(data.frame["gender"]) if "gender" in data.frame else [None] * len(pred)
-        found = evaluate.regression_metrics(pred, data.labels, eval_gender, data.train_labels, data.train_gender)
-        ratio, collapsed = evaluate.collapse_check(pred, data.labels, collapse_threshold)
-    return {**found, "collapse_std_ratio": ratio, "collapsed": collapsed}
+        faces = list(load_crops(test.frame, "face")[0]) if served.gender_model is not None and \
+            shows_faces(test.frame) else [None] * len(test)
+        rows = test.frame[["gender"]] if source == "labels" and has_gender_labels(test.frame) else pd.DataFrame(index=test.frame.index)
+        gender = gender_probabilities(rows, faces, served.gender_model)
+    return evaluate.evaluate(task, served.scores(test.images, gender), test, data.train, collapse_threshold)
 
 
 # --- the commands -----------------------------------------------------------------------------
@@ -280,7 +258,7 @@ def promote(model: str, version: str | None = None, *, dry_run: bool = False, ev
             action = {"promote": "promoted", "refuse": "refused"}.get(action, action)
             params = {"model": model, "challenger_version": str(challenger.version), "dry_run": str(dry_run),
                       "champion_version": str(current.version) if current else "none",
-                      "eval.data": data.name, "eval.digest": data.digest, "eval.rows": str(len(data.labels)),
+                      "eval.data": data.name, "eval.digest": data.digest, "eval.rows": str(len(data.test)),
                       "eval.source": str(cfg["data"]["source"]), **policy.as_params()}
             metrics = {f"challenger_{k}": float(v) for k, v in mine.items()}
             if theirs:
@@ -294,7 +272,7 @@ def promote(model: str, version: str | None = None, *, dry_run: bool = False, ev
                 return result
             stamp = {"faceattr.decided_at": registry.now(), "faceattr.decided_by": registry.who(),
                      "faceattr.promote_run_id": run.info.run_id, "faceattr.decision": action,
-                     "faceattr.eval_data": f"{data.name} ({data.digest}, {len(data.labels)} test rows)",
+                     "faceattr.eval_data": f"{data.name} ({data.digest}, {len(data.test)} test rows)",
                      f"faceattr.{policy.metric}": f"{mine[policy.metric]:.6g}"}
             if theirs:
                 stamp["faceattr.champion_" + policy.metric] = f"{theirs[policy.metric]:.6g}"

@@ -4,8 +4,8 @@ Reuses `experiment.prepare` + `experiment.fit_and_log` (the same data path and f
 with `-P`-style overrides (`data=...`, `data.image_region=...`, `data.split=...`). Every set x split kind
 is one MLflow run in experiment `evaluate-real`. Figures are on the held-out `test` split (10%, never
 trained on nor used for early stopping):
-- mse: of the predicted probability / openness against the 0/1 label; baseline_ratio = the baseline's MSE
-  (predict the training split's mean) / mse;
+- the metrics of faceattr/evaluate.py, with the same names and meanings as in training (regressions:
+  mse, baseline_ratio = the per-gender-mean baseline's MSE / mse; gender: accuracy, log_loss);
 - accuracy: prediction on the label's side of 0.5 (gender: argmax);
 - per gender (utkface-gender): accuracy among the men and among the women.
 Split kinds: `content` (by file hash, the default) and `phash` (near-duplicate video frames, 8x8 average
@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from faceattr import config as config_module
-from faceattr import experiment, tracking
+from faceattr import evaluate, experiment, tasks, tracking
+from faceattr.data.loading import Split
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SETS = {
@@ -44,9 +43,7 @@ def evaluate_set(name: str, split: str = "content", epochs: int = 40, data_root=
                                                      "faceattr.split": split}):
         outcome = experiment.fit_and_log(prepared, log_model=False)
         figures = summarise(outcome.model, config, prepared)
-        import mlflow
-
-        mlflow.log_metrics({f"real_{k}": v for k, v in figures.items() if isinstance(v, (int, float))})
+        tracking.log_metrics({f"real_{k}": v for k, v in figures.items() if isinstance(v, (int, float))})
     counts = prepared.data.frame["split"].value_counts().to_dict()
     return {"set": name, "split": split, "experiment": exp, "epochs_trained": int(outcome.metrics["epochs_trained"]),
             "n_train": counts.get("train", 0), "n_val": counts.get("val", 0), "n_test": counts.get("test", 0),
@@ -54,24 +51,20 @@ def evaluate_set(name: str, split: str = "content", epochs: int = 40, data_root=
 
 
 def summarise(model, config: dict, prepared) -> dict:
-    """Held-out MSE, baseline ratio, accuracy at 0.5, and per-gender accuracy where gender is known."""
-    test, train = prepared.splits["test"], prepared.splits["train"]
-    pred = experiment.predict(model, config, test)
-    if config["task"] == "classification":
-        p, y, y_train = pred[:, 1], test.labels[:, 1], train.labels[:, 1]   # p(female), 1 = female
-    else:
-        p, y, y_train = np.asarray(pred, float).reshape(-1), test.labels, train.labels
-    mse = float(np.mean((p - y) ** 2))
-    base = float(np.mean((y - y_train.mean()) ** 2))
-    out = {"mse": mse, "baseline_mse": base, "baseline_ratio": base / mse if mse > 0 else float("inf"),
-           "accuracy": float(np.mean((p >= 0.5) == (y >= 0.5)))}
+    """The held-out test split's figures (faceattr/evaluate.py), `accuracy` (the task's share on the
+    right side of 0.5), and the accuracy among the men and among the women where gender is known."""
+    task, test, train = tasks.of(config), prepared.splits["test"], prepared.splits["train"]
+    threshold = config["evaluation"]["collapse_threshold"]
+    scores = experiment.scores(model, config, test)
+    out = evaluate.evaluate(task, scores, test, train, threshold)
+    out["accuracy"] = out[task.accuracy_key]
     genders = test.frame.get("gender")
-    if genders is not None:
-        for g in ("male", "female"):
-            rows = (genders == g).to_numpy()
-            if rows.any():
-                out[f"accuracy_{g}"] = float(np.mean((p[rows] >= 0.5) == (y[rows] >= 0.5)))
-                out[f"n_{g}"] = int(rows.sum())
+    for g in ("male", "female") if genders is not None else ():
+        rows = (genders == g).to_numpy()
+        if rows.any():
+            some = Split(test.images[rows], test.gender[rows], test.labels[rows], test.frame[rows])
+            out[f"accuracy_{g}"] = evaluate.evaluate(task, scores[rows], some, train, threshold)[task.accuracy_key]
+            out[f"n_{g}"] = int(rows.sum())
     return out
 
 
@@ -88,5 +81,6 @@ def evaluate_sets(names, splits=("content", "phash"), epochs: int = 40, data_roo
 def format_row(r: dict) -> str:
     extra = "".join(f" {g}={r[f'accuracy_{g}']:.3f}(n={r[f'n_{g}']})" for g in ("male", "female")
                     if f"accuracy_{g}" in r)
-    return (f"{r['set']:15s} split={r['split']:7s} test n={r['n_test']:4d} accuracy={r['accuracy']:.4f} "
-            f"mse={r['mse']:.4f} baseline_ratio={r['baseline_ratio']:.2f} epochs={r['epochs_trained']}{extra}")
+    mse = f" mse={r['mse']:.4f} baseline_ratio={r['baseline_ratio']:.2f}" if "mse" in r else ""
+    return (f"{r['set']:15s} split={r['split']:7s} test n={r['n_test']:4d} accuracy={r['accuracy']:.4f}"
+            f"{mse} epochs={r['epochs_trained']}{extra}")

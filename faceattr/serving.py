@@ -34,27 +34,22 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from faceattr.data.manifest import GENDERS
+from faceattr import tasks
 from faceattr.data import faces
-from faceattr.data.regions import crop_region, load_rgb, parse_box
+from faceattr.data.regions import REGION_SIZES, crop_region, load_rgb, parse_box
 from faceattr.errors import DataError
-from faceattr.models.cnn import to_unit_range
+from faceattr.gender_input import gender_model_probabilities, gender_probabilities
 
 KINDS = ("crop", "photo")
 MAX_ROWS = int(os.environ.get("FACEATTR_MAX_ROWS", "1024"))
 MAX_IMAGE_MB = float(os.environ.get("FACEATTR_MAX_IMAGE_MB", "8"))
 
 
-def signature(task: str, target: str) -> ModelSignature:
+def signature(spec: dict) -> ModelSignature:
     """What a request holds and what the answer holds (shown in the model's page in `mlflow ui`)."""
     inputs = Schema([ColSpec("string", "image"), ColSpec("string", "kind", required=False),
                      ColSpec("string", "gender", required=False), ColSpec("double", "p_female", required=False)])
-    if task == "classification":
-        outputs = Schema([ColSpec("double", "p_female"), ColSpec("string", "gender")])
-    elif task == "identity":  # P(the photo shows the trained person), that decision at 0.5, and who
-        outputs = Schema([ColSpec("double", "p_person"), ColSpec("boolean", "is_person"), ColSpec("string", "person")])
-    else:
-        outputs = Schema([ColSpec("double", target)])
+    outputs = Schema([ColSpec(kind, name) for kind, name in tasks.of(spec).answer_columns(spec["target"])])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
@@ -88,13 +83,11 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
     def warm_up(self) -> None:
         """Trace the compiled predict functions now (batch sizes 1 and 2, so later sizes reuse a
         shape-relaxed trace), not on the first request."""
-        from faceattr.data.regions import REGION_SIZES
-
         height, width = REGION_SIZES[self.spec["region"]]
         for n in (1, 2):
             self.predict_arrays(np.zeros((n, height, width, 3), np.float32))
             if self.gender_model is not None:
-                self.gender_model.predict_on_batch({"image": np.zeros((n, 60, 60, 3), np.float32)})
+                gender_model_probabilities(self.gender_model, np.zeros((n, 60, 60, 3), np.float32))
 
     def predict(self, context, model_input, params=None):
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
@@ -106,28 +99,29 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
             raise bad_request(f"{len(frame)} photos in one request; send at most {MAX_ROWS} per request")
         crops = [self._crop(i, row) for i, row in enumerate(frame.to_dict("records"))]
         images = np.stack([image for image, _ in crops])
-        return self.predict_arrays(images, self._gender(frame, [face for _, face in crops]))
+        try:
+            gender = self.gender(frame, [face for _, face in crops])
+        except DataError as exc:
+            raise bad_request(str(exc)) from exc
+        return self.predict_arrays(images, gender)
 
     def predict_arrays(self, images: np.ndarray, gender: np.ndarray | None = None) -> pd.DataFrame:
-        """Score ready crops (N, H, W, 3) in 0..255 with gender inputs (N, 2) (default: unknown)."""
-        from faceattr.data.regions import REGION_SIZES
+        """The answer for ready crops (N, H, W, 3) in 0..255 with gender inputs (N, 2) (default: unknown)."""
+        return tasks.of(self.spec).answer(self.scores(images, gender), self.spec)
 
+    def scores(self, images: np.ndarray, gender: np.ndarray | None = None) -> np.ndarray:
+        """One number per crop: the task's score (what the answer reports and the evaluation judges)."""
         images = np.asarray(images, np.float32)
         expected = (*REGION_SIZES[self.spec["region"]], 3)
         if images.ndim != 4 or images.shape[1:] != expected or len(images) == 0:
             raise bad_request(f"expected crops of shape (N, {', '.join(map(str, expected))}) with N >= 1, "
                               f"got {images.shape}")
-        if self.spec["task"] == "identity":
-            p_person = self.model.predict_on_batch({"image": images}).reshape(-1).astype(float)
-            return pd.DataFrame({"p_person": p_person, "is_person": p_person >= 0.5,
-                                 "person": self.spec.get("person", "")})
-        if self.spec["task"] == "classification":
-            p_female = self.model.predict_on_batch({"image": images})[:, 1].astype(float)
-            return pd.DataFrame({"p_female": p_female, "gender": np.where(p_female >= 0.5, *GENDERS[::-1])})
-        if gender is None:
-            gender = np.full((len(images), 2), 0.5, np.float32)
-        values = self.model.predict_on_batch({"image": images, "gender": np.asarray(gender, np.float32)})
-        return pd.DataFrame({self.spec["target"]: to_unit_range(values)})
+        task = tasks.of(self.spec)
+        inputs = {"image": images}
+        if task.reads_gender:
+            inputs["gender"] = np.full((len(images), 2), 0.5, np.float32) if gender is None else \
+                np.asarray(gender, np.float32)
+        return task.scores(self.model.predict_on_batch(inputs))
 
     def _crop(self, i: int, row: dict) -> np.ndarray:
         text = row["image"]
@@ -171,25 +165,6 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
         face = crop_region(image, "face", parse_box(boxes["face_box"])) if "face_box" in boxes else None
         return main, face
 
-    def _gender(self, frame: pd.DataFrame, face_crops: list | None = None) -> np.ndarray:
-        """Each row's gender input: its `gender` or `p_female`, else the bundled gender model on the
-        photo's face (whole photos), else the "unknown" [0.5, 0.5]."""
-        out = np.full((len(frame), 2), 0.5, np.float32)
-        face_crops = face_crops or [None] * len(frame)
-        ask = []
-        for i, row in enumerate(frame.to_dict("records")):
-            label, p = row.get("gender"), row.get("p_female")
-            if isinstance(label, str) and label:
-                if label.lower() not in GENDERS:
-                    raise bad_request(f"row {i}: gender={label!r}; use male or female")
-                out[i] = np.eye(2)[GENDERS.index(label.lower())]
-            elif p is not None and not pd.isna(p):
-                if not 0 <= float(p) <= 1:
-                    raise bad_request(f"row {i}: p_female={p!r} is outside 0..1")
-                out[i] = (1 - float(p), float(p))
-            elif face_crops[i] is not None and self.gender_model is not None:
-                ask.append(i)
-        if ask:
-            faces_in = np.stack([face_crops[i] for i in ask]).astype(np.float32)
-            out[ask] = self.gender_model.predict_on_batch({"image": faces_in})
-        return out
+    def gender(self, frame: pd.DataFrame, face_crops: list | None = None) -> np.ndarray:
+        """Each row's gender input (faceattr/gender_input.py), the bundled gender model reading faces."""
+        return gender_probabilities(frame, face_crops or [None] * len(frame), self.gender_model)

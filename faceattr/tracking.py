@@ -17,6 +17,7 @@ import mlflow
 import numpy as np
 
 from faceattr import config as config_module
+from faceattr import models, tasks
 from faceattr.data.loading import Data
 from faceattr.outbox import RECORDER, remote_tracking
 
@@ -118,7 +119,7 @@ def register_model(model_uri: str | None, name: str):
 def run_tags(config: dict, data: Data) -> dict[str, str]:
     """Tags that say what ran, the same names on every run."""
     return {"faceattr.experiment": config["name"], "faceattr.data": data.name,
-            "faceattr.widths": config_module.widths(config), "faceattr.seed": str(config["train"]["seed"])}
+            "faceattr.widths": models.widths(config), "faceattr.seed": str(config["train"]["seed"])}
 
 
 def log_config(config: dict) -> None:
@@ -222,9 +223,8 @@ def log_model(model: keras.Model, config: dict, input_example, gender_model: ker
     when given an input example (MLflow issue #16183).
     """
     spec = {"name": config["name"], "task": config["task"], "target": config["target"],
-            "region": config["region"], "gender_model": gender_model is not None}
-    if config["task"] == "identity":  # the person the model recognises, answered with every prediction
-        spec["person"] = str(config["data"]["person"])
+            "region": config["region"], "gender_model": gender_model is not None,
+            **tasks.of(config).served_spec(config)}
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = {"keras_model": str(Path(tmp, "model.keras")), "spec": str(Path(tmp, "spec.json"))}
         model.save(artifacts["keras_model"])
@@ -250,7 +250,7 @@ def _log_pyfunc(artifacts: dict, spec: dict, input_example, registered_model_nam
 
     return mlflow.pyfunc.log_model(
         name="model", python_model=FaceattrModel(), artifacts=artifacts, code_paths=[str(PACKAGE_DIR)],
-        signature=signature(spec["task"], spec["target"]), input_example=input_example,
+        signature=signature(spec), input_example=input_example,
         pip_requirements=PINNED, registered_model_name=registered_model_name)
 
 

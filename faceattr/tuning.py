@@ -11,10 +11,8 @@ only runs the oracle and owns the parent run; workers run trials as children of 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
-import math
 import os
 import time
 import uuid
@@ -25,10 +23,9 @@ import keras
 import keras_tuner as kt
 import mlflow
 import numpy as np
-from keras_tuner.src.distribute import utils as dist_utils
 
 from faceattr import config as config_module
-from faceattr import experiment, models, tracking
+from faceattr import experiment, models, tasks, tracking
 from faceattr.errors import ConfigError, FaceattrError
 
 TUNERS = ("hyperband", "bayesian", "random")
@@ -52,53 +49,13 @@ class TuningError(FaceattrError):
 
 
 def declare(hp: kt.HyperParameters, config: dict) -> None:
-    """Declare the hyperparameters the experiment's `search:` section names (absent keys stay fixed)."""
-    search, conv = config.get("search") or {}, config["model"].get("conv", [])
-    filters = search.get("filters")
-    if filters is not None:
-        if not isinstance(filters, list) or len(filters) != len(conv):
-            raise ConfigError(f"search.filters: needs one list of choices per conv layer ({len(conv)}), "
-                              f"got {filters!r}")
-        for i, choices in enumerate(filters):
-            hp.Choice(f"filters_{i}", _choices(choices, f"search.filters.{i}"))
-    dense = {"regression": ("dense_0", "dense_1"), "classification": ("dense_0",)}.get(config["task"], ())
-    for key in dense:
-        if key in search:
-            hp.Choice(key, _choices(search[key], f"search.{key}"))
-    if config["task"] == "identity":  # the transfer model: MobileNetV2's width and the head's layer widths
-        if "alpha" in search and config["model"].get("backbone") == "mobilenetv2":
-            hp.Choice("alpha", _alphas(search["alpha"]))
-        if "head" in search:
-            hp.Choice("head", _choices(search["head"], "search.head"))
-    if "dropout" in search:
-        low, high = _range(search["dropout"], "search.dropout")
-        hp.Float("dropout", low, high)
-    if "learning_rate" in search:
-        low, high = _range(search["learning_rate"], "search.learning_rate")
-        hp.Float("learning_rate", low, high, sampling="log")
+    """Declare the hyperparameters the experiment's `search:` section names (faceattr/models)."""
+    models.declare(hp, config)
 
 
 def apply(config: dict, values: dict[str, Any]) -> dict:
     """A copy of `config` with hyperparameter `values` (hp.values or best.* params) put in place."""
-    out = copy.deepcopy(config)
-    model = out["model"]
-    for i, layer in enumerate(model.get("conv", [])):
-        if f"filters_{i}" in values:
-            layer["filters"] = int(values[f"filters_{i}"])
-    for key in ("dense_0", "dense_1"):
-        if key in values:
-            model[key] = int(values[key])
-    if "alpha" in values:
-        model["alpha"] = float(values["alpha"])
-    if "head" in values:       # one width for every head layer (the seeds' VGG16 head: 2048-2048)
-        from faceattr.models.transfer import resolved
-
-        model["head"] = [int(values["head"])] * (len(resolved(model)["head"]) or 1)
-    if "dropout" in values:
-        model["dropout"] = float(values["dropout"])
-    if "learning_rate" in values:
-        out["train"]["learning_rate"] = float(values["learning_rate"])
-    return config_module.validate(out, source="search")
+    return config_module.validate(models.apply(config, values), source="search")
 
 
 def search_values(values: dict[str, Any]) -> dict[str, Any]:
@@ -106,43 +63,18 @@ def search_values(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if not k.startswith("tuner/")}
 
 
-def hyperband_trials(max_epochs: int, factor: int = 3, min_epochs: int = 1) -> int:
-    """How many trials one Hyperband iteration runs (the same arithmetic as keras-tuner's oracle)."""
-    brackets, epochs = 0, max_epochs
-    while epochs >= min_epochs:
-        epochs /= factor
-        brackets += 1
-    end_size = math.ceil(1 + math.log(max_epochs, factor))
-    return sum(math.ceil(end_size / (b + 1) * factor ** (b - r))
-               for b in range(brackets) for r in range(b + 1))
+def hyperband_trials(max_epochs: int, factor: int = 3) -> int:
+    """How many trials one Hyperband iteration runs, asked of keras-tuner's own oracle (its bracket
+    sizes are not public; asking them keeps the count right for the pinned keras-tuner)."""
+    oracle = kt.oracles.HyperbandOracle(objective=kt.Objective(OBJECTIVE, "min"), max_epochs=max_epochs,
+                                        factor=factor)
+    return sum(oracle._get_size(bracket, round_) for bracket in range(oracle._get_num_brackets())
+               for round_ in range(bracket + 1))
 
 
 def headline_metrics(config: dict) -> tuple[str, ...]:
     """The figures a search reports for its best trial and its repeats (the first orders the repeats)."""
-    return {"regression": ("val_mse", "baseline_ratio"), "identity": ("val_roc_auc", "val_accuracy")}.get(
-        config["task"], ("val_accuracy",))
-
-
-def _choices(value, key: str) -> list[int]:
-    if not isinstance(value, list) or not value or not all(isinstance(v, int) and v > 0 for v in value):
-        raise ConfigError(f"{key}: must be a non-empty list of positive integers, got {value!r}")
-    return sorted(set(value))
-
-
-def _alphas(value) -> list[float]:
-    from faceattr.models.transfer import MOBILENET_ALPHAS
-
-    if not isinstance(value, list) or not value or any(v not in MOBILENET_ALPHAS for v in value):
-        raise ConfigError(f"search.alpha: must be a list of MobileNetV2 widths from {MOBILENET_ALPHAS}, got {value!r}")
-    return sorted(set(float(v) for v in value))
-
-
-def _range(value, key: str) -> tuple[float, float]:
-    if (not isinstance(value, list) or len(value) != 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-            or not value[0] < value[1]):
-        raise ConfigError(f"{key}: must be [low, high] with low < high, got {value!r}")
-    return float(value[0]), float(value[1])
+    return tasks.of(config).headline
 
 
 # ---------------------------------------------------------------- keras-tuner glue
@@ -211,7 +143,7 @@ class _Tracked:
         values = trial.hyperparameters.values
         widths = "?"
         try:
-            widths = config_module.widths(apply(ctx.config, values))
+            widths = models.widths(apply(ctx.config, values))
         except Exception:   # the trial itself reports the error, inside its run
             pass
         tags = {**ctx.tags, ROLE: "trial", TRIAL_ID: str(trial.trial_id),
@@ -276,7 +208,7 @@ def tune(config: dict, tuner: str = "hyperband", max_trials: int = 10, factor: i
         raise ConfigError(f"max_trials must be >= 1 and factor >= 2, got {max_trials}, {factor}")
     declare(kt.HyperParameters(), config)   # a bad search: section fails here, before any compute
     project_dir = Path(directory or Path("tuner") / config["name"]).resolve()
-    worker = dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle()
+    worker = is_worker()
     prepared = experiment.prepare(config)
     # A worker never wipes the shared project directory: only the chief (or a lone tuner) may.
     tuner_obj = make_tuner(tuner, prepared, project_dir, max_trials, factor, overwrite=fresh and not worker)
@@ -310,6 +242,12 @@ def tune(config: dict, tuner: str = "hyperband", max_trials: int = 10, factor: i
         _log_best(best, config)
         summary = _repeat_and_register(prepared, config, best, repeats, tags)
         return {"parent_run_id": run_id, "resumed_from": earlier, **best["summary"], **summary}
+
+
+def is_worker() -> bool:
+    """keras-tuner's distributed mode: this process runs trials for a chief oracle elsewhere
+    (KERASTUNER_TUNER_ID names it: `chief` for the oracle, anything else for a worker)."""
+    return "KERASTUNER_ORACLE_IP" in os.environ and "chief" not in os.environ.get("KERASTUNER_TUNER_ID", "chief")
 
 
 def _work(tuner_obj, prepared, project_dir: Path, parent_run_id: str | None) -> dict:
@@ -405,7 +343,7 @@ def _log_best(best: dict, config: dict) -> None:
     metrics = best["run"].data.metrics
     mlflow.log_params({f"best.{k}": v for k, v in best["values"].items()})
     mlflow.log_params({"best.trial_id": best["trial"].trial_id, "best.run_id": best["run"].info.run_id,
-                       "best.widths": config_module.widths(apply(config, best["values"]))})
+                       "best.widths": models.widths(apply(config, best["values"]))})
     keys = headline_metrics(config)
     mlflow.log_metrics({f"best_{k}": metrics[k] for k in keys if k in metrics})
     mlflow.log_metric(f"best_{OBJECTIVE}", best["trial"].score)
@@ -419,9 +357,9 @@ def _repeat_and_register(prepared, config: dict, best: dict, repeats: int, tags:
     for seed in range(repeats):
         cfg = apply(config, best["values"])
         cfg["train"]["seed"] = seed
-        with mlflow.start_run(run_name=f"{config['name']}-repeat-s{seed}-{config_module.widths(cfg)}",
+        with mlflow.start_run(run_name=f"{config['name']}-repeat-s{seed}-{models.widths(cfg)}",
                               nested=True, tags={**tags, ROLE: "repeat", "faceattr.seed": str(seed),
-                                                 "faceattr.widths": config_module.widths(cfg)}) as run:
+                                                 "faceattr.widths": models.widths(cfg)}) as run:
             outcome = experiment.fit_and_log(dataclasses.replace(prepared, config=cfg))
             outcomes.append((outcome, run.info.run_id, seed))
     figures = {}

@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from faceattr import config, evaluate
-from faceattr.data.loading import identity_split_names
-from faceattr.data.pipeline import Split, augment_seeds, to_tf_dataset
+from faceattr import config, evaluate, models, tasks
+from faceattr.data.augment import augment as augment_seeds
+from faceattr.data.loading import Split
+from faceattr.data.splits import identity_split_names
+from faceattr.data.tfdata import to_tf_dataset
 from faceattr.errors import ConfigError, FaceattrError
 
 from conftest import shared_data
@@ -152,12 +154,11 @@ def test_augmentation_applies_to_training_batches_only(monkeypatch):
 
 
 def test_class_weights_balance_the_target_person():
-    from faceattr.train import class_weights
-
+    class_weights = tasks.TASKS["identity"].class_weights
     cfg = config.load("identity")
-    weights = class_weights(cfg, _split())             # 6 of 24 positive
+    weights = class_weights(cfg, _split().labels)             # 6 of 24 positive
     assert weights == pytest.approx({0: 24 / 36, 1: 2.0})
-    assert class_weights(config.load("identity", {"train.balance": "none"}), _split()) is None
+    assert class_weights(config.load("identity", {"train.balance": "none"}), _split().labels) is None
 
 
 def test_identity_metrics_per_group():
@@ -174,7 +175,7 @@ def test_identity_metrics_per_group():
 def test_config_checks_and_shortcuts():
     cfg = config.load("identity", {"person": "7", "backbone": "vgg16", "weights": "none"})
     assert cfg["data"]["person"] == "7" and cfg["model"]["backbone"] == "vgg16"
-    assert config.widths(cfg) == "vgg16-96-none"
+    assert models.widths(cfg) == "vgg16-96-none"
     with pytest.raises(ConfigError, match="model.backbone"):
         config.load("identity", {"backbone": "resnet"})
     with pytest.raises(ConfigError, match="model.backbone"):
@@ -248,7 +249,7 @@ def test_served_identity_model_answers_p_person():
     answer = served.predict_arrays(np.zeros((2, 120, 120, 3), np.float32))
     assert list(answer.columns) == ["p_person", "is_person", "person"] and answer.p_person.between(0, 1).all()
     assert (answer.person == "s7").all()
-    assert signature("identity", "person").outputs.input_names() == ["p_person", "is_person", "person"]
+    assert signature({"task": "identity", "target": "person"}).outputs.input_names() == ["p_person", "is_person", "person"]
 
 
 def test_identity_search_space_and_policy():
@@ -266,7 +267,7 @@ def test_identity_search_space_and_policy():
     assert tuned["model"]["alpha"] == 0.5 and tuned["model"]["head"] == [64] and tuned["model"]["dropout"] == 0.2
     vgg = apply(config.load("identity", {"backbone": "vgg16"}), {"head": 256})
     assert vgg["model"]["head"] == [256, 256]                  # the seeds' two fc layers, narrower
-    assert config.widths(tuned) == "mobilenetv2x0.5-96-none-fc64"
+    assert models.widths(tuned) == "mobilenetv2x0.5-96-none-fc64"
     policy = Policy.load("identity")
     assert policy.metric == "roc_auc" and policy.higher_is_better and "unseen_accuracy" in policy.thresholds
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from faceattr import config, models
+from faceattr import config, models, tasks
 
 SEED_PARAMS = {"background": 2_101_857, "mouth": 1_446_497, "eyes": 985_073}
 
@@ -29,7 +29,7 @@ def test_regression_reads_the_gender_probability():
     female = model.predict({"image": image, "gender": np.array([[0.0, 1.0]], "float32")}, verbose=0)
     assert male[0, 0] != female[0, 0]
     # the output layer is linear (a sigmoid collapsed under MSE); reported values are clipped to 0..1
-    assert 0 <= models.to_unit_range(male)[0] <= 1
+    assert 0 <= tasks.TASKS["regression"].scores(male)[0] <= 1
 
 
 def test_gender_classifier_outputs_two_probabilities():

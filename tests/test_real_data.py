@@ -6,7 +6,10 @@ import pytest
 from PIL import Image
 
 from faceattr import config as config_module
-from faceattr.data.pipeline import Split, phash_groups, phash_split_names, split_name, to_tf_dataset
+from faceattr import tasks
+from faceattr.data.loading import Split
+from faceattr.data.splits import phash_groups, phash_split_names, split_name
+from faceattr.data.tfdata import to_tf_dataset
 from faceattr.errors import ConfigError
 from tests.conftest import shared_data
 
@@ -58,7 +61,8 @@ def test_prepare_output_folder_is_a_data_source_per_region(tmp_path):
     pd.DataFrame({"path": [f"{i}.png" for i in range(12)], "eyes": [i % 2 for i in range(12)]}
                  ).to_csv(tmp_path / "in" / "labels.csv", index=False)
     prepare(tmp_path / "in", tmp_path / "ds", image_region="eyes", progress=False, cache_dir=tmp_path / "c")
-    data = open_data(config_module.load("eyes", {"data": str(tmp_path / "ds"), "data.split": "phash"}))
+    cfg = config_module.load("eyes", {"data": str(tmp_path / "ds"), "data.split": "phash"})
+    data = open_data(cfg, tasks.of(cfg))
     assert data.images.shape == (12, 32, 60, 3) and set(data.frame["image_region"]) == {"eyes"}
 
 

@@ -89,7 +89,7 @@ def test_whole_photos_are_cropped_like_prepare_and_read_by_the_bundled_gender_mo
     assert np.array_equal(mouth, crop_region(load_rgb(raw), "mouth", parse_box(boxes["mouth_box"])))
     assert face.shape == (60, 60, 3)
     photo = base64.b64encode(raw).decode()
-    gender = model._gender(pd.DataFrame({"image": [photo]}), [face])
+    gender = model.gender(pd.DataFrame({"image": [photo]}), [face])
     expected = model.gender_model.predict_on_batch({"image": face[None].astype(np.float32)})
     assert np.allclose(gender, expected, atol=1e-5)
     out = model.predict(None, pd.DataFrame({"image": [photo], "kind": ["photo"]}))

@@ -5,8 +5,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from faceattr.data.loading import split_names
-from faceattr.data.pipeline import grouped_split_names, split_name
+from faceattr.data.splits import grouped_split_names, split_name, split_names
 
 
 def test_content_split_is_stable_and_has_the_seed_shares():

@@ -12,7 +12,7 @@ import mlflow
 import pytest
 from conftest import subprocess_env
 
-from faceattr import config, tuning
+from faceattr import config, models, tuning
 from faceattr.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,12 +34,11 @@ def test_search_space_comes_from_the_yaml_and_maps_back_to_a_config():
                               "learning_rate"}
     out = tuning.apply(cfg, {"filters_0": 16, "dense_0": 128, "dense_1": 32, "dropout": 0.3,
                              "learning_rate": 0.002, "tuner/epochs": 3})
-    assert config.widths(out) == "16-48-64-96-128/128/32"
+    assert models.widths(out) == "16-48-64-96-128/128/32"
     assert out["model"]["dropout"] == 0.3 and out["train"]["learning_rate"] == 0.002
-    assert config.widths(cfg) == "32-48-64-96-128/320/120"   # the original is untouched
-    bad = config.load("eyes", {"search.filters": "[[16, 32]]"})
-    with pytest.raises(config.ConfigError, match="search.filters"):
-        tuning.declare(tuning.kt.HyperParameters(), bad)
+    assert models.widths(cfg) == "32-48-64-96-128/320/120"   # the original is untouched
+    with pytest.raises(config.ConfigError, match="search.filters"):   # refused at load, before any compute
+        config.load("eyes", {"search.filters": "[[16, 32]]"})
 
 
 @pytest.mark.parametrize("max_epochs,factor,trials", [(2, 3, 2), (3, 3, 6), (4, 3, 10), (8, 3, 10), (9, 3, 23)])

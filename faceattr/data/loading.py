@@ -1,8 +1,14 @@
-"""Open the data set an experiment names (the synthetic default or files) and cut it into splits."""
+"""Open the data set an experiment names (the synthetic default or files), decode it and cut it into splits.
+
+This is the only module that reads image files for training (prepare and serving read single
+photos through data/regions.py).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,10 +17,10 @@ import pandas as pd
 
 from faceattr.data import manifest, synthetic
 from faceattr.data.manifest import GENDERS
-from faceattr.data.pipeline import Split, grouped_split_names, load_crops, phash_split_names, split_name
+from faceattr.data.regions import crop_region, load_rgb, parse_box
 from faceattr.errors import DataError
 
-UNKNOWN_GENDER = (0.5, 0.5)
+UNKNOWN_GENDER = (0.5, 0.5)      # the gender input when nothing better is known
 
 
 @dataclass
@@ -33,8 +39,24 @@ class Data:
         return np.flatnonzero(self.frame["split"].to_numpy() == split)
 
 
-def open_data(config: dict) -> Data:
-    """Read, validate (every bad row in one DataError, before any training) and decode the data."""
+@dataclass
+class Split:
+    """One split's model inputs and labels."""
+    images: np.ndarray      # (N, H, W, 3) uint8
+    gender: np.ndarray      # (N, 2) float32: [p_male, p_female] fed to regressions
+    labels: np.ndarray      # what the task learns: (N,) float32, or (N, 2) one-hot for gender
+    frame: pd.DataFrame     # the manifest rows, same order
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def head(self, n: int) -> "Split":
+        return Split(self.images[:n], self.gender[:n], self.labels[:n], self.frame.iloc[:n])
+
+
+def open_data(config: dict, task) -> Data:
+    """Read, validate (every bad row in one DataError, before any training) and decode the data;
+    `task.split` deals the rows (faceattr/tasks.py)."""
     data, target, region = config["data"], config["target"], config["region"]
     if data["source"] == "synthetic":
         csv = synthetic.default_dataset(size=data["size"], seed=data["seed"], rounded=data["rounded"],
@@ -51,68 +73,34 @@ def open_data(config: dict) -> Data:
     if len(frame) < 10:
         raise DataError(f"{data['source']}: {len(frame)} images; at least 10 are needed to split and train")
     images, digests = load_crops(frame, region)
-    if config["task"] == "identity":
-        data["person"], splits, groups = identity_split_names(frame, digests, data)
-        frame = frame.assign(group=groups)
-    else:
-        splits = split_names(data.get("split", "auto"), frame, images, digests)
-    frame = frame.assign(content_sha1=digests, split=splits).reset_index(drop=True)
+    splits, columns = task.split(frame, digests, images, data)
+    frame = frame.assign(**columns, content_sha1=digests, split=splits).reset_index(drop=True)
     for split in ("train", "val"):
         if not (frame["split"] == split).any():
             raise DataError(f"{data['source']}: the {split} split is empty; use more images")
     return Data(name=name, source=str(data["source"]), frame=frame, images=images)
 
 
-def split_names(kind: str, frame: pd.DataFrame, images: np.ndarray, digests: list[str]) -> list[str]:
-    """train/val/test per row. `person`: one person's photos never straddle splits (else a model can
-    recognise the person instead of reading the attribute: gender reached 98.5% that way on synthetic
-    faces); `phash`: near-duplicate frames (video) kept on one side; `content`: by file hash;
-    `auto`: person when every row has one, else content."""
-    if kind == "auto":
-        kind = "person" if "person" in frame and frame["person"].notna().all() else "content"
-    if kind == "person":
-        return grouped_split_names(frame["person"].astype(str).tolist())
-    if kind == "phash":
-        return phash_split_names(images, digests)
-    return [split_name(d) for d in digests]
+def load_crops(frame: pd.DataFrame, region: str) -> tuple[np.ndarray, list[str]]:
+    """Decode every image and cut the model's region: (N, H, W, 3) uint8 and each file's sha1."""
+    def one(row) -> tuple[np.ndarray, str]:
+        with open(row.path, "rb") as fh:
+            content = fh.read()
+        box = None
+        if row.image_region == "photo" and region != "photo":
+            box = parse_box(getattr(row, f"{region}_box"))
+        return crop_region(load_rgb(content), region, box), hashlib.sha1(content).hexdigest()
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        results = list(pool.map(one, frame.itertuples(index=False)))
+    return np.stack([crop for crop, _ in results]), [digest for _, digest in results]
 
 
-def identity_split_names(frame: pd.DataFrame, digests: list[str], data: dict) -> tuple[str, list[str], list[str]]:
-    """The identity task's split: (target person, train/val/test per row, group per row).
-
-    Groups: `target` (the person to recognise), `seen` (other people with photos in training) and
-    `unseen` (a `data.unseen_share` of the other people, never in training: half of them in
-    validation, half in test). The target's and each seen person's photos are dealt by content hash:
-    a `data.holdout` share held out (half validation, half test), at least one photo kept for training.
-    So validation/test hold new photos of seen people and photos of people never seen.
-    The target (`data.person`) defaults to the person with the most photos (first by name)."""
-    if "person" not in frame or frame["person"].isna().any():
-        raise DataError(f"{data['source']}: the identity task needs a `person` on every row")
-    people = frame["person"].astype(str).to_numpy()
-    counts = pd.Series(people).value_counts()
-    person = data.get("person")
-    if person is None:
-        person = sorted(counts.index, key=lambda p: (-counts[p], p))[0]
-    if person not in counts:
-        raise DataError(f"{data['source']}: data.person={person!r} has no photos; people here: "
-                        f"{', '.join(sorted(counts.index)[:10])}{' ...' if len(counts) > 10 else ''}")
-    others = sorted((p for p in counts.index if p != person), key=lambda p: hashlib.sha1(p.encode()).hexdigest())
-    n_unseen = min(len(others) - 1, max(1, round(data["unseen_share"] * len(others)))) if len(others) > 1 else 0
-    unseen = {p: ("val" if i % 2 == 0 else "test") for i, p in enumerate(others[:n_unseen])}
-    splits, groups = [""] * len(frame), [""] * len(frame)
-    for who in counts.index:
-        rows = np.flatnonzero(people == who)
-        group = "target" if who == person else ("unseen" if who in unseen else "seen")
-        if group == "unseen":
-            names = [unseen[who]] * len(rows)
-        else:
-            rows = sorted(rows, key=lambda r: digests[r])
-            held = min(len(rows) - 1, round(data["holdout"] * len(rows)))
-            n_val = (held + 1) // 2
-            names = ["val"] * n_val + ["test"] * (held - n_val) + ["train"] * (len(rows) - held)
-        for r, name in zip(rows, names):
-            splits[r], groups[r] = name, group
-    return person, splits, groups
+def make_split(data: Data, split: str, labels: np.ndarray, gender: np.ndarray) -> Split:
+    """One split's images, gender inputs and labels (`labels` and `gender` cover every row of `data`)."""
+    rows = data.rows(split)
+    return Split(images=data.images[rows], gender=gender[rows], labels=labels[rows],
+                 frame=data.frame.iloc[rows].reset_index(drop=True))
 
 
 def has_gender_labels(frame: pd.DataFrame) -> bool:
@@ -129,18 +117,7 @@ def gender_one_hot(frame: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def make_split(data: Data, split: str, config: dict, gender: np.ndarray) -> Split:
-    """One split's images, gender inputs and labels (regression: float target; gender: one-hot)."""
-    rows = data.rows(split)
-    frame = data.frame.iloc[rows].reset_index(drop=True)
-    return Split(images=data.images[rows], gender=gender[rows], labels=labels_of(frame, config), frame=frame)
-
-
-def labels_of(frame: pd.DataFrame, config: dict) -> np.ndarray:
-    """What the model learns for these rows: the float target (regression), the one-hot gender
-    (classification) or 1 for the target person's photos (identity, `data.person` as resolved by open_data)."""
-    if config["task"] == "classification":
-        return gender_one_hot(frame)
-    if config["task"] == "identity":
-        return (frame["person"].astype(str) == str(config["data"]["person"])).to_numpy(np.float32)
-    return frame[config["target"]].to_numpy(np.float32)
+def shows_faces(frame: pd.DataFrame) -> bool:
+    """Whether a face crop can be cut from every image (whole photos with face boxes, or face crops)."""
+    photos = (frame["image_region"] == "photo").all() and "face_box" in frame and frame["face_box"].notna().all()
+    return bool(photos or (frame["image_region"] == "face").all())

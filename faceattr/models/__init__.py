@@ -1,6 +1,54 @@
-"""Keras models (pure Keras 3, so they run under any backend): `build(config)` picks the right one."""
+"""Keras models (pure Keras 3, so they run under any backend), one module per backbone.
 
-from faceattr.models import transfer  # noqa: F401  registers CaffePreprocess, so a saved VGG16 identity model loads
-from faceattr.models.cnn import build, to_unit_range
+A backbone module has `build(model, region, name, task)`, `describe(model)` (the widths in one
+short string, for run names), and `declare(hp, model, search)` / `apply(model, values)` (what
+`faceattr tune` may vary). The task gives the output layer (faceattr/tasks.py); the experiment's
+`model.backbone` picks the backbone (default: the task's first). A new backbone is one module here,
+one line in BACKBONES and its schema in faceattr/config.py.
+"""
 
-__all__ = ["build", "to_unit_range"]
+from __future__ import annotations
+
+import copy
+
+import keras
+
+from faceattr import tasks
+from faceattr.models import cnn, transfer   # transfer registers CaffePreprocess, so a saved VGG16 model loads
+
+BACKBONES = {"cnn": cnn, "mobilenetv2": transfer, "vgg16": transfer}
+
+
+def backbone_of(config: dict):
+    return BACKBONES[config["model"].get("backbone", tasks.of(config).backbones[0])]
+
+
+def build(config: dict) -> keras.Model:
+    """The model an experiment config describes."""
+    return backbone_of(config).build(config["model"], config["region"], config["name"], tasks.of(config))
+
+
+def widths(config: dict) -> str:
+    """The architecture in one short string, e.g. '32-48-64-96-128/320/120' or 'mobilenetv2-96-none'."""
+    return backbone_of(config).describe(config["model"])
+
+
+def declare(hp, config: dict) -> None:
+    """Declare the hyperparameters the experiment's `search:` section names (absent keys stay fixed)."""
+    search = config.get("search") or {}
+    backbone_of(config).declare(hp, config["model"], search)
+    if search.get("dropout"):
+        hp.Float("dropout", *search["dropout"])
+    if search.get("learning_rate"):
+        hp.Float("learning_rate", *search["learning_rate"], sampling="log")
+
+
+def apply(config: dict, values: dict) -> dict:
+    """A copy of `config` with hyperparameter `values` (hp values or best.* params) put in place."""
+    out = copy.deepcopy(config)
+    backbone_of(out).apply(out["model"], values)
+    if "dropout" in values:
+        out["model"]["dropout"] = float(values["dropout"])
+    if "learning_rate" in values:
+        out["train"]["learning_rate"] = float(values["learning_rate"])
+    return out

@@ -1,12 +1,12 @@
-"""The seed CNNs: a regression that also reads the gender probability, and the gender classifier.
+"""The seed CNNs (backbone `cnn`): five 3x3 convolutions, `dense_0`, [the gender probability, `dense_1`],
+then the task's output layer. Exactly the seeds' parameter counts at the seed widths.
 
-Both take `image` as float pixels 0..255 (rescaled inside, so a served model takes raw pixels).
+Takes `image` as float pixels 0..255 (rescaled inside, so a served model takes raw pixels).
 """
 
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import layers
 
 from faceattr.data.regions import REGION_SIZES
@@ -29,43 +29,41 @@ def image_input(region: str):
     return image, layers.Rescaling(1 / 255.0, name="rescale")(image)
 
 
-def build_regression(model: dict, region: str, name: str) -> keras.Model:
-    """image -> conv stack -> dense_0 -> [concat gender (N, 2)] -> dense_1 -> dense_final (linear).
-
-    The output is linear: a sigmoid under MSE saturates on labels that are mostly 1.0 (eyes) and the
-    model collapses to a constant within the first epoch. Predictions are clipped with `to_unit_range`.
-    """
+def build(model: dict, region: str, name: str, task) -> keras.Model:
+    """image -> conv stack -> dense_0 -> [concat gender (N, 2) -> dense_1] -> the task's output layer."""
     image, x = image_input(region)
-    gender = keras.Input((2,), name="gender")
+    inputs = {"image": image}
     x = conv_stack(x, model["conv"], model["dropout"])
     x = layers.Dense(model["dense_0"], activation="relu", name="dense_0")(x)
     x = layers.Dropout(model["dropout"], name="dense_0_dropout")(x)
-    x = layers.Concatenate(name="with_gender")([x, gender])
-    x = layers.Dense(model["dense_1"], activation="relu", name="dense_1")(x)
-    out = layers.Dense(1, name="dense_final")(x)
-    return keras.Model({"image": image, "gender": gender}, out, name=name)
+    if task.reads_gender:
+        inputs["gender"] = keras.Input((2,), name="gender")
+        x = layers.Concatenate(name="with_gender")([x, inputs["gender"]])
+        x = layers.Dense(model["dense_1"], activation="relu", name="dense_1")(x)
+    out = layers.Dense(task.output.units, activation=task.output.activation, name=task.output.layer)(x)
+    return keras.Model(inputs, out, name=name)
 
 
-def build_classifier(model: dict, region: str, name: str) -> keras.Model:
-    """image -> conv stack -> dense_0 -> softmax over (male, female)."""
-    image, x = image_input(region)
-    x = conv_stack(x, model["conv"], model["dropout"])
-    x = layers.Dense(model["dense_0"], activation="relu", name="dense_0")(x)
-    x = layers.Dropout(model["dropout"], name="dense_0_dropout")(x)
-    out = layers.Dense(2, activation="softmax", name="gender_probability")(x)
-    return keras.Model({"image": image}, out, name=name)
+def describe(model: dict) -> str:
+    """The widths in one short string, e.g. '32-48-64-96-128/320/120'."""
+    dense = [str(model[k]) for k in ("dense_0", "dense_1") if model.get(k) is not None]
+    return "/".join(["-".join(str(layer["filters"]) for layer in model["conv"]), *dense])
 
 
-def to_unit_range(predictions) -> np.ndarray:
-    """A regression's raw outputs as the values it reports: one per photo, clipped to 0..1."""
-    return np.clip(np.asarray(predictions, np.float64).reshape(-1), 0.0, 1.0)
+def declare(hp, model: dict, search: dict) -> None:
+    """The widths `search` names: filters per conv layer, dense_0, dense_1 (when the model has it)."""
+    for i, choices in enumerate(search.get("filters") or []):
+        hp.Choice(f"filters_{i}", sorted(set(choices)))
+    for key in ("dense_0", "dense_1"):
+        if search.get(key) and model.get(key) is not None:
+            hp.Choice(key, sorted(set(search[key])))
 
 
-def build(config: dict) -> keras.Model:
-    """The model an experiment config describes."""
-    if config["task"] == "identity":
-        from faceattr.models.transfer import build_identity
-
-        return build_identity(config)
-    builder = build_regression if config["task"] == "regression" else build_classifier
-    return builder(config["model"], config["region"], config["name"])
+def apply(model: dict, values: dict) -> None:
+    """Put chosen widths (hp values) into `model`, in place."""
+    for i, layer in enumerate(model["conv"]):
+        if f"filters_{i}" in values:
+            layer["filters"] = int(values[f"filters_{i}"])
+    for key in ("dense_0", "dense_1"):
+        if key in values:
+            model[key] = int(values[key])

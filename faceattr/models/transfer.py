@@ -28,9 +28,6 @@ BACKBONES = ("mobilenetv2", "vgg16")
 # dense unit on the 1280-d average-pooled features (1,281 parameters).
 SEED_HEADS = {"vgg16": {"head": [2048, 2048], "pooling": "flatten"},
               "mobilenetv2": {"head": [], "pooling": "avg"}}
-MOBILENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
-POOLINGS = ("avg", "max", "flatten")
-BALANCES = ("class_weight", "none")
 NO_WEIGHTS = (None, "none", "None", "")
 # keras.applications' MobileNetV2 keeps batch-norm statistics with momentum 0.999 (made for ImageNet's
 # hundreds of thousands of steps). From scratch on a few hundred photos (~60 steps), the statistics used
@@ -76,45 +73,6 @@ def describe(model: dict) -> str:
     return f"{m['backbone']}{width}-{m['input_size']}-{weights}{head}"
 
 
-def validate_identity(config: dict, fail) -> None:
-    """ConfigError (via `fail(key, why)`) for a bad identity config."""
-    model, data, train = config["model"], config["data"], config["train"]
-    if model.get("backbone") not in BACKBONES:
-        fail("model.backbone", f"must be one of {', '.join(BACKBONES)}, got {model.get('backbone')!r}")
-    weights = model.get("weights")
-    if weights not in NO_WEIGHTS and not isinstance(weights, str):
-        fail("model.weights", f"must be imagenet, none or a weights file path, got {weights!r}")
-    if weights not in NO_WEIGHTS and weights != "imagenet" and not Path(weights).expanduser().is_file():
-        fail("model.weights", f"no weights file {weights!r} (use imagenet, none or an existing .weights.h5)")
-    size = model.get("input_size", "auto")
-    if size != "auto" and (not isinstance(size, int) or isinstance(size, bool) or size < 32):
-        fail("model.input_size", f"must be auto or an integer >= 32 (MobileNetV2/VGG16 minimum), got {size!r}")
-    if model.get("backbone") == "mobilenetv2" and model.get("alpha", 1.0) not in MOBILENET_ALPHAS:
-        fail("model.alpha", f"must be one of {', '.join(map(str, MOBILENET_ALPHAS))}, got {model.get('alpha')!r}")
-    head = model.get("head", "auto")
-    if head != "auto" and (not isinstance(head, list)
-                           or not all(isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in head)):
-        fail("model.head", f"must be auto or a list of positive layer widths (e.g. [2048, 2048]), got {head!r}")
-    if model.get("pooling", "auto") not in ("auto", *POOLINGS):
-        fail("model.pooling", f"must be auto, {', '.join(POOLINGS)}, got {model.get('pooling')!r}")
-    if model.get("trainable", "auto") not in ("auto", True, False):
-        fail("model.trainable", f"must be auto, true or false, got {model.get('trainable')!r}")
-    dropout = model.get("dropout")
-    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
-        fail("model.dropout", f"must be a number in [0, 1), got {dropout!r}")
-    person = data.get("person")
-    if person is not None and (isinstance(person, bool) or not str(person).strip()):
-        fail("data.person", f"must be a person id from the data's `person` column, got {person!r}")
-    if person is not None:
-        data["person"] = str(person)  # -P person=7 arrives as the YAML int 7
-    for key, high in (("unseen_share", 1.0), ("holdout", 1.0)):
-        value = data.get(key)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < high:
-            fail(f"data.{key}", f"must be a number in (0, 1), got {value!r}")
-    if train.get("balance", "class_weight") not in BALANCES:
-        fail("train.balance", f"must be one of {', '.join(BALANCES)}, got {train.get('balance')!r}")
-
-
 def backbone(model: dict) -> keras.Model:
     """The keras.applications network without its top, with the weights `model.weights` names."""
     m = resolved(model)
@@ -149,10 +107,10 @@ def backbone(model: dict) -> keras.Model:
     return net
 
 
-def build_identity(config: dict) -> keras.Model:
-    """crop (region size, 0..255) -> resize -> backbone preprocessing -> backbone -> head -> P(person)."""
-    m = resolved(config["model"])
-    height, width = REGION_SIZES[config["region"]]
+def build(model: dict, region: str, name: str, task) -> keras.Model:
+    """crop (region size, 0..255) -> resize -> backbone preprocessing -> backbone -> head -> the task's output."""
+    m = resolved(model)
+    height, width = REGION_SIZES[region]
     size = m["input_size"]
     image = keras.Input((height, width, 3), name="image")
     x = image
@@ -162,7 +120,7 @@ def build_identity(config: dict) -> keras.Model:
         x = layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(x)
     else:
         x = CaffePreprocess(name="preprocess")(x)
-    net = backbone(config["model"])
+    net = backbone(model)
     net.trainable = bool(m["trainable"])
     # a frozen backbone runs in inference mode (batch-norm statistics stay the pretrained ones)
     x = net(x, training=False) if not m["trainable"] else net(x)
@@ -172,5 +130,21 @@ def build_identity(config: dict) -> keras.Model:
     for i, units in enumerate(m["head"]):
         x = layers.Dense(units, activation="relu", name=f"fc_{i}")(x)
         x = layers.Dropout(m["dropout"], name=f"fc_{i}_dropout")(x)
-    out = layers.Dense(1, activation="sigmoid", name="is_person")(x)
-    return keras.Model({"image": image}, out, name=config["name"])
+    out = layers.Dense(task.output.units, activation=task.output.activation, name=task.output.layer)(x)
+    return keras.Model({"image": image}, out, name=name)
+
+
+def declare(hp, model: dict, search: dict) -> None:
+    """MobileNetV2's width (`search.alpha`) and the head's layer width (`search.head`)."""
+    if search.get("alpha") and model["backbone"] == "mobilenetv2":
+        hp.Choice("alpha", sorted(set(float(v) for v in search["alpha"])))
+    if search.get("head"):
+        hp.Choice("head", sorted(set(search["head"])))
+
+
+def apply(model: dict, values: dict) -> None:
+    """Put chosen values (hp values) into `model`, in place."""
+    if "alpha" in values:
+        model["alpha"] = float(values["alpha"])
+    if "head" in values:       # one width for every head layer (the seeds' VGG16 head: 2048-2048)
+        model["head"] = [int(values["head"])] * (len(resolved(model)["head"]) or 1)

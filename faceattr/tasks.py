@@ -1,0 +1,216 @@
+"""What differs between tasks, in one place: the regressions, the gender classifier, identity.
+
+A task knows its targets and labels, its model's last layer and loss, its metrics and the one score
+per photo that the collapse check and the served answer read, the served answer's columns, the
+headline metrics a search and a promotion report, and its own config rules. The rest of faceattr
+asks `tasks.of(config)` and never branches on a task's name; a new task is one class here plus one
+YAML in experiments/. (Backbones, the other axis, live in faceattr/models.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from faceattr import evaluate
+from faceattr.data.loading import gender_one_hot
+from faceattr.data.manifest import GENDERS
+from faceattr.data.splits import identity_split_names, split_names
+
+
+@dataclass(frozen=True)
+class Output:
+    """The model's last layer: `units` outputs with `activation`, named `layer`."""
+    units: int
+    activation: str | None
+    layer: str
+
+
+class Task:
+    name: str
+    targets: tuple[str, ...]
+    output: Output
+    loss: str
+    compile_metrics: tuple[str, ...] = ()
+    reads_gender = False            # the model's second input is [p_male, p_female]
+    backbones: tuple[str, ...] = ("cnn",)   # the first is the default (models.BACKBONES)
+    headline: tuple[str, ...]       # what a search reports for its best trial (the first orders repeats)
+    accuracy_key = "accuracy"       # the share of photos on the right side of 0.5
+    balances_classes = False        # `train.balance` applies (class weights are logged)
+    pooled_prefixes: tuple[str, ...] = ()   # metrics also reported over validation + test together
+    identity_only_data = ("person", "unseen_share", "holdout")
+
+    def labels(self, frame: pd.DataFrame, config: dict) -> np.ndarray:
+        """What the model learns for these rows."""
+        raise NotImplementedError
+
+    def scores(self, outputs) -> np.ndarray:
+        """The model's raw outputs -> one number per photo (what is served and collapse-checked)."""
+        return np.asarray(outputs, np.float64).reshape(-1)
+
+    def truth(self, labels) -> np.ndarray:
+        """The labels on the scale of `scores`."""
+        return np.asarray(labels, np.float64).reshape(-1)
+
+    def metrics(self, scores, labels, frame: pd.DataFrame, train_labels, train_frame: pd.DataFrame) -> dict:
+        raise NotImplementedError
+
+    def answer_columns(self, target: str) -> list[tuple[str, str]]:
+        """(MLflow type, column) of the served answer."""
+        raise NotImplementedError
+
+    def answer(self, scores: np.ndarray, spec: dict) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def check(self, config: dict, fail) -> None:
+        """Task-specific config rules (`fail(key, why)` raises ConfigError)."""
+        for key in self.identity_only_data:
+            if key in config["data"]:
+                fail(f"data.{key}", "only the identity experiment takes a target person")
+
+    def split(self, frame: pd.DataFrame, digests: list[str], images: np.ndarray, data: dict):
+        """train/val/test per row (data.split), and extra manifest columns (none here)."""
+        return split_names(data.get("split", "auto"), frame, images, digests), {}
+
+    def class_weights(self, config: dict, labels) -> dict[int, float] | None:
+        return None
+
+    def served_spec(self, config: dict) -> dict:
+        """What the served model must know besides its Keras model (identity: who it recognises)."""
+        return {}
+
+    def gender_source(self) -> str | None:
+        """A fixed gender input source, or None: the regression's registered gender model / labels."""
+        return None
+
+
+class Regression(Task):
+    """background / eyes / mouth openness in 0..1 from a crop and the gender probability (the seeds')."""
+    name = "regression"
+    targets = ("background", "eyes", "mouth")
+    # Linear: a sigmoid under MSE saturates on labels that are mostly 1.0 (eyes) and the model collapses
+    # to a constant within the first epoch; the served value is clipped to 0..1 (`scores`).
+    output = Output(1, None, "dense_final")
+    loss = "mse"
+    reads_gender = True
+    headline = ("val_mse", "baseline_ratio")
+    accuracy_key = "accuracy_at_0_5"
+
+    def labels(self, frame, config):
+        return frame[config["target"]].to_numpy(np.float32)
+
+    def scores(self, outputs):
+        return np.clip(np.asarray(outputs, np.float64).reshape(-1), 0.0, 1.0)
+
+    def metrics(self, scores, labels, frame, train_labels, train_frame):
+        none = [None] * len(frame)
+        return evaluate.regression_metrics(scores, labels, frame.get("gender", none), train_labels,
+                                           train_frame.get("gender", [None] * len(train_frame)))
+
+    def answer_columns(self, target):
+        return [("double", target)]
+
+    def answer(self, scores, spec):
+        return pd.DataFrame({spec["target"]: scores})
+
+
+class Gender(Task):
+    """male / female from a face crop; its probabilities are the regressions' second input."""
+    name = "classification"
+    targets = ("gender",)
+    output = Output(2, "softmax", "gender_probability")
+    loss = "categorical_crossentropy"
+    compile_metrics = ("accuracy",)
+    headline = ("val_accuracy",)
+
+    def labels(self, frame, config):
+        return gender_one_hot(frame)
+
+    def scores(self, outputs):    # p(female)
+        return np.asarray(outputs, np.float64)[:, 1]
+
+    def truth(self, labels):
+        return np.asarray(labels, np.float64)[:, 1]
+
+    def metrics(self, scores, labels, frame, train_labels, train_frame):
+        return evaluate.classification_metrics(np.stack([1 - scores, scores], axis=1), labels)
+
+    def answer_columns(self, target):
+        return [("double", "p_female"), ("string", "gender")]
+
+    def answer(self, scores, spec):
+        return pd.DataFrame({"p_female": scores, "gender": np.where(scores >= 0.5, *GENDERS[::-1])})
+
+    def gender_source(self):
+        return "none (gender is the target)"
+
+
+class Identity(Task):
+    """"Is this photo person X?" (binary), evaluated apart on seen people and on people never seen."""
+    name = "identity"
+    targets = ("person",)
+    output = Output(1, "sigmoid", "is_person")
+    loss = "binary_crossentropy"
+    compile_metrics = ("accuracy",)
+    backbones = ("mobilenetv2", "vgg16")
+    headline = ("val_roc_auc", "val_accuracy")
+    balances_classes = True
+    pooled_prefixes = ("seen_", "unseen_")   # few photos per split: judge people over both
+    BALANCES = ("class_weight", "none")
+
+    def labels(self, frame, config):
+        return (frame["person"].astype(str) == str(config["data"]["person"])).to_numpy(np.float32)
+
+    def metrics(self, scores, labels, frame, train_labels, train_frame):
+        return evaluate.identity_metrics(scores, labels, frame["group"])
+
+    def answer_columns(self, target):  # P(the trained person), that decision at 0.5, and who
+        return [("double", "p_person"), ("boolean", "is_person"), ("string", "person")]
+
+    def answer(self, scores, spec):
+        return pd.DataFrame({"p_person": scores, "is_person": scores >= 0.5, "person": spec.get("person", "")})
+
+    def check(self, config, fail):
+        data, train = config["data"], config["train"]
+        person = data.get("person")
+        if person is not None and (isinstance(person, bool) or not str(person).strip()):
+            fail("data.person", f"must be a person id from the data's `person` column, got {person!r}")
+        if person is not None:
+            data["person"] = str(person)  # -P person=7 arrives as the YAML int 7
+        for key in ("unseen_share", "holdout"):
+            value = data.get(key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
+                fail(f"data.{key}", f"must be a number in (0, 1), got {value!r}")
+        if train.get("balance", "class_weight") not in self.BALANCES:
+            fail("train.balance", f"must be one of {', '.join(self.BALANCES)}, got {train.get('balance')!r}")
+
+    def split(self, frame, digests, images, data):
+        data["person"], splits, groups = identity_split_names(frame, digests, data)
+        return splits, {"group": groups}
+
+    def class_weights(self, config, labels):
+        """`train.balance: class_weight`: n / (2 n_class) per class (the target person is ~1 in 30
+        photos), so both classes weigh the same in the loss."""
+        if config["train"].get("balance", "class_weight") != "class_weight":
+            return None
+        labels = np.asarray(labels) >= 0.5
+        n, positives = len(labels), int(labels.sum())
+        if positives in (0, n):
+            return None
+        return {0: n / (2 * (n - positives)), 1: n / (2 * positives)}
+
+    def served_spec(self, config):
+        return {"person": str(config["data"]["person"])}
+
+    def gender_source(self):
+        return "unknown"
+
+
+TASKS: dict[str, Task] = {task.name: task for task in (Regression(), Gender(), Identity())}
+
+
+def of(config: dict) -> Task:
+    """The task an experiment config (or a served model's spec) names."""
+    return TASKS[config["task"]]

@@ -45,7 +45,7 @@ def fit_once(config: dict, data, batch_size: int, epochs: int, mixed: bool) -> d
     import keras
     import numpy as np
 
-    from faceattr import models
+    from faceattr import models, tasks
     from faceattr.train import compile_model
 
     keras.backend.clear_session()
@@ -62,7 +62,7 @@ def fit_once(config: dict, data, batch_size: int, epochs: int, mixed: bool) -> d
             ends.append(time.perf_counter())
 
     start = time.perf_counter()
-    model = compile_model(models.build(config), config["task"], config["train"]["learning_rate"])
+    model = compile_model(models.build(config), tasks.of(config), config["train"]["learning_rate"])
     history = model.fit(x, labels[n_val:], validation_data=(x_val, labels[:n_val]), batch_size=batch_size,
                         epochs=epochs, verbose=0, callbacks=[Timer()])
     total = time.perf_counter() - start

@@ -71,17 +71,17 @@ def run_plain(prepared, times: list[float]) -> None:
     """What a hand-written script does: float32 arrays in memory, model.fit, nothing else."""
     import keras
 
-    from faceattr import models
+    from faceattr import models, tasks
     from faceattr.data.tfdata import model_inputs
     from faceattr.train import compile_model
 
     config = prepared.config
     train, val = prepared.splits["train"], prepared.splits["val"]
-    with_gender = config["task"] == "regression"
+    with_gender = tasks.of(config).reads_gender
     x, y = model_inputs(train, with_gender), train.labels
     x_val = model_inputs(val, with_gender)
     keras.utils.set_random_seed(config["train"]["seed"])
-    model = compile_model(models.build(config), config["task"], config["train"]["learning_rate"])
+    model = compile_model(models.build(config), tasks.of(config), config["train"]["learning_rate"])
     model.fit(x, y, validation_data=(x_val, val.labels), batch_size=config["train"]["batch_size"],
               epochs=config["train"]["epochs"], shuffle=True, verbose=0, callbacks=[epoch_timer(times)])
 

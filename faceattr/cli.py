@@ -50,21 +50,21 @@ def load_config(args, extra: list[str]) -> dict:
 
 def cmd_train(args, extra) -> int:
     from faceattr.experiment import train
-    from faceattr.outbox import http_defaults
+    from faceattr.tracking.outbox import http_defaults
 
-    http_defaults()   # a dead tracking server is noticed in seconds, not minutes (faceattr/outbox.py)
+    http_defaults()   # a dead tracking server is noticed in seconds, not minutes (faceattr/tracking/outbox.py)
     outcome = train(load_config(args, extra), register=getattr(args, "register", True))
     shown = {k: round(v, 4) for k, v in outcome.metrics.items()
              if k in ("val_mse", "baseline_ratio", "val_accuracy", "test_mse", "test_accuracy", "collapse_std_ratio")}
     print(f"faceattr: done: {shown} collapsed={outcome.tags['collapsed']} model={outcome.model_uri}"
           + (f" registered={outcome.version}" if outcome.version else ""))
-    if getattr(outcome, "outbox", None):   # training succeeded; tracking did not (faceattr/outbox.py)
+    if getattr(outcome, "outbox", None):   # training succeeded; tracking did not (faceattr/tracking/outbox.py)
         print(f"faceattr: tracking server unreachable; run kept in {outcome.outbox}; "
               f"upload with: faceattr sync {outcome.outbox}", file=sys.stderr)
     return 0
 
 
-# --- the team tracking server and the outbox (faceattr/server.py, faceattr/outbox.py) ---
+# --- the team tracking server and the outbox (faceattr/server.py, faceattr/tracking/outbox.py) ---
 def add_server_parsers(sub) -> None:
     server = sub.add_parser("server", help="PostgreSQL + SeaweedFS S3 + mlflow server on this machine "
                                            "(docs/server.md)")
@@ -105,7 +105,7 @@ def cmd_server(args, extra) -> int:
 
 
 def cmd_sync(args, extra) -> int:
-    from faceattr.outbox import sync
+    from faceattr.tracking.sync import sync
 
     if extra:
         raise FaceattrError(f"unexpected arguments {extra}")
@@ -155,7 +155,7 @@ def cmd_tune(args, extra) -> int:
     return 0
 
 
-# --- registry: promote, predict, pipeline (faceattr/promote.py, predict.py, pipeline.py) ---
+# --- registry: promote, predict, pipeline (faceattr/registry/promotion.py, serving/batch.py, workflow.py) ---
 def add_registry_parsers(sub) -> None:
     promote = sub.add_parser("promote", help="judge a registered version against the champion; move "
                                              "Production/@champion if it wins (exit 3: refused)")
@@ -195,7 +195,7 @@ def _flag(value, name: str) -> bool:
 
 
 def cmd_promote(args, extra) -> int:
-    from faceattr import promote
+    from faceattr.registry import promotion as promote
 
     if extra:
         raise FaceattrError(f"unexpected arguments {extra}")
@@ -211,7 +211,7 @@ def cmd_promote(args, extra) -> int:
 
 
 def cmd_predict(args, extra) -> int:
-    from faceattr.predict import predict
+    from faceattr.serving.batch import predict
 
     if extra:
         raise FaceattrError(f"unexpected arguments {extra}")

@@ -283,18 +283,18 @@ def _write_outputs(out: Path, frame: pd.DataFrame, records: pd.DataFrame, report
 
 
 def _log_mlflow(report: Report, out: Path, source, image_region, max_failure_share, workers) -> None:
-    import mlflow
+    from faceattr import tracking
 
-    if mlflow.active_run() is None:
+    if not tracking.in_run():
         return
-    mlflow.log_params({"source": str(source), "out": str(out), "image_region": str(image_region),
-                       "max_failure_share": max_failure_share, "workers": workers, "detector": faces.DETECTOR})
+    tracking.log_params({"source": str(source), "out": str(out), "image_region": str(image_region),
+                         "max_failure_share": max_failure_share, "workers": workers, "detector": faces.DETECTOR})
     counts = report.counts()
-    mlflow.log_metrics({**{f"photos_{k}": v for k, v in counts.items()}, "failure_share": report.failure_share,
-                        "seconds": report.seconds,
-                        "photos_per_second": report.total / report.seconds if report.seconds else 0.0})
+    tracking.log_metrics({**{f"photos_{k}": v for k, v in counts.items()}, "failure_share": report.failure_share,
+                          "seconds": report.seconds,
+                          "photos_per_second": report.total / report.seconds if report.seconds else 0.0})
     for name in ("report.json", "failures.csv"):
-        mlflow.log_artifact(str(out / name), artifact_path="prepare")
+        tracking.log_artifact(out / name, artifact_path="prepare")
 
 
 def _progress(total: int, enabled: bool):

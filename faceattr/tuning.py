@@ -21,11 +21,10 @@ from typing import Any
 
 import keras
 import keras_tuner as kt
-import mlflow
 import numpy as np
 
 from faceattr import config as config_module
-from faceattr import experiment, models, tasks, tracking
+from faceattr import experiment, models, registry, tasks, tracking
 from faceattr.errors import ConfigError, FaceattrError
 
 TUNERS = ("hyperband", "bayesian", "random")
@@ -118,7 +117,7 @@ class FaceattrHyperModel(kt.HyperModel):
                                          callbacks=[*callbacks, best], log_model=False,
                                          initial_epoch=int(initial_epoch))
         objective = best.value + (COLLAPSE_PENALTY if outcome.tags["collapsed"] == "true" else 0.0)
-        mlflow.log_metric("tuner_objective", objective)
+        tracking.log_metrics({"tuner_objective": objective})
         return {OBJECTIVE: objective}
 
 
@@ -148,13 +147,13 @@ class _Tracked:
             pass
         tags = {**ctx.tags, ROLE: "trial", TRIAL_ID: str(trial.trial_id),
                 "faceattr.tuner_id": str(self.tuner_id), "faceattr.widths": widths}
-        with mlflow.start_run(run_name=f"{ctx.config['name']}-trial-{trial.trial_id}-{widths}", nested=True,
+        with tracking.start_run(f"{ctx.config['name']}-trial-{trial.trial_id}-{widths}", nested=True,
                               parent_run_id=ctx.parent_run_id, experiment_id=ctx.experiment_id, tags=tags):
-            mlflow.log_params({f"hp.{k.replace('/', '.')}": v for k, v in values.items()})
+            tracking.log_params({f"hp.{k.replace('/', '.')}": v for k, v in values.items()})
             try:
                 return super().run_trial(trial, *args, **kwargs)
             except Exception as exc:
-                mlflow.set_tag("faceattr.error", f"{type(exc).__name__}: {exc}"[:4000])
+                tracking.set_tags({"faceattr.error": f"{type(exc).__name__}: {exc}"[:4000]})
                 raise   # leaving the `with` marks the run FAILED; keras-tuner records the trial failed
 
 
@@ -223,13 +222,13 @@ def tune(config: dict, tuner: str = "hyperband", max_trials: int = 10, factor: i
         _write_state(project_dir, {**state, "parent_run_id": run_id})
         earlier = _close_earlier_runs(experiment_id, state["search_id"], run_id)
         if earlier:
-            mlflow.set_tag(RESUMED_FROM, earlier)
+            tracking.set_tags({RESUMED_FROM: earlier})
         tracking.log_config(config)
         planned = hyperband_trials(config["train"]["epochs"], factor) if tuner == "hyperband" else max_trials
-        mlflow.log_params({"tuning.tuner": tuner, "tuning.factor": factor, "tuning.repeats": repeats,
+        tracking.log_params({"tuning.tuner": tuner, "tuning.factor": factor, "tuning.repeats": repeats,
                            "tuning.max_epochs": config["train"]["epochs"], "tuning.planned_trials": planned,
                            "tuning.directory": str(project_dir), "tuning.search_id": state["search_id"]})
-        mlflow.log_metric("planned_trials", planned)
+        tracking.log_metrics({"planned_trials": planned})
         tuner_obj.setup(Search(config, run_id, experiment_id, tags))
         started = time.time()
         error = None
@@ -237,7 +236,7 @@ def tune(config: dict, tuner: str = "hyperband", max_trials: int = 10, factor: i
             tuner_obj.search(epochs=config["train"]["epochs"], verbose=config["train"]["verbose"])
         except RuntimeError as exc:   # keras-tuner's "consecutive failures exceeded the limit"
             error = exc
-        mlflow.log_metric("search_seconds", time.time() - started)
+        tracking.log_metrics({"search_seconds": time.time() - started})
         best = _choose_best(tuner_obj.oracle, experiment_id, state["search_id"], error)
         _log_best(best, config)
         summary = _repeat_and_register(prepared, config, best, repeats, tags)
@@ -253,7 +252,7 @@ def is_worker() -> bool:
 def _work(tuner_obj, prepared, project_dir: Path, parent_run_id: str | None) -> dict:
     """A distributed worker: run trials as children of the chief's parent run until the oracle stops."""
     parent_run_id = parent_run_id or _wait_for_parent(project_dir)
-    parent = mlflow.MlflowClient().get_run(parent_run_id)
+    parent = tracking.get_run(parent_run_id)
     tags = {**tracking.run_tags(prepared.config, prepared.data), SEARCH_ID: parent.data.tags[SEARCH_ID],
             TUNING_DIR: str(project_dir)}
     tuner_obj.setup(Search(prepared.config, parent_run_id, parent.info.experiment_id, tags))
@@ -287,7 +286,7 @@ def _wait_for_parent(project_dir: Path, timeout: float = 600) -> str:
         path = project_dir / STATE_FILE
         if path.is_file():
             run_id = json.loads(path.read_text()).get("parent_run_id")
-            if run_id and mlflow.MlflowClient().get_run(run_id).info.status == "RUNNING":
+            if run_id and tracking.get_run(run_id).info.status == "RUNNING":
                 return run_id
         time.sleep(2)
     raise TuningError(f"no running chief found in {project_dir} after {timeout:.0f} s: start the chief "
@@ -296,16 +295,14 @@ def _wait_for_parent(project_dir: Path, timeout: float = 600) -> str:
 
 def _runs(experiment_id: str, search_id: str, extra: str = "") -> list:
     query = f"tags.`{SEARCH_ID}` = '{search_id}'" + (f" and {extra}" if extra else "")
-    return mlflow.search_runs([experiment_id], query, output_format="list", max_results=50000,
-                              order_by=["attributes.start_time ASC"])
+    return tracking.find_runs(experiment_id, query)
 
 
 def _close_earlier_runs(experiment_id: str, search_id: str, current: str) -> str | None:
     """Mark runs a killed earlier attempt left RUNNING as KILLED; return the latest earlier parent's id."""
-    client = mlflow.MlflowClient()
     for run in _runs(experiment_id, search_id, "attributes.status = 'RUNNING'"):
         if run.info.run_id != current:
-            client.set_terminated(run.info.run_id, "KILLED")
+            tracking.set_terminated(run.info.run_id, "KILLED")
     parents = [r for r in _runs(experiment_id, search_id, f"tags.`{ROLE}` = 'search'")
                if r.info.run_id != current]
     return parents[-1].info.run_id if parents else None
@@ -322,7 +319,7 @@ def _choose_best(oracle, experiment_id: str, search_id: str, error: Exception | 
     epochs = sum(int(r.data.metrics.get("epochs_trained", 0)) for r in runs.values())
     collapsed = [t for t in done if runs.get(t.trial_id) is None
                  or runs[t.trial_id].data.tags.get("collapsed") == "true"]
-    mlflow.log_metrics({"trials": len(trials), "trials_completed": len(done), "trials_failed": len(failed),
+    tracking.log_metrics({"trials": len(trials), "trials_completed": len(done), "trials_failed": len(failed),
                         "trials_collapsed": len(collapsed), "epochs_total": epochs})
     if not done:
         first = min(failed, key=lambda t: t.trial_id) if failed else None
@@ -341,12 +338,12 @@ def _choose_best(oracle, experiment_id: str, search_id: str, error: Exception | 
 
 def _log_best(best: dict, config: dict) -> None:
     metrics = best["run"].data.metrics
-    mlflow.log_params({f"best.{k}": v for k, v in best["values"].items()})
-    mlflow.log_params({"best.trial_id": best["trial"].trial_id, "best.run_id": best["run"].info.run_id,
+    tracking.log_params({f"best.{k}": v for k, v in best["values"].items()})
+    tracking.log_params({"best.trial_id": best["trial"].trial_id, "best.run_id": best["run"].info.run_id,
                        "best.widths": models.widths(apply(config, best["values"]))})
     keys = headline_metrics(config)
-    mlflow.log_metrics({f"best_{k}": metrics[k] for k in keys if k in metrics})
-    mlflow.log_metric(f"best_{OBJECTIVE}", best["trial"].score)
+    tracking.log_metrics({f"best_{k}": metrics[k] for k in keys if k in metrics})
+    tracking.log_metrics({f"best_{OBJECTIVE}": best["trial"].score})
     best["summary"].update({f"best_{k}": metrics[k] for k in keys if k in metrics})
 
 
@@ -357,7 +354,7 @@ def _repeat_and_register(prepared, config: dict, best: dict, repeats: int, tags:
     for seed in range(repeats):
         cfg = apply(config, best["values"])
         cfg["train"]["seed"] = seed
-        with mlflow.start_run(run_name=f"{config['name']}-repeat-s{seed}-{models.widths(cfg)}",
+        with tracking.start_run(f"{config['name']}-repeat-s{seed}-{models.widths(cfg)}",
                               nested=True, tags={**tags, ROLE: "repeat", "faceattr.seed": str(seed),
                                                  "faceattr.widths": models.widths(cfg)}) as run:
             outcome = experiment.fit_and_log(dataclasses.replace(prepared, config=cfg))
@@ -367,17 +364,17 @@ def _repeat_and_register(prepared, config: dict, best: dict, repeats: int, tags:
         values = np.array([o.metrics.get(key, np.nan) for o, _, _ in outcomes], float)
         figures[f"repeat_{key}_mean"] = float(np.mean(values))
         figures[f"repeat_{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    mlflow.log_metrics(figures)
+    tracking.log_metrics(figures)
     # The median by the headline metric: a typical retrain, not the luckiest seed.
     ordered = sorted(outcomes, key=lambda o: o[0].metrics.get(keys[0], np.nan))
     median, median_run, median_seed = ordered[(len(ordered) - 1) // 2]
-    version = mlflow.register_model(median.model_uri, config["name"])
-    client = mlflow.MlflowClient()
-    parent = mlflow.active_run().info.run_id
-    for key, value in {**figures, "repeats": repeats, "repeat_seed": median_seed, "repeat_run_id": median_run,
-                       "tuning_run_id": parent, SEARCH_ID: tags[SEARCH_ID]}.items():
-        client.set_model_version_tag(config["name"], version.version, key, str(value))
-    mlflow.set_tags({"faceattr.registered_version": version.version, "faceattr.median_run_id": median_run})
+    version = tracking.register_model(median.model_uri, config["name"])
+    parent = tracking.active_run_id()
+    registry.record(config["name"], str(version.version), {
+        key: str(value) for key, value in {**figures, "repeats": repeats, "repeat_seed": median_seed,
+                                           "repeat_run_id": median_run, "tuning_run_id": parent,
+                                           SEARCH_ID: tags[SEARCH_ID]}.items()})
+    tracking.set_tags({"faceattr.registered_version": version.version, "faceattr.median_run_id": median_run})
     return {**figures, "registered_model": config["name"], "version": version.version,
             "median_run_id": median_run, "model_uri": median.model_uri}
 

@@ -13,14 +13,13 @@ import os
 import subprocess
 import sys
 
-import mlflow
-
 ORDER = ("gender", "background", "eyes", "mouth")
 
 
 def run_pipeline(models: list[str], epochs: str = "", data: str = "synthetic", data_size: str = "",
                  extra: list[str] | None = None) -> int:
-    from faceattr import promote, tracking
+    from faceattr import tracking
+    from faceattr.registry import promotion as promote
 
     models = sorted((m.strip() for m in models if m.strip()), key=lambda m: ORDER.index(m) if m in ORDER else 99)
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID",
@@ -30,8 +29,8 @@ def run_pipeline(models: list[str], epochs: str = "", data: str = "synthetic", d
     summary: dict[str, str] = {}
     tracking.use_experiment("pipeline")
     with tracking.start_run("pipeline"):
-        mlflow.log_params({"models": ",".join(models), "epochs": epochs or "default", "data": data,
-                           "data_size": data_size or "default"})
+        tracking.log_params({"models": ",".join(models), "epochs": epochs or "default", "data": data,
+                             "data_size": data_size or "default"})
         for model in models:
             for step in (["train", model, *train_args], ["promote", model]):
                 print(f"faceattr pipeline: {' '.join(step)}", flush=True)
@@ -39,9 +38,9 @@ def run_pipeline(models: list[str], epochs: str = "", data: str = "synthetic", d
                 if step[0] == "promote" and code in (0, promote.REFUSED):
                     summary[model] = "promoted" if code == 0 else "refused"
                 elif code != 0:
-                    mlflow.set_tag("faceattr.failed_step", " ".join(step))
+                    tracking.set_tags({"faceattr.failed_step": " ".join(step)})
                     print(f"faceattr pipeline: `{' '.join(step)}` failed (exit {code}); stopping", file=sys.stderr)
                     return code
-            mlflow.set_tag(f"faceattr.{model}", summary[model])
+            tracking.set_tags({f"faceattr.{model}": summary[model]})
     print(f"faceattr pipeline: done: {summary}")
     return 0

@@ -255,7 +255,7 @@ def test_served_identity_model_answers_p_person():
 def test_identity_search_space_and_policy():
     import keras_tuner as kt
 
-    from faceattr.promote import Policy
+    from faceattr.registry.promotion import Policy
     from faceattr.tuning import apply, declare
 
     cfg = config.load("identity")
@@ -274,7 +274,8 @@ def test_identity_search_space_and_policy():
 
 @pytest.mark.slow
 def test_identity_is_tuned_registered_promoted_and_served_like_the_others(tracking, synthetic_cache, tmp_path):
-    from faceattr import promote, registry, tuning
+    from faceattr import registry, tuning
+    from faceattr.registry import promotion as promote
 
     # VGG16 has no batch norm: after one epoch from scratch a MobileNetV2's inference-mode statistics
     # are still far off and it answers one value for every photo (a collapse, which tuning refuses)

@@ -1,4 +1,4 @@
-"""The outbox (faceattr/outbox.py) without servers: a dead http tracking URI, then sync into sqlite."""
+"""The outbox (faceattr/tracking/outbox.py) without servers: a dead http tracking URI, then sync into sqlite."""
 
 import json
 import socket
@@ -6,7 +6,7 @@ import socket
 import mlflow
 import pytest
 
-from faceattr import outbox
+from faceattr.tracking import outbox, sync
 from faceattr import tracking as tr
 
 
@@ -35,7 +35,7 @@ def test_a_dead_server_leaves_the_run_in_the_outbox_and_sync_uploads_it(dead_ser
     assert json.loads((box / "artifacts" / "collapse_check.json").read_text())["first_training_outputs"] == [0.5, 0.25]
 
     mlflow.set_tracking_uri(tracking)
-    result = outbox.sync(box)
+    result = sync.sync(box)
     run = mlflow.get_run(result["run_id"])
     assert run.data.params["train.epochs"] == "3" and run.data.tags["faceattr.experiment"] == "eyes"
     assert run.data.tags["collapsed"] == "false" and run.data.metrics["val_mse"] == 0.1
@@ -46,7 +46,7 @@ def test_a_dead_server_leaves_the_run_in_the_outbox_and_sync_uploads_it(dead_ser
     from faceattr.errors import FaceattrError
 
     with pytest.raises(FaceattrError, match="already synced"):
-        outbox.sync(box)
+        sync.sync(box)
 
 
 def test_no_failure_no_outbox_left(tracking, tmp_path, monkeypatch):

@@ -11,7 +11,8 @@ import mlflow
 import pytest
 from conftest import subprocess_env
 
-from faceattr import promote, registry
+from faceattr import registry
+from faceattr.registry import promotion as promote
 from faceattr.cli import main
 from faceattr.errors import ConfigError
 
@@ -139,7 +140,7 @@ def test_lock_file_sits_next_to_the_sqlite_store(tracking, tmp_path, monkeypatch
 PROMOTER = textwrap.dedent("""
     import sys, time
     from types import SimpleNamespace
-    from faceattr import promote
+    from faceattr.registry import promotion as promote
 
     SCORES = {"1": 0.05, "2": 0.04, "3": 0.03}
     promote.training_config = lambda version, eval_data=None: {

@@ -1,4 +1,4 @@
-"""The team tracking server (faceattr/server.py) and the outbox (faceattr/outbox.py), end to end.
+"""The team tracking server (faceattr/server.py) and the outbox (faceattr/tracking/outbox.py), end to end.
 
 One PostgreSQL + SeaweedFS S3 + mlflow server for the module (starting them takes ~30 s); every
 entry point runs as a subprocess with only MLFLOW_TRACKING_URI pointing at it: train/promote/serve,

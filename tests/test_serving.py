@@ -21,7 +21,8 @@ import pytest
 from mlflow.exceptions import MlflowException
 from PIL import Image
 
-from faceattr import config, experiment, models, promote, registry
+from faceattr import config, experiment, models, registry
+from faceattr.registry import promotion as promote
 from faceattr import tracking as tracking_module
 from faceattr.cli import main
 from faceattr.serving import FaceattrModel, encode_image

@@ -12,22 +12,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import yaml
 
 from faceattr import config as config_module
-from faceattr import evaluate, registry, tasks
+from faceattr import evaluate, registry, tasks, tracking
 from faceattr.data.loading import UNKNOWN_GENDER, Split, has_gender_labels, load_crops, make_split, open_data, shows_faces
 from faceattr.errors import ConfigError, DataError
 from faceattr.gender_input import gender_probabilities
 
-POLICY_DIR = Path(__file__).resolve().parent.parent / "registry"
+POLICY_DIR = Path(__file__).resolve().parents[2] / "registry"
 REFUSED = 3           # exit code of a refused promotion (config/data/registry errors are 2)
 # data.* params that name the data set and its split (identity: the target person and the seen/unseen deal)
 _DATA_KEYS = set(config_module.DEFAULTS["data"]) | {"person", "unseen_share", "holdout"}
@@ -247,7 +245,7 @@ def promote(model: str, version: str | None = None, *, dry_run: bool = False, ev
             if current is not None and str(current.version) == str(challenger.version):
                 _log(run, {"decision": "already-champion"}, {}, {})
                 return Result("already-champion", str(challenger.version), str(current.version), None,
-                              run.info.run_id, repaired)
+                              run.run_id, repaired)
             cfg = training_config(challenger, eval_data)
             data = eval_set(cfg)
             threshold = policy.collapse_threshold or cfg["evaluation"]["collapse_threshold"]
@@ -267,16 +265,16 @@ def promote(model: str, version: str | None = None, *, dry_run: bool = False, ev
                     "evidence": "; ".join(decision.evidence)}
             _log(run, tags, params, metrics)
             result = Result(action, str(challenger.version), str(current.version) if current else None, decision,
-                            run.info.run_id, repaired, mine, theirs or {})
+                            run.run_id, repaired, mine, theirs or {})
             if dry_run:
                 return result
             stamp = {"faceattr.decided_at": registry.now(), "faceattr.decided_by": registry.who(),
-                     "faceattr.promote_run_id": run.info.run_id, "faceattr.decision": action,
+                     "faceattr.promote_run_id": run.run_id, "faceattr.decision": action,
                      "faceattr.eval_data": f"{data.name} ({data.digest}, {len(data.test)} test rows)",
                      f"faceattr.{policy.metric}": f"{mine[policy.metric]:.6g}"}
             if theirs:
                 stamp["faceattr.champion_" + policy.metric] = f"{theirs[policy.metric]:.6g}"
-            by = f"by {stamp['faceattr.decided_by']} at {stamp['faceattr.decided_at']}, run {run.info.run_id}"
+            by = f"by {stamp['faceattr.decided_by']} at {stamp['faceattr.decided_at']}, run {run.run_id}"
             if decision.promote:
                 stamp[registry.PREVIOUS] = str(current.version) if current else "none"
                 stamp["faceattr.beat_champion"] = str(current.version) if current else "none (first champion)"
@@ -304,58 +302,24 @@ def rollback(model: str) -> Result:
         with _audit_run(model, "rollback", str(target.version)) as run:
             _log(run, {"decision": "rolled-back", "reasons": f"rollback requested by {registry.who()}"},
                  {"model": model, "from_version": str(current.version), "to_version": str(target.version)}, {})
-            by = f"by {registry.who()} at {registry.now()}, run {run.info.run_id}"
+            by = f"by {registry.who()} at {registry.now()}, run {run.run_id}"
             registry.record(model, str(current.version), {"faceattr.rolled_back": by})
             registry.record(model, str(target.version), {"faceattr.restored": f"replacing version {str(current.version)} {by}"},
                             f"Champion again after a rollback of version {str(current.version)} {by}")
             registry.move_champion(model, str(target.version))
-            return Result("rolled-back", str(target.version), str(current.version), None, run.info.run_id, repaired)
+            return Result("rolled-back", str(target.version), str(current.version), None, run.run_id, repaired)
 
 
-class _audit_run:
-    """A run in experiment `promote-<model>`, made with the client so a `mlflow run` parent run
-    (MLFLOW_RUN_ID) is not taken over; that parent, if any, gets a tag pointing here."""
-
-    def __init__(self, model: str, action: str, version: str):
-        self.model, self.action, self.version = model, action, version
-
-    def __enter__(self):
-        client = registry.client()
-        name = f"promote-{self.model}"
-        experiment = client.get_experiment_by_name(name)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
-        parent = os.environ.get("MLFLOW_RUN_ID")
-        tags = {"mlflow.runName": f"{self.action}-{self.model}-v{self.version}", "faceattr.action": self.action,
-                "faceattr.model": self.model, "faceattr.user": registry.who()}
-        if parent:
-            tags["faceattr.launched_by_run"] = parent
-        self.run = client.create_run(experiment_id, tags=tags)
-        if parent:
-            try:
-                client.set_tag(parent, "faceattr.promote_run_id", self.run.info.run_id)
-            except Exception:  # the parent lives on another server: the link is a courtesy
-                pass
-        return self.run
-
-    def __exit__(self, exc_type, exc, tb):
-        client = registry.client()
-        if exc is not None:
-            client.set_tag(self.run.info.run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
-        client.set_terminated(self.run.info.run_id, "FINISHED" if exc is None else "FAILED")
-        return False
+def _audit_run(model: str, action: str, version: str):
+    """The decision's run in experiment `promote-<model>` (tracking.audit_run)."""
+    return tracking.audit_run(f"promote-{model}", f"{action}-{model}-v{version}",
+                              {"faceattr.action": action, "faceattr.model": model, "faceattr.user": registry.who()},
+                              link_tag="faceattr.promote_run_id", record="promotion.json")
 
 
 def _log(run, tags: dict, params: dict, metrics: dict) -> None:
-    client = registry.client()
-    run_id = run.info.run_id
-    for k, v in tags.items():
-        client.set_tag(run_id, f"faceattr.{k}" if k in ("decision", "reasons", "evidence") else k, str(v)[:5000])
-    for k, v in params.items():
-        client.log_param(run_id, k, v)
-    for k, v in metrics.items():
-        client.log_metric(run_id, k, v)
-    if params or metrics:
-        client.log_dict(run_id, {"params": params, "metrics": metrics, "tags": tags}, "promotion.json")
+    run.log({f"faceattr.{k}" if k in ("decision", "reasons", "evidence") else k: v for k, v in tags.items()},
+            params, metrics)
 
 
 def dumps(result: Result) -> str:

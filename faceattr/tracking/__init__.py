@@ -1,14 +1,18 @@
-"""Everything faceattr writes to MLflow: params, per-epoch metrics, data set, plots and the model."""
+"""Every MLflow run write goes through here: training runs (params, per-epoch metrics, data set,
+plots), tuning's parent and child runs, promotion audit runs, prepare's and evaluation's runs.
+
+With a remote tracking URI, `recorded_run` journals the run into a local outbox (tracking/outbox.py)
+so nothing is lost when the server dies; tracking/packaging.py logs the served model and
+tracking/sync.py uploads an outbox. Only tracking, registry and serving import mlflow
+(pyproject.toml's import-linter contract).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import shutil
-import sys
 import time
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -19,10 +23,9 @@ import numpy as np
 from faceattr import config as config_module
 from faceattr import models, tasks
 from faceattr.data.loading import Data
-from faceattr.outbox import RECORDER, remote_tracking
+from faceattr.tracking.outbox import RECORDER, remote_tracking
+from faceattr.tracking.packaging import log_model  # noqa: F401  (the run's model: tracking.log_model)
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-PINNED = ["mlflow==3.17.2", "tensorflow==2.21.0", "keras==3.15.1", "mtcnn==1.0.0", "numpy", "pandas", "pillow", "pyyaml"]
 
 
 _experiment_we_set: str | None = None
@@ -42,12 +45,90 @@ def use_experiment(name: str) -> None:
         _experiment_we_set = mlflow.set_experiment(name).experiment_id
 
 
-def start_run(run_name: str, nested: bool = False, tags: dict | None = None):
-    """Start (or, under `mlflow run`, resume) a run and name it; use as a context manager."""
+def start_run(run_name: str, nested: bool = False, tags: dict | None = None, parent_run_id: str | None = None,
+              experiment_id: str | None = None):
+    """Start (or, under `mlflow run`, resume) a run and name it; use as a context manager.
+    `nested` runs are children of the active run or of `parent_run_id` (tuning's trials)."""
     run = mlflow.start_run(run_name=None if os.environ.get("MLFLOW_RUN_ID") and not nested else run_name,
-                           nested=nested)
+                           nested=nested, parent_run_id=parent_run_id, experiment_id=experiment_id)
     mlflow.set_tags({"mlflow.runName": run_name, **(tags or {})})
     return run
+
+
+def in_run() -> bool:
+    return mlflow.active_run() is not None
+
+
+def active_run_id() -> str:
+    return mlflow.active_run().info.run_id
+
+
+def get_run(run_id: str):
+    """The run with its params, metrics and tags (a read: never through the outbox)."""
+    return mlflow.MlflowClient().get_run(run_id)
+
+
+def find_runs(experiment_id: str, query: str) -> list:
+    """Runs of `experiment_id` matching the MLflow search `query`, oldest first."""
+    return mlflow.search_runs([experiment_id], query, output_format="list", max_results=50000,
+                              order_by=["attributes.start_time ASC"])
+
+
+def set_terminated(run_id: str, status: str) -> None:
+    """End a run other than the active one (KILLED: one a killed earlier attempt left RUNNING)."""
+    mlflow.MlflowClient().set_terminated(run_id, status)
+
+
+def log_artifact(path: Path, artifact_path: str | None = None) -> None:
+    RECORDER.call("log artifact", mlflow.log_artifact, str(path), artifact_path)
+
+
+class audit_run:
+    """A run in experiment `experiment` made with the client, so a `mlflow run` parent run
+    (MLFLOW_RUN_ID) is not taken over (promotion decisions); that parent, if any, gets a tag
+    `link_tag` pointing here. `log` writes its tags, params, metrics and a JSON record of them."""
+
+    def __init__(self, experiment: str, run_name: str, tags: dict, link_tag: str, record: str):
+        self.experiment, self.run_name, self.tags = experiment, run_name, tags
+        self.link_tag, self.record = link_tag, record
+
+    def __enter__(self):
+        client = mlflow.MlflowClient()
+        experiment = client.get_experiment_by_name(self.experiment)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(self.experiment)
+        parent = os.environ.get("MLFLOW_RUN_ID")
+        tags = {"mlflow.runName": self.run_name, **self.tags}
+        if parent:
+            tags["faceattr.launched_by_run"] = parent
+        self.run = client.create_run(experiment_id, tags=tags)
+        if parent:
+            try:
+                client.set_tag(parent, self.link_tag, self.run.info.run_id)
+            except Exception:  # the parent lives on another server: the link is a courtesy
+                pass
+        return self
+
+    @property
+    def run_id(self) -> str:
+        return self.run.info.run_id
+
+    def log(self, tags: dict, params: dict, metrics: dict) -> None:
+        client = mlflow.MlflowClient()
+        for k, v in tags.items():
+            client.set_tag(self.run_id, k, str(v)[:5000])
+        for k, v in params.items():
+            client.log_param(self.run_id, k, v)
+        for k, v in metrics.items():
+            client.log_metric(self.run_id, k, v)
+        if params or metrics:
+            client.log_dict(self.run_id, {"params": params, "metrics": metrics, "tags": tags}, self.record)
+
+    def __exit__(self, exc_type, exc, tb):
+        client = mlflow.MlflowClient()
+        if exc is not None:
+            client.set_tag(self.run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
+        client.set_terminated(self.run_id, "FINISHED" if exc is None else "FAILED")
+        return False
 
 
 @contextlib.contextmanager
@@ -213,55 +294,3 @@ def _log_figure(fig, path: str) -> None:
     if RECORDER.active:
         fig.savefig(RECORDER.artifact_path(path))
     RECORDER.call("log artifact", mlflow.log_figure, fig, path)
-
-
-def log_model(model: keras.Model, config: dict, input_example, gender_model: keras.Model | None = None,
-              registered_model_name: str | None = None):
-    """Log the photo-taking pyfunc (see serving.py) carrying the Keras model(s) and faceattr's code.
-
-    A pyfunc rather than `mlflow.keras.log_model`: it takes photos, and the keras flavour crashes
-    when given an input example (MLflow issue #16183).
-    """
-    spec = {"name": config["name"], "task": config["task"], "target": config["target"],
-            "region": config["region"], "gender_model": gender_model is not None,
-            **tasks.of(config).served_spec(config)}
-    with tempfile.TemporaryDirectory() as tmp:
-        artifacts = {"keras_model": str(Path(tmp, "model.keras")), "spec": str(Path(tmp, "spec.json"))}
-        model.save(artifacts["keras_model"])
-        Path(artifacts["spec"]).write_text(json.dumps(spec))
-        if gender_model is not None:
-            artifacts["gender_model"] = str(Path(tmp, "gender_model.keras"))
-            gender_model.save(artifacts["gender_model"])
-        if not RECORDER.active:
-            return _log_pyfunc(artifacts, spec, input_example, registered_model_name)
-        info = RECORDER.call("log model", _log_pyfunc, artifacts, spec, input_example, registered_model_name)
-        if info is None:   # offline: keep what `faceattr sync` needs to log the same model
-            keep = RECORDER.dir / "model"
-            keep.mkdir(exist_ok=True)
-            for path in artifacts.values():
-                shutil.copy2(path, keep / Path(path).name)
-            input_example.to_json(keep / "input_example.json", orient="split")
-            print(f"faceattr: the trained model is kept in {keep}", file=sys.stderr)
-        return info
-
-
-def _log_pyfunc(artifacts: dict, spec: dict, input_example, registered_model_name: str | None = None):
-    from faceattr.serving import FaceattrModel, signature
-
-    return mlflow.pyfunc.log_model(
-        name="model", python_model=FaceattrModel(), artifacts=artifacts, code_paths=[str(PACKAGE_DIR)],
-        signature=signature(spec), input_example=input_example,
-        pip_requirements=PINNED, registered_model_name=registered_model_name)
-
-
-def log_saved_model(folder: Path):
-    """Log a model that `log_model` kept in an outbox (`faceattr sync`), in the active run."""
-    import pandas as pd
-
-    folder = Path(folder)
-    spec = json.loads((folder / "spec.json").read_text())
-    artifacts = {"keras_model": str(folder / "model.keras"), "spec": str(folder / "spec.json")}
-    if (folder / "gender_model.keras").is_file():
-        artifacts["gender_model"] = str(folder / "gender_model.keras")
-    example = pd.read_json(folder / "input_example.json", orient="split", dtype=False)
-    return _log_pyfunc(artifacts, spec, example)

@@ -14,7 +14,7 @@ variables FACEATTR_MAX_ROWS / FACEATTR_MAX_IMAGE_MB where the server runs). MLfl
 itself has no body-size limit; put a proxy (nginx `client_max_body_size`) in front for a hard cap.
 
 Batch jobs in Python skip JSON and base64: `predict_arrays(crops, gender)` takes ready (N, H, W, 3)
-crops (see faceattr/predict.py). The Keras models are loaded and traced once, in `load_context`;
+crops (see faceattr/serving/batch.py). The Keras models are loaded and traced once, in `load_context`;
 requests run Keras' `predict_on_batch`, a `tf.function` (reduce_retracing) under the TF backend.
 """
 

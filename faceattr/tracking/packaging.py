@@ -1,0 +1,72 @@
+"""The logged model: the photo-taking pyfunc (faceattr/serving) with its Keras model(s), faceattr's own
+code and pinned requirements, so `mlflow models serve` needs nothing else."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import keras
+import mlflow
+
+from faceattr import tasks
+from faceattr.tracking.outbox import RECORDER
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+PINNED = ["mlflow==3.17.2", "tensorflow==2.21.0", "keras==3.15.1", "mtcnn==1.0.0", "numpy", "pandas", "pillow",
+          "pyyaml", "pydantic", "scikit-learn", "scipy"]
+
+
+def log_model(model: keras.Model, config: dict, input_example, gender_model: keras.Model | None = None,
+              registered_model_name: str | None = None):
+    """Log the photo-taking pyfunc (see serving.py) carrying the Keras model(s) and faceattr's code.
+
+    A pyfunc rather than `mlflow.keras.log_model`: it takes photos, and the keras flavour crashes
+    when given an input example (MLflow issue #16183).
+    """
+    spec = {"name": config["name"], "task": config["task"], "target": config["target"],
+            "region": config["region"], "gender_model": gender_model is not None,
+            **tasks.of(config).served_spec(config)}
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = {"keras_model": str(Path(tmp, "model.keras")), "spec": str(Path(tmp, "spec.json"))}
+        model.save(artifacts["keras_model"])
+        Path(artifacts["spec"]).write_text(json.dumps(spec))
+        if gender_model is not None:
+            artifacts["gender_model"] = str(Path(tmp, "gender_model.keras"))
+            gender_model.save(artifacts["gender_model"])
+        if not RECORDER.active:
+            return _log_pyfunc(artifacts, spec, input_example, registered_model_name)
+        info = RECORDER.call("log model", _log_pyfunc, artifacts, spec, input_example, registered_model_name)
+        if info is None:   # offline: keep what `faceattr sync` needs to log the same model
+            keep = RECORDER.dir / "model"
+            keep.mkdir(exist_ok=True)
+            for path in artifacts.values():
+                shutil.copy2(path, keep / Path(path).name)
+            input_example.to_json(keep / "input_example.json", orient="split")
+            print(f"faceattr: the trained model is kept in {keep}", file=sys.stderr)
+        return info
+
+
+def _log_pyfunc(artifacts: dict, spec: dict, input_example, registered_model_name: str | None = None):
+    from faceattr.serving import FaceattrModel, signature
+
+    return mlflow.pyfunc.log_model(
+        name="model", python_model=FaceattrModel(), artifacts=artifacts, code_paths=[str(PACKAGE_DIR)],
+        signature=signature(spec), input_example=input_example,
+        pip_requirements=PINNED, registered_model_name=registered_model_name)
+
+
+def log_saved_model(folder: Path):
+    """Log a model that `log_model` kept in an outbox (`faceattr sync`), in the active run."""
+    import pandas as pd
+
+    folder = Path(folder)
+    spec = json.loads((folder / "spec.json").read_text())
+    artifacts = {"keras_model": str(folder / "model.keras"), "spec": str(folder / "spec.json")}
+    if (folder / "gender_model.keras").is_file():
+        artifacts["gender_model"] = str(folder / "gender_model.keras")
+    example = pd.read_json(folder / "input_example.json", orient="split", dtype=False)
+    return _log_pyfunc(artifacts, spec, example)

@@ -8,11 +8,10 @@ import keras
 import numpy as np
 import pandas as pd
 
-from faceattr import evaluate, models, tasks, tracking
+from faceattr import evaluate, models, registry, serving, tasks, tracking
 from faceattr.data.loading import Data, Split, make_split, open_data
 from faceattr.data.tfdata import model_inputs
 from faceattr.gender_input import gender_inputs
-from faceattr.serving import encode_image
 from faceattr.train import fit
 
 SPLITS = ("train", "val", "test")
@@ -42,10 +41,16 @@ def prepare(config: dict) -> Prepared:
     """Load and validate the data (errors before any compute), pick the gender input, split."""
     task = tasks.of(config)
     data = open_data(config, task)
-    gender, source, gender_model = gender_inputs(config, data)
+    gender, source, gender_model = gender_inputs(config, data, _gender_champion)
     labels = task.labels(data.frame, config)
     splits = {name: make_split(data, name, labels, gender) for name in SPLITS}
     return Prepared(config, data, splits, source, gender_model)
+
+
+def _gender_champion():
+    """The registered gender champion: (its version, its served model), or None."""
+    version = registry.champion("gender")
+    return None if version is None else (version, serving.load(f"models:/gender@{registry.CHAMPION}"))
 
 
 def train(config: dict, register: bool = True) -> Outcome:
@@ -132,7 +137,7 @@ def input_example(config: dict, split: Split):
     """One request row as a served model takes it: a base64 PNG crop (and, for regressions, a gender)."""
     import pandas as pd
 
-    row = {"image": encode_image(split.images[0]), "kind": "crop"}
+    row = {"image": serving.encode_image(split.images[0]), "kind": "crop"}
     if tasks.of(config).reads_gender:
         row["gender"] = "female"
     return pd.DataFrame([row])

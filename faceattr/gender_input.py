@@ -7,16 +7,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from faceattr import registry, tasks
+from faceattr import tasks
 from faceattr.data.loading import UNKNOWN_GENDER, Data, gender_one_hot, has_gender_labels, load_crops, shows_faces
 from faceattr.data.manifest import GENDERS
 from faceattr.errors import ConfigError, DataError
 
 
-def gender_inputs(config: dict, data: Data):
+def gender_inputs(config: dict, data: Data, champion):
     """(N, 2) [p_male, p_female] for every row, a description of the source, and the gender model used.
 
-    data.gender: `auto` (the default) tries `models:/gender@champion`, then the labels, then
+    data.gender: `auto` (the default) tries the registered gender champion (`champion()`: its
+    version and served model, or None; the caller asks the registry), then the labels, then
     [0.5, 0.5]; `model`, `labels` and `unknown` insist on one source.
     """
     mode = config["data"]["gender"]
@@ -25,9 +26,9 @@ def gender_inputs(config: dict, data: Data):
     if fixed is not None:
         return unknown, fixed, None
     if mode in ("auto", "model") and shows_faces(data.frame):
-        version = registry.champion("gender")
-        if version is not None:
-            gender = registry.load_faceattr_model(f"models:/gender@{registry.CHAMPION}")
+        found = champion()
+        if found is not None:
+            version, gender = found
             faces, _ = load_crops(data.frame, "face")
             return gender_model_probabilities(gender.model, faces), f"model:gender/{version.version}", gender.model
     if mode == "model":

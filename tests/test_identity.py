@@ -274,7 +274,7 @@ def test_identity_search_space_and_policy():
 
 @pytest.mark.slow
 def test_identity_is_tuned_registered_promoted_and_served_like_the_others(tracking, synthetic_cache, tmp_path):
-    from faceattr import registry, tuning
+    from faceattr import registry, serving, tuning
     from faceattr.registry import promotion as promote
 
     # VGG16 has no batch norm: after one epoch from scratch a MobileNetV2's inference-mode statistics
@@ -291,6 +291,6 @@ def test_identity_is_tuned_registered_promoted_and_served_like_the_others(tracki
     assert result.action == "promoted", result.summary()
     for key in ("roc_auc", "seen_accuracy", "unseen_accuracy"):      # evaluated afresh on the test split
         assert key in result.challenger_metrics, key
-    served = registry.load_faceattr_model("models:/identity/Production")
+    served = serving.load("models:/identity/Production")
     answer = served.predict_arrays(np.zeros((3, 120, 120, 3), np.float32))
     assert (answer.person == "p0000").all() and answer.p_person.between(0, 1).all()

@@ -60,11 +60,6 @@ def champion(name: str):
         raise
 
 
-def load_faceattr_model(model_uri: str):
-    """The FaceattrModel (serving.py) behind a logged or registered model URI, with its Keras models loaded."""
-    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-
-
 def versions(name: str) -> list:
     """Every version of registered model `name`, oldest first (RegistryError if the model is unknown)."""
     found = client().search_model_versions(f"name = '{name}'")

@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 from faceattr import config as config_module
-from faceattr import evaluate, registry, tasks, tracking
+from faceattr import evaluate, registry, serving, tasks, tracking
 from faceattr.data.loading import UNKNOWN_GENDER, Split, has_gender_labels, load_crops, make_split, open_data, shows_faces
 from faceattr.errors import ConfigError, DataError
 from faceattr.gender_input import gender_probabilities
@@ -187,7 +187,7 @@ def eval_set(cfg: dict) -> EvalSet:
 def evaluate_version(version, data: EvalSet, collapse_threshold: float) -> dict:
     """Fresh metrics of one registered version on `data`, through the served model's predict path,
     with the gender input it was trained with: its bundled gender model, the labels, or unknown."""
-    served = registry.load_faceattr_model(f"models:/{version.name}/{str(version.version)}")
+    served = serving.load(f"models:/{version.name}/{str(version.version)}")
     test, task = data.test, tasks.of(data.config)
     gender = None
     if task.reads_gender:

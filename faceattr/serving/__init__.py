@@ -5,6 +5,13 @@ FaceattrModel is importable from here because models logged before serving/ beca
 pickled it as `faceattr.serving.FaceattrModel`; they keep loading.
 """
 
+import mlflow.pyfunc
+
 from faceattr.serving.model import FaceattrModel, bad_request, encode_image, signature
 
-__all__ = ["FaceattrModel", "bad_request", "encode_image", "signature"]
+__all__ = ["FaceattrModel", "bad_request", "encode_image", "load", "signature"]
+
+
+def load(model_uri: str) -> FaceattrModel:
+    """The FaceattrModel behind a logged or registered model URI, with its Keras models loaded."""
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()

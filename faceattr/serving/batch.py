@@ -71,11 +71,11 @@ def predict(source: str, model_uri: str, out: str, kind: str = "crop", batch_siz
             progress: bool = True) -> pd.DataFrame:
     from mlflow.exceptions import MlflowException
 
-    from faceattr import registry
+    from faceattr.serving import load
 
     rows = list_inputs(source, kind)
     try:
-        model = registry.load_faceattr_model(model_uri)
+        model = load(model_uri)
     except MlflowException as exc:
         raise FaceattrError(f"cannot load {model_uri}: {exc.message}") from None
     result = score(model, rows, batch_size, progress)

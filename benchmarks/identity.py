@@ -28,7 +28,6 @@ INPUT = {"mobilenetv2": 96, "vgg16": 64}
 
 def run_one(source: str, person: str | None, backbone: str, epochs: int) -> dict:
     import keras
-    import mlflow
 
     from faceattr import config, experiment, tracking
 
@@ -48,8 +47,8 @@ def run_one(source: str, person: str | None, backbone: str, epochs: int) -> dict
             times.append(time.perf_counter() - self.start)
 
     tracking.use_experiment("identity-benchmark")
-    with mlflow.start_run(run_name=f"{Path(source).name}-{backbone}"):
-        out = experiment.fit_and_log(prepared, callbacks=[Timer()], log_model=False)
+    with tracking.start_run(f"{Path(source).name}-{backbone}") as run:
+        out = experiment.fit_and_log(prepared, run, callbacks=[Timer()], log_model=False)
     train = prepared.splits["train"]
     return {**out.metrics, "times": times, "person": cfg["data"]["person"], "train_n": len(train),
             "positives": int(train.labels.sum()), "params": out.model.count_params()}

@@ -48,12 +48,10 @@ def epoch_timer(times: list[float]):
 
 
 def run_faceattr(prepared, times: list[float]) -> None:
-    import mlflow
+    from faceattr import experiment, tracking
 
-    from faceattr import experiment
-
-    with mlflow.start_run(run_name=f"bench-{prepared.config['name']}"):
-        experiment.fit_and_log(prepared, callbacks=[epoch_timer(times)])
+    with tracking.start_run(f"bench-{prepared.config['name']}") as run:
+        experiment.fit_and_log(prepared, run, callbacks=[epoch_timer(times)])
 
 
 def run_pipeline(prepared, times: list[float]) -> None:

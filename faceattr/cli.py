@@ -256,9 +256,9 @@ def cmd_prepare(args, extra) -> int:
     if extra:
         raise FaceattrError(f"unexpected arguments: {' '.join(extra)}")
     tracking.use_experiment("prepare")
-    with tracking.start_run(f"prepare-{args.out.rstrip('/').split('/')[-1]}"):
+    with tracking.start_run(f"prepare-{args.out.rstrip('/').split('/')[-1]}") as run:
         report = prepare(args.photos, args.out, image_region=args.image_region or None, cache_dir=args.cache_dir,
-                         max_failure_share=args.max_failure_share, workers=args.workers)
+                         max_failure_share=args.max_failure_share, workers=args.workers, run=run)
     print(f"faceattr: prepare: {report.counts()} failure share {report.failure_share:.3f} "
           f"in {report.seconds:.1f}s; report in {report.out}/report.json, failures in {report.out}/failures.csv")
     if report.failure_share >= args.max_failure_share and report.failures:

@@ -62,22 +62,22 @@ def train(config: dict, register: bool = True) -> Outcome:
     prepared = prepare(config)
     tracking.use_experiment(config["name"])
     run_name = f"{config['name']}-{models.widths(config)}-s{config['train']['seed']}"
-    with tracking.recorded_run(config["name"], run_name, tags=tracking.run_tags(config, prepared.data)):
-        outcome = fit_and_log(prepared)
+    with tracking.recorded_run(config["name"], run_name, tags=tracking.run_tags(config, prepared.data)) as run:
+        outcome = fit_and_log(prepared, run)
         if register:
-            registered = tracking.register_model(outcome.model_uri, config["name"])
+            registered = run.register_model(outcome.model_uri, config["name"])
             outcome.version = registered.version if registered else None
-    outcome.outbox = tracking.last_outbox()
+    outcome.outbox = run.outbox
     return outcome
 
 
-def fit_and_log(prepared: Prepared, model: keras.Model | None = None, callbacks=(),
+def fit_and_log(prepared: Prepared, run: tracking.Run, model: keras.Model | None = None, callbacks=(),
                 log_model: bool = True, initial_epoch: int = 0) -> Outcome:
-    """Inside an active run: log params and data, fit, evaluate, log metrics, plots and the model."""
+    """Into `run` (the active one): log params and data, fit, evaluate, log metrics, plots and the model."""
     config, splits = prepared.config, prepared.splits
     task = tasks.of(config)
-    tracking.log_config(config)
-    tracking.log_data(prepared.data)
+    tracking.log_config(run, config)
+    tracking.log_data(run, prepared.data)
     kind = evaluate.baseline_kind(splits["train"].frame.get("gender", []), splits["val"].frame.get("gender", []))
     keras.utils.set_random_seed(config["train"]["seed"])
     model = model if model is not None else models.build(config)
@@ -86,17 +86,17 @@ def fit_and_log(prepared: Prepared, model: keras.Model | None = None, callbacks=
         weights = task.class_weights(config, splits["train"].labels)
         params["class_weights"] = "none" if weights is None else " ".join(f"{k}:{v:.4g}" for k, v in weights.items())
     params["model.trainable_parameters"] = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    tracking.log_params(params)   # through the outbox, like every other param
+    run.log_params(params)   # through the outbox, like every other param
     history = fit(model, config, splits["train"], splits["val"],
-                  callbacks=[tracking.EpochMetrics(), *callbacks], initial_epoch=initial_epoch)
+                  callbacks=[run.epoch_metrics(), *callbacks], initial_epoch=initial_epoch)
     metrics, tags, first_outputs, val_scores = assess(model, config, splits)
     metrics["epochs_trained"] = len(history.history["loss"])
-    tracking.log_results(metrics, tags, first_outputs)
+    tracking.log_results(run, metrics, tags, first_outputs)
     if task.reads_gender:
-        tracking.log_plots(history.history, task.truth(splits["val"].labels), val_scores, config["target"])
+        tracking.log_plots(run, history.history, task.truth(splits["val"].labels), val_scores, config["target"])
     model_uri = None
     if log_model:
-        info = tracking.log_model(model, config, input_example(config, splits["val"]), prepared.gender_model)
+        info = run.log_model(model, config, input_example(config, splits["val"]), prepared.gender_model)
         model_uri = info.model_uri if info else None   # None: tracking failed, the model is in the outbox
     return Outcome(model, metrics, tags, model_uri)
 

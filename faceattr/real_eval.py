@@ -40,10 +40,10 @@ def evaluate_set(name: str, split: str = "content", epochs: int = 40, data_root=
     prepared = experiment.prepare(config)
     tracking.use_experiment("evaluate-real")
     with tracking.start_run(f"{name}-{split}", tags={"faceattr.experiment": exp, "faceattr.data": name,
-                                                     "faceattr.split": split}):
-        outcome = experiment.fit_and_log(prepared, log_model=False)
+                                                     "faceattr.split": split}) as run:
+        outcome = experiment.fit_and_log(prepared, run, log_model=False)
         figures = summarise(outcome.model, config, prepared)
-        tracking.log_metrics({f"real_{k}": v for k, v in figures.items() if isinstance(v, (int, float))})
+        run.log_metrics({f"real_{k}": v for k, v in figures.items() if isinstance(v, (int, float))})
     counts = prepared.data.frame["split"].value_counts().to_dict()
     return {"set": name, "split": split, "experiment": exp, "epochs_trained": int(outcome.metrics["epochs_trained"]),
             "n_train": counts.get("train", 0), "n_val": counts.get("val", 0), "n_test": counts.get("test", 0),

@@ -108,16 +108,16 @@ class FaceattrHyperModel(kt.HyperModel):
         keras.utils.set_random_seed(config["train"]["seed"])  # the same widths always start alike
         return models.build(config)
 
-    def fit(self, hp, model, *args, epochs=None, initial_epoch=0, callbacks=(), **kwargs):
-        """Train inside the trial's child run; return {val_loss}, penalised when the model collapsed."""
+    def fit(self, hp, model, *args, run: tracking.Run, epochs=None, initial_epoch=0, callbacks=(), **kwargs):
+        """Train into the trial's child `run`; return {val_loss}, penalised when the model collapsed."""
         config = apply(self.prepared.config, hp.values)
         config["train"]["epochs"] = int(epochs or config["train"]["epochs"])
         best = _MinValLoss()
-        outcome = experiment.fit_and_log(dataclasses.replace(self.prepared, config=config), model=model,
+        outcome = experiment.fit_and_log(dataclasses.replace(self.prepared, config=config), run, model=model,
                                          callbacks=[*callbacks, best], log_model=False,
                                          initial_epoch=int(initial_epoch))
         objective = best.value + (COLLAPSE_PENALTY if outcome.tags["collapsed"] == "true" else 0.0)
-        tracking.log_metrics({"tuner_objective": objective})
+        run.log_metrics({"tuner_objective": objective})
         return {OBJECTIVE: objective}
 
 
@@ -148,12 +148,12 @@ class _Tracked:
         tags = {**ctx.tags, ROLE: "trial", TRIAL_ID: str(trial.trial_id),
                 "faceattr.tuner_id": str(self.tuner_id), "faceattr.widths": widths}
         with tracking.start_run(f"{ctx.config['name']}-trial-{trial.trial_id}-{widths}", nested=True,
-                              parent_run_id=ctx.parent_run_id, experiment_id=ctx.experiment_id, tags=tags):
-            tracking.log_params({f"hp.{k.replace('/', '.')}": v for k, v in values.items()})
-            try:
-                return super().run_trial(trial, *args, **kwargs)
+                                parent_run_id=ctx.parent_run_id, experiment_id=ctx.experiment_id, tags=tags) as run:
+            run.log_params({f"hp.{k.replace('/', '.')}": v for k, v in values.items()})
+            try:   # keras-tuner hands `run` on to FaceattrHyperModel.fit
+                return super().run_trial(trial, *args, run=run, **kwargs)
             except Exception as exc:
-                tracking.set_tags({"faceattr.error": f"{type(exc).__name__}: {exc}"[:4000]})
+                run.set_tags({"faceattr.error": f"{type(exc).__name__}: {exc}"[:4000]})
                 raise   # leaving the `with` marks the run FAILED; keras-tuner records the trial failed
 
 
@@ -218,17 +218,17 @@ def tune(config: dict, tuner: str = "hyperband", max_trials: int = 10, factor: i
     tags = {**tracking.run_tags(config, prepared.data), SEARCH_ID: state["search_id"],
             TUNING_DIR: str(project_dir)}
     with tracking.start_run(f"{config['name']}-tune-{tuner}", tags={**tags, ROLE: "search"}) as parent:
-        run_id, experiment_id = parent.info.run_id, parent.info.experiment_id
+        run_id, experiment_id = parent.run_id, parent.experiment_id
         _write_state(project_dir, {**state, "parent_run_id": run_id})
         earlier = _close_earlier_runs(experiment_id, state["search_id"], run_id)
         if earlier:
-            tracking.set_tags({RESUMED_FROM: earlier})
-        tracking.log_config(config)
+            parent.set_tags({RESUMED_FROM: earlier})
+        tracking.log_config(parent, config)
         planned = hyperband_trials(config["train"]["epochs"], factor) if tuner == "hyperband" else max_trials
-        tracking.log_params({"tuning.tuner": tuner, "tuning.factor": factor, "tuning.repeats": repeats,
+        parent.log_params({"tuning.tuner": tuner, "tuning.factor": factor, "tuning.repeats": repeats,
                            "tuning.max_epochs": config["train"]["epochs"], "tuning.planned_trials": planned,
                            "tuning.directory": str(project_dir), "tuning.search_id": state["search_id"]})
-        tracking.log_metrics({"planned_trials": planned})
+        parent.log_metrics({"planned_trials": planned})
         tuner_obj.setup(Search(config, run_id, experiment_id, tags))
         started = time.time()
         error = None
@@ -236,10 +236,10 @@ def tune(config: dict, tuner: str = "hyperband", max_trials: int = 10, factor: i
             tuner_obj.search(epochs=config["train"]["epochs"], verbose=config["train"]["verbose"])
         except RuntimeError as exc:   # keras-tuner's "consecutive failures exceeded the limit"
             error = exc
-        tracking.log_metrics({"search_seconds": time.time() - started})
-        best = _choose_best(tuner_obj.oracle, experiment_id, state["search_id"], error)
-        _log_best(best, config)
-        summary = _repeat_and_register(prepared, config, best, repeats, tags)
+        parent.log_metrics({"search_seconds": time.time() - started})
+        best = _choose_best(parent, tuner_obj.oracle, state["search_id"], error)
+        _log_best(parent, best, config)
+        summary = _repeat_and_register(parent, prepared, config, best, repeats, tags)
         return {"parent_run_id": run_id, "resumed_from": earlier, **best["summary"], **summary}
 
 
@@ -308,18 +308,18 @@ def _close_earlier_runs(experiment_id: str, search_id: str, current: str) -> str
     return parents[-1].info.run_id if parents else None
 
 
-def _choose_best(oracle, experiment_id: str, search_id: str, error: Exception | None) -> dict:
+def _choose_best(parent: tracking.Run, oracle, search_id: str, error: Exception | None) -> dict:
     """The best completed, not collapsed trial of the whole search (earlier attempts included)."""
     trials = list(oracle.trials.values())
     done = [t for t in trials if t.status == "COMPLETED"]
     failed = [t for t in trials if t.status in ("FAILED", "INVALID")]
     runs = {}
-    for run in _runs(experiment_id, search_id, f"tags.`{ROLE}` = 'trial' and attributes.status = 'FINISHED'"):
+    for run in _runs(parent.experiment_id, search_id, f"tags.`{ROLE}` = 'trial' and attributes.status = 'FINISHED'"):
         runs[run.data.tags[TRIAL_ID]] = run   # a retried trial: its last finished run
     epochs = sum(int(r.data.metrics.get("epochs_trained", 0)) for r in runs.values())
     collapsed = [t for t in done if runs.get(t.trial_id) is None
                  or runs[t.trial_id].data.tags.get("collapsed") == "true"]
-    tracking.log_metrics({"trials": len(trials), "trials_completed": len(done), "trials_failed": len(failed),
+    parent.log_metrics({"trials": len(trials), "trials_completed": len(done), "trials_failed": len(failed),
                         "trials_collapsed": len(collapsed), "epochs_total": epochs})
     if not done:
         first = min(failed, key=lambda t: t.trial_id) if failed else None
@@ -336,18 +336,18 @@ def _choose_best(oracle, experiment_id: str, search_id: str, error: Exception | 
                         "best_trial": trial.trial_id, "best_run_id": runs[trial.trial_id].info.run_id}}
 
 
-def _log_best(best: dict, config: dict) -> None:
+def _log_best(parent: tracking.Run, best: dict, config: dict) -> None:
     metrics = best["run"].data.metrics
-    tracking.log_params({f"best.{k}": v for k, v in best["values"].items()})
-    tracking.log_params({"best.trial_id": best["trial"].trial_id, "best.run_id": best["run"].info.run_id,
+    parent.log_params({f"best.{k}": v for k, v in best["values"].items()})
+    parent.log_params({"best.trial_id": best["trial"].trial_id, "best.run_id": best["run"].info.run_id,
                        "best.widths": models.widths(apply(config, best["values"]))})
     keys = headline_metrics(config)
-    tracking.log_metrics({f"best_{k}": metrics[k] for k in keys if k in metrics})
-    tracking.log_metrics({f"best_{OBJECTIVE}": best["trial"].score})
+    parent.log_metrics({f"best_{k}": metrics[k] for k in keys if k in metrics})
+    parent.log_metrics({f"best_{OBJECTIVE}": best["trial"].score})
     best["summary"].update({f"best_{k}": metrics[k] for k in keys if k in metrics})
 
 
-def _repeat_and_register(prepared, config: dict, best: dict, repeats: int, tags: dict) -> dict:
+def _repeat_and_register(parent: tracking.Run, prepared, config: dict, best: dict, repeats: int, tags: dict) -> dict:
     """Retrain the best configuration with seeds 0..repeats-1; register the median run's model."""
     keys = headline_metrics(config)
     outcomes = []
@@ -357,24 +357,23 @@ def _repeat_and_register(prepared, config: dict, best: dict, repeats: int, tags:
         with tracking.start_run(f"{config['name']}-repeat-s{seed}-{models.widths(cfg)}",
                               nested=True, tags={**tags, ROLE: "repeat", "faceattr.seed": str(seed),
                                                  "faceattr.widths": models.widths(cfg)}) as run:
-            outcome = experiment.fit_and_log(dataclasses.replace(prepared, config=cfg))
-            outcomes.append((outcome, run.info.run_id, seed))
+            outcome = experiment.fit_and_log(dataclasses.replace(prepared, config=cfg), run)
+            outcomes.append((outcome, run.run_id, seed))
     figures = {}
     for key in keys:
         values = np.array([o.metrics.get(key, np.nan) for o, _, _ in outcomes], float)
         figures[f"repeat_{key}_mean"] = float(np.mean(values))
         figures[f"repeat_{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    tracking.log_metrics(figures)
+    parent.log_metrics(figures)
     # The median by the headline metric: a typical retrain, not the luckiest seed.
     ordered = sorted(outcomes, key=lambda o: o[0].metrics.get(keys[0], np.nan))
     median, median_run, median_seed = ordered[(len(ordered) - 1) // 2]
-    version = tracking.register_model(median.model_uri, config["name"])
-    parent = tracking.active_run_id()
+    version = parent.register_model(median.model_uri, config["name"])
     registry.record(config["name"], str(version.version), {
         key: str(value) for key, value in {**figures, "repeats": repeats, "repeat_seed": median_seed,
-                                           "repeat_run_id": median_run, "tuning_run_id": parent,
+                                           "repeat_run_id": median_run, "tuning_run_id": parent.run_id,
                                            SEARCH_ID: tags[SEARCH_ID]}.items()})
-    tracking.set_tags({"faceattr.registered_version": version.version, "faceattr.median_run_id": median_run})
+    parent.set_tags({"faceattr.registered_version": version.version, "faceattr.median_run_id": median_run})
     return {**figures, "registered_model": config["name"], "version": version.version,
             "median_run_id": median_run, "model_uri": median.model_uri}
 

@@ -28,8 +28,8 @@ def run_pipeline(models: list[str], epochs: str = "", data: str = "synthetic", d
         + (["--data.size", data_size] if data_size else []) + list(extra or [])
     summary: dict[str, str] = {}
     tracking.use_experiment("pipeline")
-    with tracking.start_run("pipeline"):
-        tracking.log_params({"models": ",".join(models), "epochs": epochs or "default", "data": data,
+    with tracking.start_run("pipeline") as run:
+        run.log_params({"models": ",".join(models), "epochs": epochs or "default", "data": data,
                              "data_size": data_size or "default"})
         for model in models:
             for step in (["train", model, *train_args], ["promote", model]):
@@ -38,9 +38,9 @@ def run_pipeline(models: list[str], epochs: str = "", data: str = "synthetic", d
                 if step[0] == "promote" and code in (0, promote.REFUSED):
                     summary[model] = "promoted" if code == 0 else "refused"
                 elif code != 0:
-                    tracking.set_tags({"faceattr.failed_step": " ".join(step)})
+                    run.set_tags({"faceattr.failed_step": " ".join(step)})
                     print(f"faceattr pipeline: `{' '.join(step)}` failed (exit {code}); stopping", file=sys.stderr)
                     return code
-            tracking.set_tags({f"faceattr.{model}": summary[model]})
+            run.set_tags({f"faceattr.{model}": summary[model]})
     print(f"faceattr pipeline: done: {summary}")
     return 0

@@ -23,13 +23,13 @@ def dead_server(tracking, tmp_path, monkeypatch):
 
 
 def test_a_dead_server_leaves_the_run_in_the_outbox_and_sync_uploads_it(dead_server, tracking, tmp_path, capsys):
-    with tr.recorded_run("eyes", "eyes-test", tags={"faceattr.experiment": "eyes"}):
-        tr.log_params({"train.epochs": 3, "model.dense_0": 8})
+    with tr.recorded_run("eyes", "eyes-test", tags={"faceattr.experiment": "eyes"}) as run:
+        run.log_params({"train.epochs": 3, "model.dense_0": 8})
         for epoch in range(3):
-            tr.log_metrics({"loss": 1.0 / (epoch + 1), "val_loss": 2.0 / (epoch + 1)}, step=epoch)
-        tr.log_results({"val_mse": 0.1}, {"collapsed": "false"}, [0.5, 0.25])
-        assert tr.register_model(None, "eyes") is None
-    box = tr.last_outbox()
+            run.log_metrics({"loss": 1.0 / (epoch + 1), "val_loss": 2.0 / (epoch + 1)}, step=epoch)
+        tr.log_results(run, {"val_mse": 0.1}, {"collapsed": "false"}, [0.5, 0.25])
+        assert run.register_model(None, "eyes") is None
+    box = run.outbox
     assert box is not None and box.parent == tmp_path / "outbox"
     assert "training goes on" in capsys.readouterr().err
     assert json.loads((box / "artifacts" / "collapse_check.json").read_text())["first_training_outputs"] == [0.5, 0.25]
@@ -53,14 +53,14 @@ def test_no_failure_no_outbox_left(tracking, tmp_path, monkeypatch):
     monkeypatch.setenv("FACEATTR_OUTBOX", str(tmp_path / "outbox"))
     monkeypatch.setattr(outbox, "remote_tracking", lambda: True)
     monkeypatch.setattr(tr, "remote_tracking", lambda: True)
-    with tr.recorded_run("eyes", "eyes-ok"):
-        tr.log_metrics({"loss": 1.0}, step=0)
-    assert tr.last_outbox() is None and not any((tmp_path / "outbox").iterdir())
+    with tr.recorded_run("eyes", "eyes-ok") as run:
+        run.log_metrics({"loss": 1.0}, step=0)
+    assert run.outbox is None and not any((tmp_path / "outbox").iterdir())
 
 
 def test_code_errors_are_not_swallowed(tracking, tmp_path, monkeypatch):
     monkeypatch.setenv("FACEATTR_OUTBOX", str(tmp_path / "outbox"))
     monkeypatch.setattr(tr, "remote_tracking", lambda: True)
     with pytest.raises(ZeroDivisionError):
-        with tr.recorded_run("eyes", "eyes-bug"):
-            outbox.RECORDER.call("boom", lambda: 1 / 0)
+        with tr.recorded_run("eyes", "eyes-bug") as run:
+            run.recorder.call("boom", lambda: 1 / 0)

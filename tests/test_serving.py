@@ -108,8 +108,8 @@ def test_make_request_builds_a_ready_request(tmp_path):
 
 def test_predict_cli_scores_a_folder_and_reports_a_corrupt_file(tracking, tmp_path, capsys):
     cfg = config.load("eyes")
-    with mlflow.start_run():
-        info = tracking_module.log_model(models.build(cfg), cfg, pd.DataFrame([{"image": crop(), "kind": "crop"}]))
+    with tracking_module.start_run("eyes-untrained") as run:
+        info = run.log_model(models.build(cfg), cfg, pd.DataFrame([{"image": crop(), "kind": "crop"}]))
     photos = tmp_path / "photos"
     photos.mkdir()
     for i in range(3):

@@ -19,48 +19,131 @@ from pathlib import Path
 import keras
 import mlflow
 import numpy as np
+from mlflow.entities import RunTag
 
 from faceattr import config as config_module
 from faceattr import models, tasks
 from faceattr.data.loading import Data
-from faceattr.tracking.outbox import RECORDER, remote_tracking
-from faceattr.tracking.packaging import log_model  # noqa: F401  (the run's model: tracking.log_model)
+from faceattr.tracking import packaging
+from faceattr.tracking.outbox import Recorder, remote_tracking
 
 
 
-_experiment_we_set: str | None = None
+EXPERIMENT_WE_SET = "FACEATTR_EXPERIMENT_ID"   # the experiment id `use_experiment` set in this process
 
 
 def use_experiment(name: str) -> None:
     """Log to the MLflow experiment named after ours, unless `mlflow run` or the user chose one.
 
-    `mlflow.set_experiment` itself exports MLFLOW_EXPERIMENT_ID, so the id we set last is not
-    taken for the user's choice (else a second experiment in one process would log into the first).
+    `mlflow.set_experiment` itself exports MLFLOW_EXPERIMENT_ID, so the id we set last (remembered
+    beside it in the environment) is not taken for the user's choice (else a second experiment in
+    one process would log into the first).
     """
-    global _experiment_we_set
     env_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
     chosen = (os.environ.get("MLFLOW_RUN_ID") or os.environ.get("MLFLOW_EXPERIMENT_NAME")
-              or (env_id and env_id != _experiment_we_set))
+              or (env_id and env_id != os.environ.get(EXPERIMENT_WE_SET)))
     if not chosen:
-        _experiment_we_set = mlflow.set_experiment(name).experiment_id
+        os.environ[EXPERIMENT_WE_SET] = mlflow.set_experiment(name).experiment_id
 
 
+class Run:
+    """One MLflow run being written: every write goes through its methods. With a journal (`recorded_run`
+    against a remote server) each write is also kept in the local outbox, and after the first failed
+    call only kept there; `outbox` then names the folder `faceattr sync` uploads."""
+
+    def __init__(self, run_id: str, experiment_id: str, recorder: Recorder | None = None):
+        self.run_id, self.experiment_id = run_id, experiment_id
+        self.recorder = recorder or Recorder()
+        self.outbox: Path | None = None
+
+    def log_params(self, params: dict) -> None:
+        params = {k: str(v) for k, v in params.items()}
+        self.recorder.write({"op": "params", "params": params})
+        self.recorder.call("log params", mlflow.log_params, params, run_id=self.run_id)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        metrics = {k: float(v) for k, v in metrics.items()}
+        stamp = int(time.time() * 1000)
+        self.recorder.write({"op": "metrics", "metrics": metrics, "step": step, "timestamp": stamp})
+        self.recorder.call("log metrics", mlflow.log_metrics, metrics, step=step, timestamp=stamp, run_id=self.run_id)
+
+    def set_tags(self, tags: dict) -> None:
+        tags = {k: str(v) for k, v in tags.items()}
+        self.recorder.write({"op": "tags", "tags": tags})
+        self.recorder.call("set tags", mlflow.MlflowClient().log_batch, self.run_id,
+                           tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.recorder.call("log artifact", mlflow.MlflowClient().log_artifact, self.run_id, str(path), artifact_path)
+
+    def log_dict(self, content: dict, path: str) -> None:
+        if self.recorder.active:
+            self.recorder.artifact_path(path).write_text(json.dumps(content, indent=2))
+        self.recorder.call("log artifact", mlflow.MlflowClient().log_dict, self.run_id, content, path)
+
+    def log_figure(self, fig, path: str) -> None:
+        if self.recorder.active:
+            fig.savefig(self.recorder.artifact_path(path))
+        self.recorder.call("log artifact", mlflow.MlflowClient().log_figure, self.run_id, fig, path)
+
+    def log_model(self, model: keras.Model, config: dict, input_example, gender_model: keras.Model | None = None):
+        """The served model (tracking/packaging.py); None when tracking failed (it is kept in the outbox)."""
+        return packaging.log_model(self.recorder, model, config, input_example, gender_model)
+
+    def register_model(self, model_uri: str | None, name: str):
+        """A new version of registered model `name` (None when offline: `faceattr sync` registers it)."""
+        self.recorder.write({"op": "register", "name": name})
+        if model_uri is None:
+            return None
+        return self.recorder.call("register model", mlflow.register_model, model_uri, name)
+
+    def epoch_metrics(self) -> keras.callbacks.Callback:
+        return EpochMetrics(self)
+
+
+@contextlib.contextmanager
 def start_run(run_name: str, nested: bool = False, tags: dict | None = None, parent_run_id: str | None = None,
               experiment_id: str | None = None):
-    """Start (or, under `mlflow run`, resume) a run and name it; use as a context manager.
+    """Start (or, under `mlflow run`, resume) a run and name it; yields its `Run`.
     `nested` runs are children of the active run or of `parent_run_id` (tuning's trials)."""
-    run = mlflow.start_run(run_name=None if os.environ.get("MLFLOW_RUN_ID") and not nested else run_name,
-                           nested=nested, parent_run_id=parent_run_id, experiment_id=experiment_id)
-    mlflow.set_tags({"mlflow.runName": run_name, **(tags or {})})
-    return run
+    with mlflow.start_run(run_name=None if os.environ.get("MLFLOW_RUN_ID") and not nested else run_name,
+                          nested=nested, parent_run_id=parent_run_id, experiment_id=experiment_id) as active:
+        mlflow.set_tags({"mlflow.runName": run_name, **(tags or {})})
+        yield Run(active.info.run_id, active.info.experiment_id)
 
 
-def in_run() -> bool:
-    return mlflow.active_run() is not None
+@contextlib.contextmanager
+def recorded_run(experiment: str, run_name: str, tags: dict | None = None):
+    """`start_run` for `faceattr train`: with a remote tracking URI, through the outbox (outbox.py).
 
-
-def active_run_id() -> str:
-    return mlflow.active_run().info.run_id
+    Yields the `Run`; after the block its `outbox` is the folder holding the run when tracking failed
+    on the way (else None).
+    """
+    if not remote_tracking():
+        with start_run(run_name, tags=tags) as run:
+            yield run
+        return
+    recorder = Recorder()
+    recorder.begin(experiment, run_name, tags or {})
+    active = recorder.call("start run", mlflow.start_run,
+                           run_name=None if os.environ.get("MLFLOW_RUN_ID") else run_name)
+    if active is not None:
+        recorder.call("set tags", mlflow.set_tags, {"mlflow.runName": run_name, **(tags or {})})
+    run = Run(active.info.run_id if active else "", active.info.experiment_id if active else "", recorder)
+    ok = False
+    try:
+        yield run
+        ok = True
+    finally:
+        if recorder.failed:
+            while mlflow.active_run():   # pops the run even when the server cannot be told
+                try:
+                    mlflow.end_run("FINISHED" if ok else "FAILED")
+                except Exception:
+                    pass
+        else:
+            recorder.call("end run", mlflow.end_run, "FINISHED" if ok else "FAILED")
+        run.outbox = recorder.finish(ok)
 
 
 def get_run(run_id: str):
@@ -77,10 +160,6 @@ def find_runs(experiment_id: str, query: str) -> list:
 def set_terminated(run_id: str, status: str) -> None:
     """End a run other than the active one (KILLED: one a killed earlier attempt left RUNNING)."""
     mlflow.MlflowClient().set_terminated(run_id, status)
-
-
-def log_artifact(path: Path, artifact_path: str | None = None) -> None:
-    RECORDER.call("log artifact", mlflow.log_artifact, str(path), artifact_path)
 
 
 class audit_run:
@@ -131,100 +210,33 @@ class audit_run:
         return False
 
 
-@contextlib.contextmanager
-def recorded_run(experiment: str, run_name: str, tags: dict | None = None):
-    """`start_run` for `faceattr train`: with a remote tracking URI, through the outbox (outbox.py).
-
-    Yields the outbox directory holding the run when tracking failed on the way (else None): read
-    `RECORDER`'s state after the block through `last_outbox()`.
-    """
-    global _LAST_OUTBOX
-    _LAST_OUTBOX = None
-    if not remote_tracking():
-        with start_run(run_name, tags=tags) as run:
-            yield run
-        return
-    RECORDER.begin(experiment, run_name, tags or {})
-    RECORDER.call("start run", start_run, run_name, tags=tags)
-    ok = False
-    try:
-        yield mlflow.active_run()
-        ok = True
-    finally:
-        if RECORDER.failed:
-            while mlflow.active_run():   # pops the run even when the server cannot be told
-                try:
-                    mlflow.end_run("FINISHED" if ok else "FAILED")
-                except Exception:
-                    pass
-        else:
-            RECORDER.call("end run", mlflow.end_run, "FINISHED" if ok else "FAILED")
-        _LAST_OUTBOX = RECORDER.finish(ok)
-
-
-_LAST_OUTBOX: Path | None = None
-
-
-def last_outbox() -> Path | None:
-    """The outbox of the last `recorded_run` if its tracking failed (sync it with `faceattr sync`)."""
-    return _LAST_OUTBOX
-
-
-def log_params(params: dict) -> None:
-    params = {k: str(v) for k, v in params.items()}
-    RECORDER.write({"op": "params", "params": params})
-    RECORDER.call("log params", mlflow.log_params, params)
-
-
-def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
-    metrics = {k: float(v) for k, v in metrics.items()}
-    stamp = int(time.time() * 1000)
-    RECORDER.write({"op": "metrics", "metrics": metrics, "step": step, "timestamp": stamp})
-    RECORDER.call("log metrics", mlflow.log_metrics, metrics, step=step, timestamp=stamp)
-
-
-def set_tags(tags: dict) -> None:
-    tags = {k: str(v) for k, v in tags.items()}
-    RECORDER.write({"op": "tags", "tags": tags})
-    RECORDER.call("set tags", mlflow.set_tags, tags)
-
-
-def register_model(model_uri: str | None, name: str):
-    """A new version of registered model `name` (None when offline: `faceattr sync` registers it)."""
-    RECORDER.write({"op": "register", "name": name})
-    if model_uri is None:
-        return None
-    return RECORDER.call("register model", mlflow.register_model, model_uri, name)
-
-
 def run_tags(config: dict, data: Data) -> dict[str, str]:
     """Tags that say what ran, the same names on every run."""
     return {"faceattr.experiment": config["name"], "faceattr.data": data.name,
             "faceattr.widths": models.widths(config), "faceattr.seed": str(config["train"]["seed"])}
 
 
-def log_config(config: dict) -> None:
+def log_config(run: Run, config: dict) -> None:
     """Every key of the resolved config as a dotted param (`train.epochs`).
 
     `mlflow run` has already logged each `-P` value; a `-P model.dense_0=64` names a config key, so
     that key is skipped here (it holds the same value) rather than logged twice, which MLflow refuses.
     """
-    run = mlflow.active_run()
-    found = RECORDER.call("get run", mlflow.get_run, run.info.run_id) if run else None
+    found = run.recorder.call("get run", mlflow.get_run, run.run_id) if run.run_id else None
     logged = found.data.params if found else {}
-    log_params({k: str(v) for k, v in config_module.flatten(config).items() if k not in logged})
+    run.log_params({k: str(v) for k, v in config_module.flatten(config).items() if k not in logged})
 
 
-def log_data(data: Data) -> None:
+def log_data(run: Run, data: Data) -> None:
     """The data set as an MLflow input (name, digest, size) and its split sizes as params."""
     table = data.frame.drop(columns=["path"]).assign(path=[Path(p).name for p in data.frame["path"]])
     with warnings.catch_warnings():  # schema-inference hints about this table are not the user's concern
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(table, source=data.source, name=data.name)
-    RECORDER.call("log input", _log_input, dataset)
+    run.recorder.call("log input", _log_input, dataset)   # into the active run: `run`
     counts = data.frame["split"].value_counts()
-    log_params({"data.name": data.name, "data.digest": data.digest, "data.rows": len(data.frame),
-                       **{f"data.n_{s}": int(counts.get(s, 0)) for s in ("train", "val", "test")}})
+    run.log_params({"data.name": data.name, "data.digest": data.digest, "data.rows": len(data.frame),
+                    **{f"data.n_{s}": int(counts.get(s, 0)) for s in ("train", "val", "test")}})
 
 
 def _log_input(dataset) -> None:
@@ -248,24 +260,25 @@ class EpochMetrics(keras.callbacks.Callback):
     Accuracy is renamed so the per-epoch series never mixes with the final `val_accuracy`.
     """
 
+    def __init__(self, run: Run):
+        super().__init__()
+        self.run = run
+
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
         metrics = {"loss": logs["loss"], "val_loss": logs.get("val_loss", float("nan")),
                    "lr": keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)}
         metrics.update({f"epoch_{k}": v for k, v in logs.items() if "accuracy" in k})
-        log_metrics({k: float(v) for k, v in metrics.items()}, step=epoch)
+        self.run.log_metrics({k: float(v) for k, v in metrics.items()}, step=epoch)
 
 
-def log_results(metrics: dict[str, float], tags: dict[str, str], first_outputs: list[float]) -> None:
-    log_metrics(metrics)
-    set_tags(tags)
-    content = {"first_training_outputs": first_outputs}
-    if RECORDER.active:
-        RECORDER.artifact_path("collapse_check.json").write_text(json.dumps(content, indent=2))
-    RECORDER.call("log artifact", mlflow.log_dict, content, "collapse_check.json")
+def log_results(run: Run, metrics: dict[str, float], tags: dict[str, str], first_outputs: list[float]) -> None:
+    run.log_metrics(metrics)
+    run.set_tags(tags)
+    run.log_dict({"first_training_outputs": first_outputs}, "collapse_check.json")
 
 
-def log_plots(history: dict, y_true: np.ndarray, y_pred: np.ndarray, target: str) -> None:
+def log_plots(run: Run, history: dict, y_true: np.ndarray, y_pred: np.ndarray, target: str) -> None:
     """Learning curves and predicted-vs-true on validation, as PNG artifacts."""
     import matplotlib
 
@@ -277,7 +290,7 @@ def log_plots(history: dict, y_true: np.ndarray, y_pred: np.ndarray, target: str
         ax.plot(history.get(key, []), label=key)
     ax.set(xlabel="epoch", ylabel="loss", title="learning curves")
     ax.legend()
-    _log_figure(fig, "plots/learning_curves.png")
+    run.log_figure(fig, "plots/learning_curves.png")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(4, 4))
@@ -286,11 +299,5 @@ def log_plots(history: dict, y_true: np.ndarray, y_pred: np.ndarray, target: str
     ax.plot([0, 1], [0, 1], "k--", lw=1)
     ax.set(xlabel=f"true {target}", ylabel=f"predicted {target}", title="validation: predicted vs true",
            xlim=(-0.05, 1.05), ylim=(-0.05, 1.05))
-    _log_figure(fig, "plots/predicted_vs_true.png")
+    run.log_figure(fig, "plots/predicted_vs_true.png")
     plt.close(fig)
-
-
-def _log_figure(fig, path: str) -> None:
-    if RECORDER.active:
-        fig.savefig(RECORDER.artifact_path(path))
-    RECORDER.call("log artifact", mlflow.log_figure, fig, path)

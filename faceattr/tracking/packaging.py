@@ -13,16 +13,17 @@ import keras
 import mlflow
 
 from faceattr import tasks
-from faceattr.tracking.outbox import RECORDER
+from faceattr.tracking.outbox import Recorder
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 PINNED = ["mlflow==3.17.2", "tensorflow==2.21.0", "keras==3.15.1", "mtcnn==1.0.0", "numpy", "pandas", "pillow",
           "pyyaml", "pydantic", "scikit-learn", "scipy"]
 
 
-def log_model(model: keras.Model, config: dict, input_example, gender_model: keras.Model | None = None,
-              registered_model_name: str | None = None):
-    """Log the photo-taking pyfunc (see serving.py) carrying the Keras model(s) and faceattr's code.
+def log_model(recorder: Recorder, model: keras.Model, config: dict, input_example,
+              gender_model: keras.Model | None = None):
+    """Log the photo-taking pyfunc (faceattr/serving) carrying the Keras model(s) and faceattr's code
+    into the active run; when `recorder`'s tracking failed, keep it in the outbox instead (None).
 
     A pyfunc rather than `mlflow.keras.log_model`: it takes photos, and the keras flavour crashes
     when given an input example (MLflow issue #16183).
@@ -37,11 +38,9 @@ def log_model(model: keras.Model, config: dict, input_example, gender_model: ker
         if gender_model is not None:
             artifacts["gender_model"] = str(Path(tmp, "gender_model.keras"))
             gender_model.save(artifacts["gender_model"])
-        if not RECORDER.active:
-            return _log_pyfunc(artifacts, spec, input_example, registered_model_name)
-        info = RECORDER.call("log model", _log_pyfunc, artifacts, spec, input_example, registered_model_name)
+        info = recorder.call("log model", _log_pyfunc, artifacts, spec, input_example)
         if info is None:   # offline: keep what `faceattr sync` needs to log the same model
-            keep = RECORDER.dir / "model"
+            keep = recorder.dir / "model"
             keep.mkdir(exist_ok=True)
             for path in artifacts.values():
                 shutil.copy2(path, keep / Path(path).name)
@@ -50,13 +49,13 @@ def log_model(model: keras.Model, config: dict, input_example, gender_model: ker
         return info
 
 
-def _log_pyfunc(artifacts: dict, spec: dict, input_example, registered_model_name: str | None = None):
+def _log_pyfunc(artifacts: dict, spec: dict, input_example):
     from faceattr.serving import FaceattrModel, signature
 
     return mlflow.pyfunc.log_model(
         name="model", python_model=FaceattrModel(), artifacts=artifacts, code_paths=[str(PACKAGE_DIR)],
         signature=signature(spec), input_example=input_example,
-        pip_requirements=PINNED, registered_model_name=registered_model_name)
+        pip_requirements=PINNED)
 
 
 def log_saved_model(folder: Path):

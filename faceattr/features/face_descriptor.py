@@ -96,7 +96,7 @@ _models: Models | None = None
 
 
 def models() -> Models:
-    """dlib's detector, landmark model and network (~0.5 s and ~100 MB the first time in a process)."""
+    """dlib's detector, landmark model and network (~1 s and ~50 MB, once per process)."""
     global _models
     with _load_lock:
         if _models is None:
@@ -116,7 +116,7 @@ def _load() -> Models:
                       dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location()),
                       dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location()))
     except RuntimeError as exc:  # a model file missing or damaged
-        raise FaceattrError(f"dlib cannot load face_recognition_models' files ({exc}): reinstall them, {INSTALL}") from exc
+        raise FaceattrError(f"dlib cannot load face_recognition_models' files ({exc}); reinstall: {INSTALL}") from exc
 
 
 # --- one face --------------------------------------------------------------------------------------
@@ -214,14 +214,18 @@ def _parse_boxes(paths: list[str], boxes: list) -> list:
         raise DataError(f"{len(boxes)} face boxes for {len(paths)} photos")
     parsed, bad = [], []
     for path, box in zip(paths, boxes):
-        missing = box is None or (isinstance(box, float) and math.isnan(box)) or (isinstance(box, str) and not box.strip())
         try:
-            parsed.append(None if missing else parse_box(box))
+            parsed.append(None if _no_box(box) else parse_box(box))
         except DataError as exc:
             bad.append(f"{path}: {exc}")
     if bad:
         raise DataError(f"{len(bad)} bad face boxes:\n" + "\n".join(bad[:20]))
     return parsed
+
+
+def _no_box(box) -> bool:
+    """None, or what an empty manifest cell reads as (NaN, "")."""
+    return box is None or (isinstance(box, float) and math.isnan(box)) or (isinstance(box, str) and not box.strip())
 
 
 def _describe_file(path: str, box, find_faces: bool, settings: Alignment, root: Path) -> np.ndarray:
@@ -324,7 +328,7 @@ def cosine_baseline_scores(train_descriptors_of_target, descriptors) -> np.ndarr
     train = np.asarray(train_descriptors_of_target, dtype=np.float64)
     x = np.asarray(descriptors, dtype=np.float64)
     if train.ndim != 2 or len(train) == 0 or x.ndim != 2 or x.shape[1] != train.shape[1]:
-        raise DataError(f"need (n >= 1, d) training descriptors and (N, d) descriptors, got {train.shape} and {x.shape}")
+        raise DataError(f"need (n >= 1, d) training and (N, d) descriptors, got {train.shape} and {x.shape}")
     centre = train.mean(axis=0)
     norms = np.linalg.norm(x, axis=1) * np.linalg.norm(centre)
     return x @ centre / np.maximum(norms, 1e-12)

@@ -63,9 +63,13 @@ class Report:
         return out
 
 
+def cache_root() -> Path:
+    """$FACEATTR_CACHE, else ~/.cache/faceattr: the root of every cache faceattr can recompute."""
+    return Path(os.environ.get("FACEATTR_CACHE") or Path.home() / ".cache" / "faceattr").expanduser()
+
+
 def default_cache_dir() -> Path:
-    root = Path(os.environ.get("FACEATTR_CACHE") or Path.home() / ".cache" / "faceattr")
-    return root / "detections"
+    return cache_root() / "detections"
 
 
 def read_inputs(source, image_region: str | None = None) -> pd.DataFrame:

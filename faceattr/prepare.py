@@ -33,6 +33,7 @@ import pandas as pd
 from PIL import Image
 
 from faceattr.data import faces
+from faceattr.data.cache import cache_root
 from faceattr.data.manifest import BOX_COLUMNS, IMAGE_SUFFIXES, read_manifest
 from faceattr.data.regions import REGION_SIZES, crop_region, load_rgb, parse_box
 from faceattr.errors import DataError
@@ -61,11 +62,6 @@ class Report:
         for reason in REASONS:
             out[reason.replace(" ", "_")] = sum(f["reason"] == reason for f in self.failures)
         return out
-
-
-def cache_root() -> Path:
-    """$FACEATTR_CACHE, else ~/.cache/faceattr: the root of every cache faceattr can recompute."""
-    return Path(os.environ.get("FACEATTR_CACHE") or Path.home() / ".cache" / "faceattr").expanduser()
 
 
 def default_cache_dir() -> Path:

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from faceattr.data.cache import cache_root
 from faceattr.errors import ConfigError
 
 GENERATOR_VERSION = 3  # bump when drawing or labelling changes
@@ -393,7 +394,7 @@ def generate(out_dir, size=2000, seed=0, rounded=True, n_persons=None) -> Path:
 
 def default_dataset(size=2000, seed=0, rounded=True, cache_dir=None, n_persons=None) -> Path:
     """The cached default data set (generated once, then reused); returns its labels.csv path."""
-    root = Path(cache_dir or os.environ.get("FACEATTR_CACHE") or Path.home() / ".cache" / "faceattr")
+    root = Path(cache_dir) if cache_dir else cache_root()
     persons = "" if n_persons is None else f"-p{n_persons}"
     name = f"synthetic-v{GENERATOR_VERSION}-seed{seed}-n{size}{persons}-{'rounded' if rounded else 'continuous'}"
     final = root.expanduser() / name

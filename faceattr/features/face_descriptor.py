@@ -36,9 +36,9 @@ import numpy as np
 from PIL import Image
 
 from faceattr.data import faces
+from faceattr.data.cache import cache_root
 from faceattr.data.regions import load_rgb, parse_box
 from faceattr.errors import ConfigError, DataError, FaceattrError
-from faceattr.prepare import cache_root
 
 DIMENSIONS = 128
 INSTALL = "pip install dlib-bin face_recognition_models"

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import mlflow
 
+from faceattr.data.cache import cache_root
+
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                  "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
 JOURNAL = "journal.jsonl"
@@ -44,8 +46,7 @@ def http_defaults() -> None:
 def root() -> Path:
     if os.environ.get("FACEATTR_OUTBOX"):
         return Path(os.environ["FACEATTR_OUTBOX"]).expanduser()
-    cache = os.environ.get("FACEATTR_CACHE")
-    return (Path(cache).expanduser() if cache else Path.home() / ".cache" / "faceattr") / "outbox"
+    return cache_root() / "outbox"
 
 
 def remote_tracking() -> bool:

@@ -20,7 +20,8 @@ def evaluate(task, scores, split, train, collapse_threshold: float) -> dict:
     (its `.labels` and `.frame`), the baseline from `train`, and the collapse check:
     `collapse_std_ratio` and `collapsed` (bool)."""
     scores = np.asarray(scores, np.float64).reshape(-1)
-    found = task.metrics(scores, split.labels, split.frame, train.labels, train.frame)
+    found = {**task.metrics(scores, split.labels, split.frame, train.labels, train.frame),
+             **task.baselines(split, train)}
     ratio, collapsed = collapse_check(scores, task.truth(split.labels), collapse_threshold)
     return {**found, "collapse_std_ratio": ratio, "collapsed": collapsed}
 

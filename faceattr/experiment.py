@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
@@ -11,6 +11,7 @@ import pandas as pd
 from faceattr import evaluate, models, registry, serving, tasks, tracking
 from faceattr.data.loading import Data, Split, make_split, open_data
 from faceattr.data.tfdata import model_inputs
+from faceattr.features.face_descriptor import describe_data, example_face
 from faceattr.gender_input import gender_inputs
 from faceattr.train import fit
 
@@ -25,6 +26,7 @@ class Prepared:
     splits: dict[str, Split]
     gender_source: str
     gender_model: keras.Model | None
+    left_out: list = field(default_factory=list)   # photos left out: no usable face for the face descriptor
 
 
 @dataclass
@@ -41,10 +43,13 @@ def prepare(config: dict) -> Prepared:
     """Load and validate the data (errors before any compute), pick the gender input, split."""
     task = tasks.of(config)
     data = open_data(config, task)
+    descriptors, left_out = None, []
+    if models.reads(config) == "descriptor":
+        data, descriptors, left_out = describe_data(data)
     gender, source, gender_model = gender_inputs(config, data, _gender_champion)
     labels = task.labels(data.frame, config)
-    splits = {name: make_split(data, name, labels, gender) for name in SPLITS}
-    return Prepared(config, data, splits, source, gender_model)
+    splits = {name: make_split(data, name, labels, gender, descriptors) for name in SPLITS}
+    return Prepared(config, data, splits, source, gender_model, left_out)
 
 
 def _gender_champion():
@@ -82,6 +87,9 @@ def fit_and_log(prepared: Prepared, run: tracking.Run, model: keras.Model | None
     keras.utils.set_random_seed(config["train"]["seed"])
     model = model if model is not None else models.build(config)
     params = {"gender_source": prepared.gender_source, "baseline_kind": kind, "model.parameters": model.count_params()}
+    if prepared.left_out:   # photos without a usable face (face-descriptor backbones): counted, listed
+        params["data.left_out"] = len(prepared.left_out)
+        run.log_dict({"left_out": prepared.left_out}, "data/left_out.json")
     if task.balances_classes:   # how the class imbalance is handled (train.balance) and the weights
         weights = task.class_weights(config, splits["train"].labels)
         params["class_weights"] = "none" if weights is None else " ".join(f"{k}:{v:.4g}" for k, v in weights.items())
@@ -134,10 +142,15 @@ def assess(model: keras.Model, config: dict, splits: dict[str, Split]):
 
 
 def input_example(config: dict, split: Split):
-    """One request row as a served model takes it: a base64 PNG crop (and, for regressions, a gender)."""
+    """One request row as a served model takes it: a base64 PNG crop, or the photo for a model reading
+    face descriptors (and, for regressions, a gender)."""
     import pandas as pd
 
-    row = {"image": serving.encode_image(split.images[0]), "kind": "crop"}
+    if split.descriptors is not None:   # the face at full resolution: the descriptor is computed from it
+        image = serving.encode_image(example_face(split.frame))
+    else:
+        image = serving.encode_image(split.images[0])
+    row = {"image": image, "kind": "crop"}
     if tasks.of(config).reads_gender:
         row["gender"] = "female"
     return pd.DataFrame([row])

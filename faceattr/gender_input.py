@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from faceattr import tasks
-from faceattr.data.loading import UNKNOWN_GENDER, Data, gender_one_hot, has_gender_labels, load_crops, shows_faces
+from faceattr import models, tasks
+from faceattr.data.loading import UNKNOWN_GENDER, Data, gender_one_hot, has_gender_labels, shows_faces
 from faceattr.data.manifest import GENDERS
 from faceattr.errors import ConfigError, DataError
 
@@ -29,8 +29,7 @@ def gender_inputs(config: dict, data: Data, champion):
         found = champion()
         if found is not None:
             version, gender = found
-            faces, _ = load_crops(data.frame, "face")
-            return gender_model_probabilities(gender.model, faces), f"model:gender/{version.version}", gender.model
+            return gender.gender_of_rows(data.frame), f"model:gender/{version.version}", gender.model
     if mode == "model":
         raise ConfigError("data.gender=model: needs a registered gender model with alias 'champion' "
                           "and images that show faces (whole photos with face boxes, or face crops)")
@@ -42,8 +41,10 @@ def gender_inputs(config: dict, data: Data, champion):
 
 
 def gender_model_probabilities(gender_model, faces: np.ndarray) -> np.ndarray:
-    """(N, 2) [p_male, p_female] of a gender model on (N, 60, 60, 3) face crops."""
-    return np.asarray(gender_model.predict_on_batch({"image": np.asarray(faces, np.float32)}), np.float32)
+    """(N, 2) [p_male, p_female] of a gender model on what it reads of N faces: (N, 60, 60, 3) face crops
+    or (N, 128) face descriptors."""
+    faces = np.asarray(faces, np.float32)
+    return np.asarray(gender_model.predict_on_batch({models.input_name(gender_model): faces}), np.float32)
 
 
 def gender_probabilities(rows: pd.DataFrame, faces: list, gender_model=None) -> np.ndarray:

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from faceattr import evaluate
 from faceattr.data.loading import gender_one_hot
 from faceattr.data.manifest import GENDERS
 from faceattr.data.splits import identity_split_names, split_names
+from faceattr.features.face_descriptor import cosine_baseline_scores
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,11 @@ class Task:
 
     def metrics(self, scores, labels, frame: pd.DataFrame, train_labels, train_frame: pd.DataFrame) -> dict:
         raise NotImplementedError
+
+    def baselines(self, split, train) -> dict:
+        """Training-free baselines a model must beat, beside its metrics (the regressions' per-gender
+        mean is part of their metrics)."""
+        return {}
 
     def answer_columns(self, target: str) -> list[tuple[str, str]]:
         """(MLflow type, column) of the served answer."""
@@ -123,6 +130,7 @@ class Gender(Task):
     output = Output(2, "softmax", "gender_probability")
     loss = "categorical_crossentropy"
     compile_metrics = ("accuracy",)
+    backbones = ("cnn", "dlib-resnet")
     headline = ("val_accuracy",)
 
     def labels(self, frame, config):
@@ -154,7 +162,7 @@ class Identity(Task):
     output = Output(1, "sigmoid", "is_person")
     loss = "binary_crossentropy"
     compile_metrics = ("accuracy",)
-    backbones = ("mobilenetv2", "vgg16")
+    backbones = ("mobilenetv2", "vgg16", "dlib-resnet")
     headline = ("val_roc_auc", "val_accuracy")
     balances_classes = True
     pooled_prefixes = ("seen_", "unseen_")   # few photos per split: judge people over both
@@ -165,6 +173,15 @@ class Identity(Task):
 
     def metrics(self, scores, labels, frame, train_labels, train_frame):
         return evaluate.identity_metrics(scores, labels, frame["group"])
+
+    def baselines(self, split, train):
+        """With face descriptors: the ROC AUC of "cosine similarity to the mean descriptor of the target's
+        training photos". A head that cannot beat it has learned nothing."""
+        y = np.asarray(split.labels) >= 0.5
+        if split.descriptors is None or train.descriptors is None or y.all() or not y.any():
+            return {}
+        target = train.descriptors[np.asarray(train.labels) >= 0.5]
+        return {"cosine_baseline_roc_auc": float(roc_auc_score(y, cosine_baseline_scores(target, split.descriptors)))}
 
     def answer_columns(self, target):  # P(the trained person), that decision at 0.5, and who
         return [("double", "p_person"), ("boolean", "is_person"), ("string", "person")]

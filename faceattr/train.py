@@ -33,14 +33,17 @@ def fit(model: keras.Model, config: dict, train_split: Split, val_split: Split,
     """
     train, task = config["train"], tasks.of(config)
     compile_model(model, task, train["learning_rate"])
+    # Class weights (identity: ~1:30) weigh validation rows too, so early stopping and the LR schedule
+    # watch the loss being minimised, not one the negatives dominate.
+    weights = task.class_weights(config, train_split.labels)
     return model.fit(
         to_tf_dataset(train_split, train["batch_size"], task.reads_gender, shuffle_seed=train["seed"],
                       augment=train.get("augment", False) or False),
-        validation_data=to_tf_dataset(val_split, train["batch_size"], task.reads_gender),
+        validation_data=to_tf_dataset(val_split, train["batch_size"], task.reads_gender, class_weight=weights),
         epochs=train["epochs"],
         initial_epoch=initial_epoch,
         callbacks=schedule_callbacks(train) + list(callbacks or []),
         shuffle=False,  # the tf.data pipeline shuffles
-        class_weight=task.class_weights(config, train_split.labels),
+        class_weight=weights,
         verbose=train["verbose"],
     )

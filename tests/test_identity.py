@@ -136,9 +136,9 @@ def test_augmentation_applies_to_training_batches_only(monkeypatch):
     cfg = config.load("identity", {"epochs": 1, "train.verbose": 0})
     calls = []
 
-    def spy(split, batch_size, with_gender, shuffle_seed=None, augment=False):
+    def spy(split, batch_size, with_gender, shuffle_seed=None, augment=False, **rest):
         calls.append(augment)
-        return to_tf_dataset(split, batch_size, with_gender, shuffle_seed, augment)
+        return to_tf_dataset(split, batch_size, with_gender, shuffle_seed, augment, **rest)
 
     monkeypatch.setattr(train, "to_tf_dataset", spy)
     image = keras.Input((16, 16, 3), name="image")

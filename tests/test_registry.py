@@ -145,7 +145,7 @@ PROMOTER = textwrap.dedent("""
     SCORES = {"1": 0.05, "2": 0.04, "3": 0.03}
     promote.training_config = lambda version, eval_data=None: {
         "data": {"source": "fake"}, "evaluation": {"collapse_threshold": 0.25}}
-    promote.eval_set = lambda cfg: SimpleNamespace(name="fake", digest="0", test=[0] * 10)
+    promote.eval_set = lambda cfg, descriptors=False: SimpleNamespace(name="fake", digest="0", test=[0] * 10)
 
     def evaluate_version(version, data, threshold):
         time.sleep(0.5)   # a real evaluation takes time: widen the race window

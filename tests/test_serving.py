@@ -85,7 +85,7 @@ def test_whole_photos_are_cropped_like_prepare_and_read_by_the_bundled_gender_mo
     model = served("mouth")
     model.gender_model = models.build(config.load("gender"))
     raw = path.read_bytes()
-    mouth, face = model.crop(raw, "photo")
+    mouth, face = model.read(raw, "photo")
     boxes = faces.find_regions(raw)           # the prepare path: the same boxes, the same crop code
     assert np.array_equal(mouth, crop_region(load_rgb(raw), "mouth", parse_box(boxes["mouth_box"])))
     assert face.shape == (60, 60, 3)

@@ -38,6 +38,10 @@ class Data:
     def rows(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.frame["split"].to_numpy() == split)
 
+    def subset(self, keep: np.ndarray) -> "Data":
+        """The rows where `keep` is true (e.g. the photos a face descriptor could be computed for)."""
+        return Data(self.name, self.source, self.frame[keep].reset_index(drop=True), self.images[keep])
+
 
 @dataclass
 class Split:
@@ -46,12 +50,22 @@ class Split:
     gender: np.ndarray      # (N, 2) float32: [p_male, p_female] fed to regressions
     labels: np.ndarray      # what the task learns: (N,) float32, or (N, 2) one-hot for gender
     frame: pd.DataFrame     # the manifest rows, same order
+    descriptors: np.ndarray | None = None   # (N, 128) face descriptors, for a model that reads them
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def head(self, n: int) -> "Split":
-        return Split(self.images[:n], self.gender[:n], self.labels[:n], self.frame.iloc[:n])
+        return self.take(np.arange(min(n, len(self))))
+
+    def take(self, rows) -> "Split":
+        return Split(self.images[rows], self.gender[rows], self.labels[rows], self.frame.iloc[rows],
+                     None if self.descriptors is None else self.descriptors[rows])
+
+    @property
+    def model_input(self) -> tuple[str, np.ndarray]:
+        """The model's main input: ("descriptor", descriptors) when the split has them, else ("image", crops)."""
+        return ("image", self.images) if self.descriptors is None else ("descriptor", self.descriptors)
 
 
 def open_data(config: dict, task) -> Data:
@@ -96,11 +110,14 @@ def load_crops(frame: pd.DataFrame, region: str) -> tuple[np.ndarray, list[str]]
     return np.stack([crop for crop, _ in results]), [digest for _, digest in results]
 
 
-def make_split(data: Data, split: str, labels: np.ndarray, gender: np.ndarray) -> Split:
-    """One split's images, gender inputs and labels (`labels` and `gender` cover every row of `data`)."""
+def make_split(data: Data, split: str, labels: np.ndarray, gender: np.ndarray,
+               descriptors: np.ndarray | None = None) -> Split:
+    """One split's images, gender inputs and labels (`labels`, `gender` and `descriptors` cover every
+    row of `data`)."""
     rows = data.rows(split)
     return Split(images=data.images[rows], gender=gender[rows], labels=labels[rows],
-                 frame=data.frame.iloc[rows].reset_index(drop=True))
+                 frame=data.frame.iloc[rows].reset_index(drop=True),
+                 descriptors=None if descriptors is None else descriptors[rows])
 
 
 def has_gender_labels(frame: pd.DataFrame) -> bool:

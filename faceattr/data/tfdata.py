@@ -10,28 +10,37 @@ from faceattr.data.loading import Split
 
 def model_inputs(split: Split, with_gender: bool) -> dict[str, np.ndarray]:
     """The arrays a model's named inputs take (regressions also read the gender probability)."""
-    images = split.images.astype(np.float32)
-    return {"image": images, "gender": split.gender} if with_gender else {"image": images}
+    name, values = split.model_input
+    inputs = {name: values.astype(np.float32)}
+    return {**inputs, "gender": split.gender} if with_gender else inputs
 
 
 def to_tf_dataset(split: Split, batch_size: int, with_gender: bool, shuffle_seed: int | None = None,
-                  augment=False):
+                  augment=False, class_weight: dict[int, float] | None = None):
     """Cached, (optionally) shuffled, batched, prefetched tf.data pipeline of ({image[, gender]}, label).
 
-    `augment` (`train.augment`, training split only): see faceattr/data/augment.py.
+    `augment` (`train.augment`, training split only): see faceattr/data/augment.py; it changes
+    pixels, so a model reading face descriptors is not augmented.
+    `class_weight` ({0: w0, 1: w1}): each row also carries its class's weight (validation judged by
+    the same balanced loss the training split is fitted with).
     """
     import tensorflow as tf
 
-    inputs = {"image": split.images, "gender": split.gender} if with_gender else {"image": split.images}
-    ds = tf.data.Dataset.from_tensor_slices((inputs, split.labels)).cache()
+    name, values = split.model_input
+    inputs = {name: values, "gender": split.gender} if with_gender else {name: values}
+    columns = (inputs, split.labels)
+    if class_weight:
+        weights = np.where(np.asarray(split.labels).reshape(-1) >= 0.5, class_weight[1], class_weight[0])
+        columns = (inputs, split.labels, weights.astype(np.float32))
+    ds = tf.data.Dataset.from_tensor_slices(columns).cache()
     if shuffle_seed is not None:
         ds = ds.shuffle(len(split), seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     # uint8 is cached (4x less memory); the cast to float happens per batch
-    ds = ds.map(lambda x, y: ({**x, "image": tf.cast(x["image"], tf.float32)}, y),
+    ds = ds.map(lambda x, *rest: ({**x, name: tf.cast(x[name], tf.float32)}, *rest),
                 num_parallel_calls=tf.data.AUTOTUNE)
-    spec = augmentation.switches(augment)
+    spec = augmentation.switches(augment) if name == "image" else {}
     if spec:
-        ds = ds.map(lambda x, y: ({**x, "image": augmentation.augment(x["image"], spec, shuffle_seed)}, y),
+        ds = ds.map(lambda x, *rest: ({**x, "image": augmentation.augment(x["image"], spec, shuffle_seed)}, *rest),
                     num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -332,3 +332,64 @@ def cosine_baseline_scores(train_descriptors_of_target, descriptors) -> np.ndarr
     centre = train.mean(axis=0)
     norms = np.linalg.norm(x, axis=1) * np.linalg.norm(centre)
     return x @ centre / np.maximum(norms, 1e-12)
+
+
+MAX_FAILURE_SHARE = 0.1   # as `faceattr prepare`'s default: beyond this a data set is refused
+
+
+def describe_rows(frame, max_failure_share: float = MAX_FAILURE_SHARE, progress: bool = True):
+    """Descriptors of a data set's photos (manifest rows: `path`, and `face_box` for whole photos; a
+    face crop or a photo without a box is searched whole), which rows have one, and the failures.
+
+    Returns (descriptors (N, 128), kept (N,) bool, failures [{"path", "reason", "detail"}]). When at
+    least `max_failure_share` of the photos fail, DataError lists every failure (file and reason) before
+    any training, as `faceattr prepare` reports them.
+    """
+    boxes = None
+    if "face_box" in frame:
+        boxes = [box if region == "photo" else None for box, region in zip(frame["face_box"], frame["image_region"])]
+    found, failures = describe_files(list(frame["path"]), boxes, progress=progress)
+    kept = ~np.isnan(found).any(axis=1)
+    if failures and len(failures) >= max_failure_share * len(frame):
+        listed = "\n".join(f"  {f['path']}: {f['reason']} ({f['detail']})" for f in failures[:50])
+        more = f"\n  ... and {len(failures) - 50} more" if len(failures) > 50 else ""
+        raise DataError(f"{len(failures)} of {len(frame)} photos ({len(failures) / len(frame):.0%}) have no usable "
+                        f"face for the face descriptor (the limit is {max_failure_share:.0%}):\n{listed}{more}")
+    return found, kept, failures
+
+
+def describe_data(data, progress: bool = True):
+    """A data set (data/loading.Data) restricted to the photos with a usable face, their descriptors, and
+    the photos left out (each reported on stderr with its reason; DataError when too many fail)."""
+    import sys
+
+    found, kept, left_out = describe_rows(data.frame, progress=progress)
+    for failure in left_out:
+        print(f"faceattr: left out {failure['path']}: {failure['reason']} ({failure['detail']})", file=sys.stderr)
+    return data.subset(kept), found[kept], left_out
+
+
+def face_at_full_resolution(row) -> np.ndarray:
+    """A manifest row's face, cut from the photo at full resolution (its face box with a SEARCH_MARGIN
+    on each side; the whole image for a face crop): what a served request for a descriptor model holds."""
+    image = load_rgb(row["path"])
+    box = row.get("face_box") if row.get("image_region") == "photo" else None
+    if _no_box(box):
+        return np.asarray(image)
+    x0, y0, x1, y1 = parse_box(box)
+    dx, dy = (x1 - x0) * SEARCH_MARGIN, (y1 - y0) * SEARCH_MARGIN
+    return np.asarray(image.crop((max(0, x0 - dx), max(0, y0 - dy), min(image.width, x1 + dx),
+                                  min(image.height, y1 + dy))))
+
+
+def example_face(frame, tries: int = 10) -> np.ndarray:
+    """A face cut at full resolution (`face_at_full_resolution`) that dlib finds on its own: the served
+    model's input example (a cut with a margin is searched whole, so a borderline face can be missed)."""
+    for _, row in frame.head(tries).iterrows():
+        face = face_at_full_resolution(row)
+        try:
+            describe(face)
+            return face
+        except DataError:
+            continue
+    return face_at_full_resolution(frame.iloc[0])

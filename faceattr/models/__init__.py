@@ -1,8 +1,8 @@
 """Keras models (pure Keras 3, so they run under any backend), one module per backbone.
 
 A backbone module has `build(model, region, name, task)`, `describe(model)` (the widths in one
-short string, for run names), and `declare(hp, model, search)` / `apply(model, values)` (what
-`faceattr tune` may vary). The task gives the output layer (faceattr/tasks.py); the experiment's
+short string, for run names), `declare(hp, model, search)` / `apply(model, values)` (what
+`faceattr tune` may vary) and, when its model does not take the crop, `READS` (its input's name). The task gives the output layer (faceattr/tasks.py); the experiment's
 `model.backbone` picks the backbone (default: the task's first). A new backbone is one module here,
 one line in BACKBONES and its schema in faceattr/config.py.
 """
@@ -14,13 +14,28 @@ import copy
 import keras
 
 from faceattr import tasks
-from faceattr.models import cnn, transfer   # transfer registers CaffePreprocess, so a saved VGG16 model loads
+from faceattr.models import cnn, face_head, transfer   # transfer registers CaffePreprocess (saved VGG16 models load)
 
-BACKBONES = {"cnn": cnn, "mobilenetv2": transfer, "vgg16": transfer}
+BACKBONES = {"cnn": cnn, "mobilenetv2": transfer, "vgg16": transfer, "dlib-resnet": face_head}
 
 
 def backbone_of(config: dict):
     return BACKBONES[config["model"].get("backbone", tasks.of(config).backbones[0])]
+
+
+def reads(config: dict) -> str:
+    """What the model takes: `image` (the region's crop, 0..255) or `descriptor` (a face descriptor)."""
+    return backbone_reads(config["model"].get("backbone", tasks.of(config).backbones[0]))
+
+
+def backbone_reads(backbone: str) -> str:
+    """What a model with this backbone takes (see `reads`)."""
+    return getattr(BACKBONES[backbone], "READS", "image")
+
+
+def input_name(model: keras.Model) -> str:
+    """What a built or loaded Keras model reads: `descriptor` (face descriptors) or `image` (crops)."""
+    return "descriptor" if any(t.name == "descriptor" for t in model.inputs) else "image"
 
 
 def build(config: dict) -> keras.Model:

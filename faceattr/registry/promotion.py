@@ -16,14 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import yaml
 
 from faceattr import config as config_module
-from faceattr import evaluate, registry, serving, tasks, tracking
-from faceattr.data.loading import UNKNOWN_GENDER, Split, has_gender_labels, load_crops, make_split, open_data, shows_faces
+from faceattr import evaluate, models, registry, serving, tasks, tracking
+from faceattr.data.loading import (UNKNOWN_GENDER, Split, gender_one_hot, has_gender_labels, make_split, open_data,
+                                   shows_faces)
 from faceattr.errors import ConfigError, DataError
-from faceattr.gender_input import gender_probabilities
+from faceattr.features.face_descriptor import describe_data
+from faceattr.serving.model import rows_gender
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "registry"
 REFUSED = 3           # exit code of a refused promotion (config/data/registry errors are 2)
@@ -163,6 +164,8 @@ def training_config(version, eval_data: str | None = None) -> dict:
             node[parts[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
         elif len(parts) == 2:
             overrides[key] = value
+    if "model.backbone" in params:   # the backbone decides what the model reads (crops or descriptors)
+        overrides["model.backbone"] = params["model.backbone"]
     cfg = config_module.load(name, {k: v for k, v in overrides.items() if k != "data.folders"})
     if folders:
         cfg["data"]["folders"] = folders
@@ -172,16 +175,19 @@ def training_config(version, eval_data: str | None = None) -> dict:
     return cfg
 
 
-def eval_set(cfg: dict) -> EvalSet:
-    """The held-out test rows of the data set `cfg` names (and its training rows, for the baseline)."""
+def eval_set(cfg: dict, descriptors: bool = False) -> EvalSet:
+    """The held-out test rows of the data set `cfg` names (and its training rows, for the baseline);
+    with `descriptors`, only the photos with a usable face, and their face descriptors."""
     task = tasks.of(cfg)
-    data = open_data(cfg, task)
+    data, found = open_data(cfg, task), None
+    if descriptors:
+        data, found, _ = describe_data(data, progress=False)
     if len(data.rows("test")) == 0:
         raise DataError(f"{cfg['data']['source']}: the test split is empty: nothing to evaluate on; use more images")
     labels = task.labels(data.frame, cfg)
     no_gender = np.tile(np.asarray(UNKNOWN_GENDER, np.float32), (len(data.frame), 1))
-    return EvalSet(cfg, data.name, data.digest, make_split(data, "test", labels, no_gender),
-                   make_split(data, "train", labels, no_gender))
+    return EvalSet(cfg, data.name, data.digest, make_split(data, "test", labels, no_gender, found),
+                   make_split(data, "train", labels, no_gender, found))
 
 
 def evaluate_version(version, data: EvalSet, collapse_threshold: float) -> dict:
@@ -193,11 +199,19 @@ def evaluate_version(version, data: EvalSet, collapse_threshold: float) -> dict:
     if task.reads_gender:
         source = registry.client().get_run(version.run_id).data.params.get("gender_source", "") \
             if version.run_id else ""
-        faces = list(load_crops(test.frame, "face")[0]) if served.gender_model is not None and \
-            shows_faces(test.frame) else [None] * len(test)
-        rows = test.frame[["gender"]] if source == "labels" and has_gender_labels(test.frame) else pd.DataFrame(index=test.frame.index)
-        gender = gender_probabilities(rows, faces, served.gender_model)
-    return evaluate.evaluate(task, served.scores(test.images, gender), test, data.train, collapse_threshold)
+        if served.gender_model is not None and shows_faces(test.frame):
+            gender = rows_gender(served.gender_model, test.frame)
+        elif source == "labels" and has_gender_labels(test.frame):
+            gender = gender_one_hot(test.frame)
+    inputs = test.descriptors if served.reads == "descriptor" else test.images
+    return evaluate.evaluate(task, served.scores(inputs, gender), test, data.train, collapse_threshold)
+
+
+def reads(version) -> str:
+    """What a version's model reads, by its training run's `model.backbone`: `image` or `descriptor`
+    (a run without the param used its task's default backbone, and those all read images)."""
+    params = registry.client().get_run(version.run_id).data.params if version.run_id else {}
+    return models.backbone_reads(params["model.backbone"]) if "model.backbone" in params else "image"
 
 
 # --- the commands -----------------------------------------------------------------------------
@@ -247,7 +261,9 @@ def promote(model: str, version: str | None = None, *, dry_run: bool = False, ev
                 return Result("already-champion", str(challenger.version), str(current.version), None,
                               run.run_id, repaired)
             cfg = training_config(challenger, eval_data)
-            data = eval_set(cfg)
+            # A model reading face descriptors is judged on the photos with a usable face; its rival too.
+            readers = [challenger] + ([current] if current is not None else [])
+            data = eval_set(cfg, descriptors=any(reads(v) == "descriptor" for v in readers))
             threshold = policy.collapse_threshold or cfg["evaluation"]["collapse_threshold"]
             mine = evaluate_version(challenger, data, threshold)
             theirs = evaluate_version(current, data, threshold) if current is not None else None

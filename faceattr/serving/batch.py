@@ -50,7 +50,7 @@ def score(model, rows: pd.DataFrame, batch_size: int = 64, progress: bool = True
             crops, face_crops, good = [], [], []
             for offset, row in enumerate(chunk):
                 try:
-                    crop, face = model.crop(row["path"], row.get("kind"))
+                    crop, face = model.read(row["path"], row.get("kind"))
                     crops.append(crop)
                     face_crops.append(face)
                     good.append(start + offset)

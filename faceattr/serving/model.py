@@ -34,10 +34,12 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from faceattr import tasks
+from faceattr import models, tasks
 from faceattr.data import faces
+from faceattr.data.loading import UNKNOWN_GENDER, load_crops
 from faceattr.data.regions import REGION_SIZES, crop_region, load_rgb, parse_box
 from faceattr.errors import DataError
+from faceattr.features.face_descriptor import DIMENSIONS, describe, describe_rows
 from faceattr.gender_input import gender_model_probabilities, gender_probabilities
 
 KINDS = ("crop", "photo")
@@ -68,7 +70,11 @@ def bad_request(message: str) -> MlflowException:
 
 
 class FaceattrModel(mlflow.pyfunc.PythonModel):
-    """Photos in, attribute values out; carries the Keras model and the gender model it was trained with."""
+    """Photos in, attribute values out; carries the Keras model and the gender model it was trained with.
+
+    `spec["input"]` says what the Keras model reads: `image` (the region's crop; models logged before
+    the key existed) or `descriptor` (dlib's face descriptor of the photo, faceattr/features).
+    """
 
     def load_context(self, context):
         import keras
@@ -80,14 +86,21 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
         self.gender_model = keras.models.load_model(gender_path, compile=False) if gender_path else None
         self.warm_up()
 
+    @property
+    def reads(self) -> str:
+        return self.spec.get("input", "image")
+
+    def input_shape(self) -> tuple[int, ...]:
+        return (DIMENSIONS,) if self.reads == "descriptor" else (*REGION_SIZES[self.spec["region"]], 3)
+
     def warm_up(self) -> None:
         """Trace the compiled predict functions now (batch sizes 1 and 2, so later sizes reuse a
         shape-relaxed trace), not on the first request."""
-        height, width = REGION_SIZES[self.spec["region"]]
         for n in (1, 2):
-            self.predict_arrays(np.zeros((n, height, width, 3), np.float32))
+            self.predict_arrays(np.zeros((n, *self.input_shape()), np.float32))
             if self.gender_model is not None:
-                gender_model_probabilities(self.gender_model, np.zeros((n, 60, 60, 3), np.float32))
+                shape = (DIMENSIONS,) if models.input_name(self.gender_model) == "descriptor" else (60, 60, 3)
+                gender_model_probabilities(self.gender_model, np.zeros((n, *shape), np.float32))
 
     def predict(self, context, model_input, params=None):
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
@@ -97,33 +110,35 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
             raise bad_request(f"each row needs an `image` (base64 JPEG/PNG); got columns {list(frame.columns)}")
         if len(frame) > MAX_ROWS:
             raise bad_request(f"{len(frame)} photos in one request; send at most {MAX_ROWS} per request")
-        crops = [self._crop(i, row) for i, row in enumerate(frame.to_dict("records"))]
-        images = np.stack([image for image, _ in crops])
+        read = [self._read(i, row) for i, row in enumerate(frame.to_dict("records"))]
+        inputs = np.stack([main for main, _ in read])
         try:
-            gender = self.gender(frame, [face for _, face in crops])
+            gender = self.gender(frame, [face for _, face in read])
         except DataError as exc:
             raise bad_request(str(exc)) from exc
-        return self.predict_arrays(images, gender)
+        return self.predict_arrays(inputs, gender)
 
-    def predict_arrays(self, images: np.ndarray, gender: np.ndarray | None = None) -> pd.DataFrame:
-        """The answer for ready crops (N, H, W, 3) in 0..255 with gender inputs (N, 2) (default: unknown)."""
-        return tasks.of(self.spec).answer(self.scores(images, gender), self.spec)
+    def predict_arrays(self, inputs: np.ndarray, gender: np.ndarray | None = None) -> pd.DataFrame:
+        """The answer for ready model inputs (crops (N, H, W, 3) in 0..255, or descriptors (N, 128)) with
+        gender inputs (N, 2) (default: unknown)."""
+        return tasks.of(self.spec).answer(self.scores(inputs, gender), self.spec)
 
-    def scores(self, images: np.ndarray, gender: np.ndarray | None = None) -> np.ndarray:
-        """One number per crop: the task's score (what the answer reports and the evaluation judges)."""
-        images = np.asarray(images, np.float32)
-        expected = (*REGION_SIZES[self.spec["region"]], 3)
-        if images.ndim != 4 or images.shape[1:] != expected or len(images) == 0:
-            raise bad_request(f"expected crops of shape (N, {', '.join(map(str, expected))}) with N >= 1, "
-                              f"got {images.shape}")
+    def scores(self, inputs: np.ndarray, gender: np.ndarray | None = None) -> np.ndarray:
+        """One number per photo: the task's score (what the answer reports and the evaluation judges)."""
+        inputs = np.asarray(inputs, np.float32)
+        expected = self.input_shape()
+        if inputs.shape[1:] != expected or len(inputs) == 0:
+            what = "descriptors" if self.reads == "descriptor" else "crops"
+            raise bad_request(f"expected {what} of shape (N, {', '.join(map(str, expected))}) with N >= 1, "
+                              f"got {inputs.shape}")
         task = tasks.of(self.spec)
-        inputs = {"image": images}
+        named = {self.reads: inputs}
         if task.reads_gender:
-            inputs["gender"] = np.full((len(images), 2), 0.5, np.float32) if gender is None else \
+            named["gender"] = np.full((len(inputs), 2), 0.5, np.float32) if gender is None else \
                 np.asarray(gender, np.float32)
-        return task.scores(self.model.predict_on_batch(inputs))
+        return task.scores(self.model.predict_on_batch(named))
 
-    def _crop(self, i: int, row: dict) -> np.ndarray:
+    def _read(self, i: int, row: dict) -> tuple[np.ndarray, np.ndarray | None]:
         text = row["image"]
         if not isinstance(text, str) or not text:
             raise bad_request(f"row {i}: `image` must be a non-empty base64 string, got {type(text).__name__}")
@@ -135,14 +150,15 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
         except (binascii.Error, ValueError) as exc:
             raise bad_request(f"row {i}: `image` is not base64: {exc}") from exc
         try:
-            return self.crop(raw, row.get("kind"))
+            return self.read(raw, row.get("kind"))
         except DataError as exc:
             raise bad_request(f"row {i}: {exc}") from exc
 
-    def crop(self, raw, kind: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Photo bytes (or a path) -> (the model's input crop, resized as in training; the face crop for
-        the bundled gender model, or None). Whole photos go through the same face detection and crop
-        code as `faceattr prepare`. DataError if the photo is unusable (unreadable, no face, ...)."""
+    def read(self, raw, kind: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Photo bytes (or a path) -> (the model's input: its region's crop, resized as in training, or the
+        photo's face descriptor; the bundled gender model's input from the photo's face, or None).
+        Whole photos go through the same face detection and crop code as `faceattr prepare`.
+        DataError if the photo is unusable (unreadable, no face, ...)."""
         kind = kind if isinstance(kind, str) and kind else "crop"
         if kind not in KINDS:
             raise DataError(f"kind={kind!r}; use one of {', '.join(KINDS)}")
@@ -151,6 +167,9 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
             image = load_rgb(raw)
         except DataError as exc:
             raise DataError(f"`image` is not a JPEG/PNG photo: {exc}") from exc
+        if self.reads == "descriptor":   # a crop is searched whole; a photo's face is found as prepare finds it
+            box = parse_box(faces.find_regions(image)["face_box"]) if kind == "photo" else None
+            return describe(np.asarray(image), box), None
         if kind == "crop":
             return crop_region(image, region), None
         boxes = {}
@@ -162,9 +181,36 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
             except DataError:
                 boxes = {}
         main = crop_region(image, region, parse_box(boxes[f"{region}_box"]) if region != "photo" else None)
-        face = crop_region(image, "face", parse_box(boxes["face_box"])) if "face_box" in boxes else None
-        return main, face
+        return main, self._gender_input(image, boxes.get("face_box"))
 
-    def gender(self, frame: pd.DataFrame, face_crops: list | None = None) -> np.ndarray:
+    def _gender_input(self, image, face_box: str | None) -> np.ndarray | None:
+        """What the bundled gender model reads of this photo's face: its face crop or its descriptor."""
+        if face_box is None or self.gender_model is None:
+            return None
+        if models.input_name(self.gender_model) == "descriptor":
+            try:
+                return describe(np.asarray(image), parse_box(face_box))
+            except DataError:     # dlib sees no face where MTCNN did: the gender input falls back to unknown
+                return None
+        return crop_region(image, "face", parse_box(face_box))
+
+    def gender(self, frame: pd.DataFrame, face_inputs: list | None = None) -> np.ndarray:
         """Each row's gender input (faceattr/gender_input.py), the bundled gender model reading faces."""
-        return gender_probabilities(frame, face_crops or [None] * len(frame), self.gender_model)
+        return gender_probabilities(frame, face_inputs or [None] * len(frame), self.gender_model)
+
+    def gender_of_rows(self, frame: pd.DataFrame) -> np.ndarray:
+        """This gender model's [p_male, p_female] for a data set's rows (whole photos with face boxes,
+        or face crops): the regressions' training input when it is the champion."""
+        return rows_gender(self.model, frame)
+
+
+def rows_gender(gender_model, frame: pd.DataFrame) -> np.ndarray:
+    """A gender model's [p_male, p_female] for manifest rows (whole photos with face boxes, or face
+    crops); a row whose face it cannot read gets the "unknown" [0.5, 0.5]."""
+    if models.input_name(gender_model) == "descriptor":
+        found, kept, _ = describe_rows(frame, max_failure_share=1.01, progress=False)
+        out = np.tile(np.asarray(UNKNOWN_GENDER, np.float32), (len(frame), 1))
+        if kept.any():
+            out[kept] = gender_model_probabilities(gender_model, found[kept])
+        return out
+    return gender_model_probabilities(gender_model, load_crops(frame, "face")[0])

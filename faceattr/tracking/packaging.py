@@ -12,12 +12,15 @@ from pathlib import Path
 import keras
 import mlflow
 
-from faceattr import tasks
+from faceattr import models, tasks
 from faceattr.tracking.outbox import Recorder
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 PINNED = ["mlflow==3.17.2", "tensorflow==2.21.0", "keras==3.15.1", "mtcnn==1.0.0", "numpy", "pandas", "pillow",
           "pyyaml", "pydantic", "scikit-learn", "scipy"]
+# A model reading face descriptors computes them when serving: dlib and its packaged weights
+# (face_recognition_models imports pkg_resources, which setuptools 81 removed).
+DESCRIPTOR_PINS = ["dlib-bin==20.0.1.post1", "face_recognition_models==0.3.0", "setuptools<81"]
 
 
 def log_model(recorder: Recorder, model: keras.Model, config: dict, input_example,
@@ -29,8 +32,10 @@ def log_model(recorder: Recorder, model: keras.Model, config: dict, input_exampl
     when given an input example (MLflow issue #16183).
     """
     spec = {"name": config["name"], "task": config["task"], "target": config["target"],
-            "region": config["region"], "gender_model": gender_model is not None,
+            "region": config["region"], "gender_model": gender_model is not None, "input": models.reads(config),
             **tasks.of(config).served_spec(config)}
+    if gender_model is not None and models.input_name(gender_model) == "descriptor":
+        spec["gender_input"] = "descriptor"
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = {"keras_model": str(Path(tmp, "model.keras")), "spec": str(Path(tmp, "spec.json"))}
         model.save(artifacts["keras_model"])
@@ -55,7 +60,7 @@ def _log_pyfunc(artifacts: dict, spec: dict, input_example):
     return mlflow.pyfunc.log_model(
         name="model", python_model=FaceattrModel(), artifacts=artifacts, code_paths=[str(PACKAGE_DIR)],
         signature=signature(spec), input_example=input_example,
-        pip_requirements=PINNED)
+        pip_requirements=PINNED + (DESCRIPTOR_PINS if "descriptor" in (spec.get("input"), spec.get("gender_input")) else []))
 
 
 def log_saved_model(folder: Path):

@@ -316,7 +316,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def _progress(items: list, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(items, unit="photo", desc="face descriptors", disable=not enabled, smoothing=0.1)
+    # disable=None: no bar when stderr is not a terminal (logs, CI)
+    return tqdm(items, unit="photo", desc="face descriptors", disable=None if enabled else True, smoothing=0.1)
 
 
 # --- a training-free identity baseline -------------------------------------------------------------

@@ -1,0 +1,157 @@
+"""Pretrained face features (backbone dlib-resnet) against training from scratch, on real photos.
+
+    .venv/bin/python benchmarks/face_features.py [--part gender|identity|all] [--seeds 0,1,2]
+        [--scratch-targets 5] [--epochs 40]
+
+- gender: utkface-gender's held-out test split (by content hash, as `faceattr train` splits it), the
+  dlib-resnet head and the gender CNN from scratch (with train.augment, as `faceattr evaluate` trains it)
+  on the same split and seeds: test accuracy, mean +- sd over the seeds.
+- identity: orl-faces with every one of the 40 people as the target (one embedding pass, cached by
+  content, serves all 40): over the held-out photos (validation + test: new photos of seen people and
+  people never seen), ROC AUC (mean and worst), recall of the target's held-out photos, false accepts
+  of unseen people at the served threshold (0.5), next to the cosine-to-mean-descriptor baseline; and
+  MobileNetV2 from scratch on the first --scratch-targets people (minutes each on 2 cores).
+
+Every model is fitted by `experiment.fit_and_log` in a tracked run of experiment
+`benchmark-face-features` (a throwaway sqlite store unless MLFLOW_TRACKING_URI is set). Prints its
+figures and appends them, with the machine and the exact command, to benchmarks/RESULTS.md. Reads
+../shared/data in place (research-only licences: nothing is copied into the repo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp()}/mlflow.db")
+
+from benchmarks.common import SHARED, append_results, machine  # noqa: E402
+
+
+def fitted(experiment_name: str, overrides: dict, run_name: str):
+    """prepare + fit_and_log in one tracked run: (outcome, prepared)."""
+    from faceattr import config, experiment, tracking
+
+    cfg = config.load(experiment_name, {"train.verbose": 0, **overrides})
+    prepared = experiment.prepare(cfg)
+    tracking.use_experiment("benchmark-face-features")
+    with tracking.start_run(run_name) as run:
+        outcome = experiment.fit_and_log(prepared, run, log_model=False)
+    return outcome, prepared
+
+
+def mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.1f}% +- {100 * sd:.1f} (n={len(values)}: " \
+           + ", ".join(f"{100 * v:.1f}" for v in values) + ")"
+
+
+def bench_gender(seeds: list[int], epochs: int) -> list[str]:
+    data = {"data": str(SHARED / "utkface-gender"), "data.image_region": "face", "epochs": epochs}
+    arms = {"dlib-resnet head": {"model.backbone": "dlib-resnet"},
+            "gender CNN from scratch (augment)": {"train.augment": "true"}}
+    lines, results = [], {}
+    for arm, extra in arms.items():
+        accuracies, seconds = [], []
+        for seed in seeds:
+            start = time.perf_counter()
+            outcome, prepared = fitted("gender", {**data, **extra, "seed": seed}, f"gender-{arm}-s{seed}")
+            seconds.append(time.perf_counter() - start)
+            accuracies.append(outcome.metrics["test_accuracy"])
+            print(f"gender {arm} seed {seed}: test accuracy {outcome.metrics['test_accuracy']:.4f} "
+                  f"(val {outcome.metrics['val_accuracy']:.4f}, {int(outcome.metrics['epochs_trained'])} epochs, "
+                  f"{seconds[-1]:.0f} s)", flush=True)
+        n_test, left_out = len(prepared.splits["test"]), len(prepared.left_out)
+        results[arm] = accuracies
+        lines.append(f"gender, utkface-gender test split ({n_test} photos{f', {left_out} left out: no face' if left_out else ''}), "
+                     f"{arm}: {mean_sd(accuracies)}; {statistics.mean(seconds):.0f} s per run")
+    print("\n".join(lines), flush=True)
+    return lines
+
+
+def held_out_scores(model, cfg, prepared):
+    """Scores, labels, groups and cosine-baseline scores over validation + test together."""
+    from faceattr import experiment
+    from faceattr.features.face_descriptor import cosine_baseline_scores
+
+    splits = [prepared.splits[name] for name in ("val", "test")]
+    scores = np.concatenate([experiment.scores(model, cfg, s) for s in splits])
+    labels = np.concatenate([s.labels for s in splits]) >= 0.5
+    groups = np.concatenate([s.frame["group"].to_numpy() for s in splits])
+    train = prepared.splits["train"]
+    baseline = None
+    if train.descriptors is not None:
+        target = train.descriptors[train.labels >= 0.5]
+        baseline = cosine_baseline_scores(target, np.concatenate([s.descriptors for s in splits]))
+    return scores, labels, groups, baseline
+
+
+def bench_identity(scratch_targets: int, epochs: int, seed: int) -> list[str]:
+    from sklearn.metrics import roc_auc_score
+
+    import pandas as pd
+
+    people = sorted(pd.read_csv(SHARED / "orl-faces" / "labels.csv")["person"].astype(str).unique(),
+                    key=lambda p: (len(p), p))   # s1, s2, ..., s40
+    arms = {"dlib-resnet head": ({"backbone": "dlib-resnet", "weights": ""}, people),
+            "MobileNetV2 from scratch": ({"backbone": "mobilenetv2", "weights": "none", "model.input_size": 96},
+                                         people[:scratch_targets])}
+    lines = []
+    for arm, (extra, targets) in arms.items():
+        aucs, base_aucs, recalls, false_accepts, unseen, seconds = [], [], [], [], 0, []
+        for person in targets:
+            start = time.perf_counter()
+            overrides = {"data": str(SHARED / "orl-faces"), "person": person, "epochs": epochs, "seed": seed, **extra}
+            outcome, prepared = fitted("identity", overrides, f"identity-{arm}-{person}")
+            seconds.append(time.perf_counter() - start)
+            scores, labels, groups, baseline = held_out_scores(outcome.model, prepared.config, prepared)
+            aucs.append(roc_auc_score(labels, scores))
+            if baseline is not None:
+                base_aucs.append(roc_auc_score(labels, baseline))
+            recalls.append(float((scores[labels] >= 0.5).mean()))
+            strangers = groups == "unseen"
+            false_accepts.append(int((scores[strangers] >= 0.5).sum()))
+            unseen += int(strangers.sum())
+            print(f"identity {arm} target {person}: held-out ROC AUC {aucs[-1]:.4f}"
+                  + (f" (cosine baseline {base_aucs[-1]:.4f})" if baseline is not None else "")
+                  + f", recall {recalls[-1]:.2f}, unseen false accepts {false_accepts[-1]}/{int(strangers.sum())}, "
+                    f"{seconds[-1]:.0f} s", flush=True)
+        line = (f"identity, orl-faces, {len(targets)} targets, {arm}: held-out ROC AUC mean {np.mean(aucs):.4f}, "
+                f"worst {min(aucs):.4f}; target recall mean {np.mean(recalls):.3f}, worst {min(recalls):.2f}; "
+                f"false accepts of unseen people at 0.5: {sum(false_accepts)}/{unseen} "
+                f"= {100 * sum(false_accepts) / max(unseen, 1):.2f}%; {np.mean(seconds):.0f} s per target")
+        if base_aucs:
+            line += (f"; cosine-to-mean-descriptor baseline ROC AUC mean {np.mean(base_aucs):.4f}, "
+                     f"worst {min(base_aucs):.4f}")
+        lines.append(line)
+    print("\n".join(lines), flush=True)
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", default="all", choices=("gender", "identity", "all"))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--scratch-targets", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=40)
+    args = parser.parse_args()
+    lines = [machine()]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.part in ("gender", "all"):
+        lines += bench_gender(seeds, args.epochs)
+    if args.part in ("identity", "all"):
+        lines += bench_identity(args.scratch_targets, args.epochs, seeds[0])
+    append_results("Pretrained face features (dlib-resnet) vs from scratch", lines)
+
+
+if __name__ == "__main__":
+    main()

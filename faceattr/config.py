@@ -291,13 +291,47 @@ BACKBONE_DEFAULTS = {
 }
 
 
+# --- promotion policies (registry/<model>.yaml, read by registry/promotion.py) ---
+
+class Bound(_Section):
+    min: float | None = None
+    max: float | None = None
+
+
+class Margin(_Section):
+    relative: Annotated[float, Field(ge=0)] = 0.0    # the challenger beats the champion by this share ...
+    absolute: Annotated[float, Field(ge=0)] = 0.0    # ... and by this much
+
+
+class Policy(_Section):
+    model: str | None = None
+    metric: str                                      # compared between champion and challenger
+    higher_is_better: bool
+    thresholds: dict[str, Bound] = {}                # every champion meets them
+    require_no_collapse: bool = True
+    collapse_threshold: Share | None = None          # None: the experiment's evaluation.collapse_threshold
+    margin: Margin = Margin()
+
+
+def validate_policy(raw: Any, source: str) -> Policy:
+    """A promotion policy file's content, checked; ConfigError naming the key at fault."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    _check(Policy, raw, "", source)
+    policy = Policy.model_validate(raw)
+    for key, bound in policy.thresholds.items():
+        if bound.min is None and bound.max is None:
+            raise ConfigError(f"{source}: thresholds.{key}: expected {{min: X}} and/or {{max: Y}}")
+    return policy
+
+
 def _check(schema: type[BaseModel], section: dict, prefix: str, source: str) -> None:
     """Validate `section`; ConfigError naming the dotted key of the most specific problem."""
     try:
         schema.model_validate(section)
     except ValidationError as exc:
-        def key(error) -> list:  # drop the union-member tags pydantic puts in locations ('bool', 'list[int]')
-            return [str(p) for p in error["loc"] if isinstance(p, int) or p in _keys(schema)]
+        def key(error) -> list:  # drop the union-member tags pydantic puts in locations ('bool', 'Augment')
+            return [str(p) for p in error["loc"] if isinstance(p, int) or not _union_tag(p)]
 
         error = max(exc.errors(), key=lambda e: len(key(e)))
         dotted = prefix + ".".join(key(error))
@@ -309,20 +343,10 @@ def _check(schema: type[BaseModel], section: dict, prefix: str, source: str) -> 
         raise ConfigError(f"{source}: {dotted}: {message}, got {error['input']!r}") from None
 
 
-def _keys(schema: type[BaseModel]) -> set[str]:
-    """Every field name in `schema` and the sections under it (to tell keys from union tags)."""
-    names = set()
-    for name, field in schema.model_fields.items():
-        names.add(name)
-        for arg in _models_in(field.annotation):
-            names |= _keys(arg)
-    return names
-
-
-def _models_in(annotation) -> list[type[BaseModel]]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+def _union_tag(part: str) -> bool:
+    """A location part naming a union member's type ('bool', 'list[int]', 'constrained-float', 'Augment'),
+    not a key: keys in faceattr's YAML are lower-case words joined by underscores."""
+    return "[" in part or "-" in part or part in ("bool", "int", "float", "str", "none") or part[:1].isupper()
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

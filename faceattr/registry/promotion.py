@@ -54,24 +54,11 @@ class Policy:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        known = {"model", "metric", "higher_is_better", "thresholds", "require_no_collapse",
-                 "collapse_threshold", "margin"}
-        if not isinstance(raw, dict) or set(raw) - known:
-            raise ConfigError(f"{path}: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
-        margin = raw.get("margin") or {}
-        if set(margin) - {"relative", "absolute"}:
-            raise ConfigError(f"{path}: margin: use relative and/or absolute")
-        if "metric" not in raw or not isinstance(raw.get("higher_is_better"), bool):
-            raise ConfigError(f"{path}: needs `metric` and `higher_is_better: true|false`")
-        thresholds = raw.get("thresholds") or {}
-        for key, bound in thresholds.items():
-            if not isinstance(bound, dict) or set(bound) - {"min", "max"} or not bound:
-                raise ConfigError(f"{path}: thresholds.{key}: expected {{min: X}} and/or {{max: Y}}")
-        return cls(model=raw.get("model", model), metric=raw["metric"], higher_is_better=raw["higher_is_better"],
-                   thresholds=thresholds, require_no_collapse=bool(raw.get("require_no_collapse", True)),
-                   collapse_threshold=raw.get("collapse_threshold"),
-                   margin_relative=float(margin.get("relative", 0.0)),
-                   margin_absolute=float(margin.get("absolute", 0.0)))
+        checked = config_module.validate_policy(raw, str(path))
+        return cls(model=checked.model or model, metric=checked.metric, higher_is_better=checked.higher_is_better,
+                   thresholds={k: b.model_dump(exclude_none=True) for k, b in checked.thresholds.items()},
+                   require_no_collapse=checked.require_no_collapse, collapse_threshold=checked.collapse_threshold,
+                   margin_relative=checked.margin.relative, margin_absolute=checked.margin.absolute)
 
     def as_params(self) -> dict[str, str]:
         out = {"policy.metric": self.metric, "policy.higher_is_better": self.higher_is_better,

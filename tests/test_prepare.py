@@ -11,7 +11,7 @@ from PIL import Image
 from faceattr.data import faces
 from faceattr.data.regions import REGION_SIZES, parse_box
 from faceattr.prepare import EXIT_TOO_MANY_FAILURES, prepare
-from tests.conftest import shared_data
+from conftest import shared_data
 
 
 def _write_bad_photos(folder):

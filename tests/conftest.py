@@ -47,7 +47,8 @@ def have_postgres() -> bool:
     from faceattr.server import ServerError, _pg_bindir
 
     try:
-        _pg_bindir()
+        if not (_pg_bindir() / "pg_ctl").is_file():
+            return False
     except ServerError:
         return False
     if os.geteuid() == 0:

@@ -243,7 +243,7 @@ def test_tiny_identity_run_logs_seen_and_unseen_accuracy(tracking, synthetic_cac
     together = evaluate.identity_metrics(
         np.concatenate([answers[n].p_person for n in answers]), np.concatenate([splits[n].labels for n in answers]),
         np.concatenate([splits[n].frame["group"] for n in answers]))
-    for key in ("seen_accuracy", "unseen_accuracy"):
+    for key in ("seen_accuracy", "unseen_accuracy", "seen_photos", "unseen_photos"):
         assert run.data.metrics[key] == pytest.approx(together[key]), key
 
 

@@ -142,10 +142,26 @@ def wait_for_port(proc, what: str, timeout: float = 300, log: Path | None = None
 @pytest.fixture
 def tracking(tmp_path, monkeypatch):
     """A fresh sqlite tracking store and artifact root in tmp_path, like a user's working directory."""
+    yield from _store_in(tmp_path, monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def module_store_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("module-store")
+
+
+@pytest.fixture
+def module_tracking(module_store_dir, monkeypatch):
+    """Like `tracking`, in one store for the whole module (a fresh sqlite store costs ~1.5 s to create):
+    for tests that each look only at their own runs and models."""
+    yield from _store_in(module_store_dir, monkeypatch)
+
+
+def _store_in(folder: Path, monkeypatch):
     import mlflow
 
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(folder)
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
         monkeypatch.delenv(var, raising=False)

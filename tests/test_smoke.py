@@ -54,7 +54,7 @@ def _served_answers(served, cfg, split) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("path, extra", _cases())
-def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, tracking, synthetic_cache):
+def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_tracking, synthetic_cache):
     cfg = config.load(str(path), {**TINY, **extra})
     outcome = experiment.train(cfg, register=True)
     client = mlflow.MlflowClient()
@@ -90,7 +90,7 @@ def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, tracking
     out = _served_answers(served, cfg, val)
     if cfg["task"] == "regression":
         assert {"val_mse", "baseline_mse", "baseline_ratio", "test_mse"} <= set(metrics)
-        assert params["gender_source"] == "labels"   # no gender champion in this fresh store
+        assert params["gender_source"] == "labels"   # training registers a gender model, never promotes one
         assert metrics["val_mse"] == pytest.approx(np.mean((out[cfg["target"]] - val.labels) ** 2), rel=1e-4)
         assert metrics["baseline_ratio"] == pytest.approx(metrics["baseline_mse"] / metrics["val_mse"], rel=1e-6)
         assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {
@@ -155,7 +155,7 @@ def _example(cfg) -> pd.DataFrame:
     return pd.DataFrame([row, {**row, "image": encode_image(255 - pixels)}])
 
 
-def test_a_logged_model_loads_and_answers_where_faceattr_cannot_be_imported(tracking, tmp_path):
+def test_a_logged_model_loads_and_answers_where_faceattr_cannot_be_imported(module_tracking, tmp_path):
     """Logged models are loaded and queried by a python that cannot import faceattr, so the model's own copy
     of the code must do it: a regression carrying its gender model, and a VGG16 identity model (its custom
     preprocessing layer must be registered by that copy before Keras can load it)."""

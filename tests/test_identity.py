@@ -221,19 +221,31 @@ def test_imagenet_offline_says_which_option(monkeypatch):
 def test_tiny_identity_run_logs_seen_and_unseen_accuracy(tracking, synthetic_cache):
     import mlflow
 
-    from faceattr.experiment import train
+    from faceattr.experiment import prepare, train
 
     cfg = config.load("identity", {"epochs": 1, "data.size": 100, "data.persons": 10, "model.input_size": 32,
                                    "model.alpha": 0.35, "train.verbose": 0})
     outcome = train(cfg, register=False)
     run = mlflow.search_runs(experiment_names=["identity"], output_format="list")[0]
-    for key in ("seen_accuracy", "unseen_accuracy", "val_accuracy", "val_precision", "val_recall",
-                "test_seen_accuracy", "test_unseen_accuracy"):
-        assert key in run.data.metrics and 0 <= run.data.metrics[key] <= 1, key
     assert run.data.params["train.balance"] == "class_weight"
     assert run.data.params["class_weights"].startswith("0:")
     assert run.data.params["data.person"] == "p0000"
-    assert outcome.model_uri  # the served pyfunc answers p_person / is_person (serving.py)
+    # the served pyfunc answers p_person / is_person / person, and the logged figures are its answers' figures:
+    # per split, and seen/unseen over validation and test together
+    served = mlflow.pyfunc.load_model(outcome.model_uri).unwrap_python_model()
+    splits = prepare(cfg).splits
+    answers = {name: served.predict_arrays(splits[name].images) for name in ("val", "test")}
+    for name, out in answers.items():
+        assert list(out.columns) == ["p_person", "is_person", "person"] and (out.person == "p0000").all()
+        assert (out.is_person == (out.p_person >= 0.5)).all()
+        truth = evaluate.identity_metrics(out.p_person, splits[name].labels, splits[name].frame["group"])
+        for key in ("accuracy", "precision", "recall", "seen_accuracy", "unseen_accuracy"):
+            assert run.data.metrics[f"{name}_{key}"] == pytest.approx(truth[key]), (name, key)
+    together = evaluate.identity_metrics(
+        np.concatenate([answers[n].p_person for n in answers]), np.concatenate([splits[n].labels for n in answers]),
+        np.concatenate([splits[n].frame["group"] for n in answers]))
+    for key in ("seen_accuracy", "unseen_accuracy", "seen_photos", "unseen_photos"):
+        assert run.data.metrics[key] == pytest.approx(together[key]), key
 
 
 def test_served_identity_model_answers_p_person():

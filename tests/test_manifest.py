@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import shared_data
+
 from faceattr.data.manifest import load_dataset, read_folders, read_manifest, validate
 from faceattr.errors import DataError
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _image(path: Path, size=(16, 12), mode="RGB"):
@@ -163,8 +163,6 @@ def test_missing_source_says_what_was_expected(tmp_path):
 
 
 def test_shared_eye_state_validates():
-    csv = SHARED_DATA / "eye-state" / "labels.csv"
-    if not csv.is_file():
-        pytest.skip(f"{csv} not present")
+    csv = shared_data("eye-state") / "labels.csv"
     df = load_dataset(csv, targets=("eyes",), region="eyes", image_region="eyes")
     assert len(df) > 100 and set(df["eyes"]) <= {0.0, 1.0}

@@ -28,8 +28,10 @@ def test_regression_reads_the_gender_probability():
     male = model.predict({"image": image, "gender": np.array([[1.0, 0.0]], "float32")}, verbose=0)
     female = model.predict({"image": image, "gender": np.array([[0.0, 1.0]], "float32")}, verbose=0)
     assert male[0, 0] != female[0, 0]
-    # the output layer is linear (a sigmoid collapsed under MSE); reported values are clipped to 0..1
-    assert 0 <= tasks.TASKS["regression"].scores(male)[0] <= 1
+    # the output layer is linear (a sigmoid collapsed under MSE); reported values are clipped to 0..1:
+    # values outside are moved to the nearest bound, values inside are kept, one value per photo
+    raw = np.array([[-0.3], [0.0], [0.42], [1.0], [1.7], [male[0, 0]]])
+    assert tasks.TASKS["regression"].scores(raw).tolist() == [0.0, 0.0, 0.42, 1.0, 1.0, min(max(float(male[0, 0]), 0.0), 1.0)]
 
 
 def test_gender_classifier_outputs_two_probabilities():

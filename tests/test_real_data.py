@@ -11,7 +11,7 @@ from faceattr.data.loading import Split
 from faceattr.data.splits import phash_groups, phash_split_names, split_name
 from faceattr.data.tfdata import to_tf_dataset
 from faceattr.errors import ConfigError
-from tests.conftest import shared_data
+from conftest import shared_data
 
 
 def _scenes(n_scenes=6, frames=4, seed=0):
@@ -67,9 +67,21 @@ def test_prepare_output_folder_is_a_data_source_per_region(tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluate_runs_on_a_small_real_subset(tmp_path, tracking):
+def test_evaluate_runs_on_a_small_real_subset(tmp_path, tracking, monkeypatch):
+    import mlflow
+
+    from faceattr import real_eval
+    from faceattr.tasks import TASKS
     from faceattr.real_eval import evaluate_set, format_row
 
+    seen = {}
+    summarise = real_eval.summarise
+
+    def spy(model, config, prepared):
+        seen.update(model=model, prepared=prepared)
+        return summarise(model, config, prepared)
+
+    monkeypatch.setattr(real_eval, "summarise", spy)
     root = shared_data("eye-state")
     table = pd.read_csv(root / "labels.csv")
     small = pd.concat([table[table["eyes"] == v].head(30) for v in (0.0, 1.0)])
@@ -78,5 +90,14 @@ def test_evaluate_runs_on_a_small_real_subset(tmp_path, tracking):
     (tmp_path / "eye-state" / "images").symlink_to(root / "images")
     result = evaluate_set("eye-state", "phash", epochs=1, data_root=tmp_path)
     assert result["n_train"] + result["n_val"] + result["n_test"] == 60
-    assert 0 <= result["accuracy"] <= 1 and result["mse"] >= 0
-    assert "accuracy=" in format_row(result)
+    # the figures are the trained model's on the held-out test split, against its 0/1 labels
+    test = seen["prepared"].splits["test"]
+    assert len(test) == result["n_test"] > 0
+    p = TASKS["regression"].scores(seen["model"].predict({"image": test.images.astype(np.float32), "gender": test.gender},
+                                            verbose=0))
+    assert result["accuracy"] == pytest.approx(np.mean((p >= 0.5) == (test.labels >= 0.5)))
+    assert result["mse"] == pytest.approx(np.mean((p - test.labels) ** 2), rel=1e-5)
+    assert result["baseline_ratio"] == pytest.approx(result["baseline_mse"] / result["mse"])
+    (run,) = mlflow.search_runs(experiment_names=["evaluate-real"], output_format="list")
+    assert run.data.metrics["real_accuracy"] == pytest.approx(result["accuracy"])
+    assert f"accuracy={result['accuracy']:.4f}" in format_row(result)

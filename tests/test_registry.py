@@ -2,6 +2,7 @@
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -207,19 +208,52 @@ def test_a_first_promote_killed_half_way_leaves_no_champion(versions, tmp_path):
     assert state(versions) == (None, [])
 
 
+LENIENT_GENDER = """# test override: promote any first gender model that is not broken
+model: gender
+metric: accuracy
+higher_is_better: true
+thresholds: {}
+require_no_collapse: false
+"""
+
+
+def project_copy(dst: Path, policies: dict[str, str]) -> Path:
+    """The project as `mlflow run` sees it (MLproject, faceattr/, experiments/, registry/), with some
+    promotion policies replaced: `mlflow run` of the copy runs the copy's code and reads its policies."""
+    ignore = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", "mlruns", "*.db", "tests", "docs",
+                                    "benchmarks")
+    shutil.copytree(REPO, dst, ignore=ignore)
+    for name, text in policies.items():
+        (dst / "registry" / f"{name}.yaml").write_text(text)
+    return dst
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_mlflow_run_main_trains_and_promotes_every_model(tmp_path, synthetic_cache):
+    # one epoch on 100 photos: registry/gender.yaml (accuracy >= 0.75) refuses such a gender model, so the
+    # copy's policy promotes it, and the regressions must then train on that promoted gender model
+    project = project_copy(tmp_path / "project", {"gender": LENIENT_GENDER})
     env = subprocess_env(tmp_path)
-    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local",
+    cmd = [sys.executable, "-m", "mlflow", "run", str(project), "--env-manager", "local",
            "-P", "epochs=1", "-P", "data_size=100"]
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     try:
         client = mlflow.MlflowClient()
+        decisions = {}
         for name in ("gender", "background", "eyes", "mouth"):
-            assert client.search_model_versions(f"name = '{name}'"), name          # trained and registered
+            (version,) = client.search_model_versions(f"name = '{name}'")             # trained and registered
             runs = mlflow.search_runs(experiment_names=[f"promote-{name}"])
             assert len(runs) == 1 and runs["tags.faceattr.decision"][0] in ("promoted", "refused")
+            decisions[name] = (runs["tags.faceattr.decision"][0], version)
+        decision, gender = decisions["gender"]
+        assert decision == "promoted" and str(registry.champion("gender").version) == str(gender.version)
+        for name in ("background", "eyes", "mouth"):
+            run = client.get_run(decisions[name][1].run_id)
+            assert run.data.params["gender_source"] == f"model:gender/{gender.version}", name
+            served = mlflow.pyfunc.load_model(f"models:/{name}/{decisions[name][1].version}").unwrap_python_model()
+            assert served.gender_model is not None, name       # it carries the gender model it trained with
     finally:
         mlflow.set_tracking_uri(None)

@@ -5,11 +5,9 @@ import base64
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,10 +16,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import require_mlflow_serve, shared_data, wait_for_port
 from mlflow.exceptions import MlflowException
 from PIL import Image
 
-from faceattr import config, experiment, models, registry
+from faceattr import config, experiment, models, registry, tasks
 from faceattr.registry import promotion as promote
 from faceattr import tracking as tracking_module
 from faceattr.cli import main
@@ -48,9 +47,21 @@ def crop(h=32, w=60, seed=0, fmt="PNG"):
 def test_photos_in_values_out_and_the_predict_is_compiled_once():
     model = served("eyes")
     traces = model.model.predict_function.experimental_get_tracing_count()
-    out = model.predict(None, pd.DataFrame({"image": [crop(), crop(50, 90, 1, "JPEG")], "kind": "crop",
+    model.model.get_layer("dense_final").bias.assign([0.5])   # answers inside 0..1, where the clip keeps them
+    photos = [crop(), crop(50, 90, 1, "JPEG")]
+    out = model.predict(None, pd.DataFrame({"image": photos, "kind": "crop",
                                             "gender": ["female", None], "p_female": [None, 0.3]}))
-    assert list(out.columns) == ["eyes"] and len(out) == 2 and out["eyes"].between(0, 1).all()
+    assert list(out.columns) == ["eyes"] and len(out) == 2
+    # the values are the Keras model's on the crops resized to the region, with each row's gender input
+    # ([p_male, p_female]), clipped to 0..1
+    from faceattr.data.regions import crop_region, load_rgb
+
+    crops = np.stack([crop_region(load_rgb(base64.b64decode(p)), "eyes") for p in photos]).astype(np.float32)
+    raw = model.model.predict_on_batch({"image": crops, "gender": np.array([[0, 1], [0.7, 0.3]], np.float32)})
+    assert ((raw > 0) & (raw < 1)).all()
+    assert np.allclose(out["eyes"], tasks.TASKS["regression"].scores(raw), atol=1e-6)
+    swapped = model.model.predict_on_batch({"image": crops, "gender": np.array([[1, 0], [0.3, 0.7]], np.float32)})
+    assert not np.isclose(raw, swapped, atol=1e-6).any()      # so the check above tells the genders apart
     for n in (3, 7, 32):
         assert len(model.predict_arrays(np.zeros((n, 32, 60, 3)))) == n
     # warm-up traced batch sizes 1 and 2; every later size reuses the shape-relaxed trace
@@ -76,13 +87,12 @@ def test_bad_requests_say_what_is_wrong(rows, message):
 
 
 def test_whole_photos_are_cropped_like_prepare_and_read_by_the_bundled_gender_model():
-    from conftest import shared_data
-
     from faceattr.data import faces
     from faceattr.data.regions import crop_region, load_rgb, parse_box
 
     path = next((shared_data("utkface-gender") / "images").glob("*.jpg"))
     model = served("mouth")
+    model.model.get_layer("dense_final").bias.assign([0.5])   # answers inside 0..1, where the clip keeps them
     model.gender_model = models.build(config.load("gender"))
     raw = path.read_bytes()
     mouth, face = model.read(raw, "photo")
@@ -94,7 +104,9 @@ def test_whole_photos_are_cropped_like_prepare_and_read_by_the_bundled_gender_mo
     expected = model.gender_model.predict_on_batch({"image": face[None].astype(np.float32)})
     assert np.allclose(gender, expected, atol=1e-5)
     out = model.predict(None, pd.DataFrame({"image": [photo], "kind": ["photo"]}))
-    assert out["mouth"].between(0, 1).all()
+    raw = model.model.predict_on_batch({"image": mouth[None].astype(np.float32), "gender": gender})
+    assert 0 < raw[0, 0] < 1
+    assert np.allclose(out["mouth"], tasks.TASKS["regression"].scores(raw), atol=1e-6)   # the mouth crop, the face's gender
 
 
 def test_make_request_builds_a_ready_request(tmp_path):
@@ -127,12 +139,6 @@ def test_predict_cli_scores_a_folder_and_reports_a_corrupt_file(tracking, tmp_pa
 
 # --- end to end ------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def post(port, body, content_type="application/json"):
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=data,
@@ -144,26 +150,23 @@ def post(port, body, content_type="application/json"):
         return exc.code, exc.read().decode()
 
 
-def serve(model_uri, port, cwd, env):
-    return subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager",
-                             "local", "-h", "127.0.0.1", "-p", str(port)], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def wait_until_up(proc, port, timeout=240):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stderr.read()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError("server did not come up")
+def serve(model_uri, cwd, env, log: Path):
+    """`mlflow models serve` on port 0 (it binds a free port itself); returns the process and its port."""
+    require_mlflow_serve()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager",
+                                 "local", "-h", "127.0.0.1", "-p", "0"], cwd=cwd, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        return proc, wait_for_port(proc, "mlflow models serve", timeout=300, log=log)
+    except BaseException:
+        os.killpg(proc.pid, 9)
+        proc.wait(timeout=30)
+        raise
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_train_promote_refuse_promote_and_serve_production(tracking, synthetic_cache, tmp_path, monkeypatch):
     # mouth learns within a few epochs on 200 photos (eyes needs more), so the versions differ honestly
     lax = promote.Policy(model="mouth", metric="mse", higher_is_better=False,
@@ -193,21 +196,22 @@ def test_train_promote_refuse_promote_and_serve_production(tracking, synthetic_c
     runs = mlflow.search_runs(experiment_names=["promote-mouth"])
     assert {"metrics.challenger_mse", "metrics.champion_mse"} <= set(runs.columns)
 
-    # serve Production from an empty folder: no repository, no training data needed
+    # serve Production from an empty folder: no repository, no training data needed (that the model carries
+    # its own code is shown where faceattr cannot be imported at all: tests/test_smoke.py)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": ""}
-    port = free_port()
-    proc = serve("models:/mouth/Production", port, elsewhere, env)
+    proc, port = serve("models:/mouth/Production", elsewhere, env, tmp_path / "serve.log")
     try:
-        wait_until_up(proc, port)
         frame = experiment.prepare(config.load("mouth", tiny)).splits["test"].frame
         photo = Image.open(frame["path"][0])
         from faceattr.data.regions import crop_region, parse_box
         mouth = crop_region(photo, "mouth", parse_box(frame["mouth_box"][0]))
-        status, answer = post(port, {"dataframe_records": [{"image": encode_image(mouth, "JPEG"), "kind": "crop"}]})
-        assert status == 200 and 0 <= answer["predictions"][0]["mouth"] <= 1, answer
+        request = [{"image": encode_image(mouth, "JPEG"), "kind": "crop"}]
+        expected = mlflow.pyfunc.load_model(f"models:/mouth/{better.version}").predict(pd.DataFrame(request))
+        status, answer = post(port, {"dataframe_records": request})   # what the promoted version answers
+        assert status == 200 and answer == {"predictions": [{"mouth": pytest.approx(expected["mouth"][0], abs=1e-6)}]}
         bad = [(b"{not json", "valid JSON"),
                ({"dataframe_records": [{"img": encode_image(mouth)}]}, "image"),
                ({"dataframe_records": [{"image": base64.b64encode(b"GIF? no").decode()}]}, "not a JPEG/PNG"),

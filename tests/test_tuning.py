@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import subprocess_env
+from conftest import subprocess_env, wait_for_port
 
 from faceattr import config, models, tuning
 from faceattr.cli import main
@@ -135,22 +134,53 @@ def tune_env(tmp_path, **extra):
     return subprocess_env(tmp_path, **extra)
 
 
+# `faceattr tune ...` whose second trial, once started, says so (a file) and then waits to be killed: the
+# test kills the search between two trials at a known point, however fast or slow the machine is.
+GATED_TUNE = """
+import sys, time
+from pathlib import Path
+from faceattr import tuning
+from faceattr.cli import main
+
+gate = Path(sys.argv[1])
+fit = tuning.FaceattrHyperModel.fit
+calls = []
+
+def gated_fit(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        (gate / "second-trial-started").touch()
+        time.sleep(600)
+        sys.exit("gated search: nobody killed the second trial")
+    return fit(self, *args, **kwargs)
+
+tuning.FaceattrHyperModel.fit = gated_fit
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_a_killed_search_resumes_without_rerunning_finished_trials(tmp_path, tracking, synthetic_cache):
     cmd = tune_command("--tuner", "random", "--max-trials", "3", "--epochs", "3", "--repeats", "1")
     env = tune_env(tmp_path)
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    gated = [sys.executable, "-c", GATED_TUNE, str(gate), *cmd[cmd.index("tune"):]]
+    proc = subprocess.Popen(gated, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            statuses = [r.info.status for r in runs_of("trial")]
-            if "FINISHED" in statuses and "RUNNING" in statuses:
-                break
-            time.sleep(0.3)
-        else:
-            pytest.fail(f"never saw a finished and a running trial: {proc.stderr.read()[-3000:]}")
+        deadline = time.monotonic() + 600   # only a guard against a hang: we wait for the event
+        while not (gate / "second-trial-started").exists():
+            if proc.poll() is not None:
+                pytest.fail(f"the search ended before its second trial: {proc.stderr.read()[-3000:]}")
+            assert time.monotonic() < deadline, "the second trial never started"
+            time.sleep(0.1)
+        statuses = sorted(r.info.status for r in runs_of("trial"))
+        assert statuses == ["FINISHED", "RUNNING"], statuses   # one trial done, one under way
         os.kill(proc.pid, signal.SIGKILL)
     finally:
+        if proc.poll() is None:
+            proc.kill()
         proc.wait()
     before = {r.info.run_id: r for r in runs_of("trial")}
     finished_before = {r.data.tags[tuning.TRIAL_ID] for r in before.values() if r.info.status == "FINISHED"}
@@ -178,24 +208,30 @@ def test_a_killed_search_resumes_without_rerunning_finished_trials(tmp_path, tra
     assert client.search_model_versions("name='eyes'")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_chief_and_workers(cmd, cwd, env, workers=2, timeout=540):
-    """Run `cmd` as a keras-tuner chief and `workers` workers on a free local port; fail on any non-zero exit.
+    """Run `cmd` as a keras-tuner chief and `workers` workers; fail on any non-zero exit.
 
+    The chief's oracle binds port 0 (a free port of its own choosing, so no other process can take it
+    between our choice and its bind); the workers start once it listens, told that port.
     Also used by tests/test_server.py (the same search against the team tracking server)."""
-    base = {**env, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port())}
-    procs = {}
+    base = {**env, "KERASTUNER_ORACLE_IP": "127.0.0.1"}
+    procs, logs = {}, {}
     try:
-        for tuner_id in ("chief", *(f"tuner{i}" for i in range(workers))):
-            procs[tuner_id] = subprocess.Popen(
-                cmd, cwd=cwd, env={**base, "KERASTUNER_TUNER_ID": tuner_id},
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        errors = {k: p.communicate(timeout=timeout)[1] for k, p in procs.items()}
+        logs["chief"] = Path(cwd) / "chief.log"
+        with open(logs["chief"], "w") as log:
+            procs["chief"] = subprocess.Popen(
+                cmd, cwd=cwd, env={**base, "KERASTUNER_TUNER_ID": "chief", "KERASTUNER_ORACLE_PORT": "0"},
+                stdout=subprocess.DEVNULL, stderr=log, text=True, start_new_session=True)
+        port = wait_for_port(procs["chief"], "the keras-tuner chief", timeout=timeout, log=logs["chief"])
+        for tuner_id in (f"tuner{i}" for i in range(workers)):
+            logs[tuner_id] = Path(cwd) / f"{tuner_id}.log"
+            with open(logs[tuner_id], "w") as log:
+                procs[tuner_id] = subprocess.Popen(
+                    cmd, cwd=cwd, env={**base, "KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_PORT": str(port)},
+                    stdout=subprocess.DEVNULL, stderr=log, text=True)
+        for p in procs.values():
+            p.wait(timeout=timeout)
+        errors = {k: logs[k].read_text(errors="replace") for k in procs}
     finally:
         for p in procs.values():
             if p.poll() is None:
@@ -206,6 +242,7 @@ def run_chief_and_workers(cmd, cwd, env, workers=2, timeout=540):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_distributed_chief_and_two_workers_log_every_trial_once_under_one_parent(tmp_path, tracking,
                                                                                  synthetic_cache):
     cmd = tune_command("--tuner", "random", "--max-trials", "3", "--epochs", "1", "--repeats", "1",

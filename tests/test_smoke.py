@@ -1,0 +1,198 @@
+"""Fast smoke tests: one epoch of every experiment YAML (identity with every backbone) on a few synthetic
+photos, checked in a real MLflow store; and a logged model that loads and answers where faceattr cannot
+be imported (it carries its own code)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from faceattr import config, evaluate, experiment, models, tasks
+from faceattr import tracking as tracking_module
+from faceattr.data.manifest import GENDERS
+from faceattr.data.regions import REGION_SIZES
+from faceattr.serving import encode_image
+
+REPO = Path(__file__).resolve().parents[1]
+# every shipped experiment, so a new YAML is smoke-tested without touching this file
+YAMLS = sorted((REPO / "experiments").glob("*.yaml"))
+TINY = {"epochs": 1, "batch_size": 32, "data.size": 20, "train.verbose": 0}
+# identity from scratch at a small input size; 4 persons x 5 photos, so the target person has photos in
+# train, validation and test
+IDENTITY = {"data.persons": 4}
+# keras.applications backbones from scratch at a small input size
+BACKBONE = {"mobilenetv2": {"weights": "none", "model.input_size": 32}, "vgg16": {"weights": "none", "model.input_size": 32}}
+
+
+def _cases():
+    """Every YAML with its own backbone, and with every other backbone its task takes."""
+    for path in YAMLS:
+        cfg = config.load(str(path))
+        own = cfg["model"].get("backbone", tasks.of(cfg).backbones[0])
+        for backbone in tasks.of(cfg).backbones:
+            extra = {**(IDENTITY if cfg["task"] == "identity" else {}), **BACKBONE.get(backbone, {})}
+            if backbone != own or cfg["task"] == "identity":
+                extra["backbone"] = backbone
+            yield pytest.param(path, extra, id=path.stem if backbone == own else f"{path.stem}-{backbone}")
+
+
+def test_every_experiment_yaml_is_smoke_tested():
+    names = {p.stem for p in YAMLS}
+    assert {"eyes", "mouth", "background", "gender", "identity"} <= names
+    ids = {case.id for case in _cases()}
+    assert {"identity", "identity-vgg16", "identity-dlib-resnet", "gender-dlib-resnet"} <= ids
+    assert names <= ids
+
+
+def _served_answers(served, cfg, split) -> pd.DataFrame:
+    """The logged model's answers for a split's ready inputs (crops or descriptors), with its gender input."""
+    return served.predict_arrays(split.model_input[1], split.gender if cfg["task"] == "regression" else None)
+
+
+@pytest.mark.parametrize("path, extra", _cases())
+def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_tracking, synthetic_cache):
+    cfg = config.load(str(path), {**TINY, **extra})
+    outcome = experiment.train(cfg, register=True)
+    client = mlflow.MlflowClient()
+    model_info = mlflow.models.get_model_info(outcome.model_uri)
+    run = client.get_run(model_info.run_id)
+    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == cfg["name"] == path.stem
+
+    # params: every key of the resolved config, and what the run computed
+    assert params["train.epochs"] == "1" and params["train.batch_size"] == "32" and params["data.size"] == "20"
+    assert int(params["model.parameters"]) == outcome.model.count_params() > 0
+    assert params["data.digest"] and params["gender_source"]
+    left_out = int(params.get("data.left_out", 0))   # dlib-resnet: photos without a usable face
+    assert int(params["data.n_train"]) + int(params["data.n_val"]) + int(params["data.n_test"]) == 20 - left_out
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [0]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0]
+    assert metrics["epochs_trained"] == 1
+
+    # the collapse check: the tag, its threshold and the ratio it judged
+    assert tags["collapsed"] in ("true", "false") and float(tags["collapse_threshold"]) == \
+        cfg["evaluation"]["collapse_threshold"]
+    assert "collapse_std_ratio" in metrics
+    assert "collapse_check.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+    # the logged (and registered) model answers, and its answers are the ones the metrics were computed on
+    assert client.get_model_version(cfg["name"], outcome.version).run_id == run.info.run_id
+    pyfunc = mlflow.pyfunc.load_model(outcome.model_uri)
+    answer = pyfunc.predict(pyfunc.input_example)
+    assert list(answer.columns) == [c["name"] for c in model_info.signature.outputs.to_dict()]
+    served = pyfunc.unwrap_python_model()
+    val = experiment.prepare(cfg).splits["val"]   # the same deterministic split the run used
+    assert len(val) == int(params["data.n_val"]) > 0
+    out = _served_answers(served, cfg, val)
+    if cfg["task"] == "regression":
+        assert {"val_mse", "baseline_mse", "baseline_ratio", "test_mse"} <= set(metrics)
+        assert params["gender_source"] == "labels"   # training registers a gender model, never promotes one
+        assert metrics["val_mse"] == pytest.approx(np.mean((out[cfg["target"]] - val.labels) ** 2), rel=1e-4)
+        assert metrics["baseline_ratio"] == pytest.approx(metrics["baseline_mse"] / metrics["val_mse"], rel=1e-6)
+        assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {
+            "plots/learning_curves.png", "plots/predicted_vs_true.png"}
+    elif cfg["task"] == "classification":
+        assert {"val_accuracy", "val_log_loss", "val_majority_accuracy", "test_accuracy"} <= set(metrics)
+        said = np.where(out["p_female"] >= 0.5, GENDERS.index("female"), GENDERS.index("male"))
+        assert metrics["val_accuracy"] == pytest.approx(np.mean(said == val.labels.argmax(1)))
+    else:
+        assert params["model.backbone"] == extra["backbone"]
+        assert params.get("model.input_size", "32") == "32"
+        assert params["class_weights"].startswith("0:") and params["data.person"] == served.spec["person"]
+        assert {"val_accuracy", "val_roc_auc", "seen_accuracy", "unseen_accuracy", "test_accuracy"} <= set(metrics)
+        assert (out["person"] == params["data.person"]).all() and (out["is_person"] == (out["p_person"] >= 0.5)).all()
+        truth = evaluate.identity_metrics(out["p_person"], val.labels, val.frame["group"])
+        assert metrics["val_accuracy"] == pytest.approx(truth["accuracy"])
+        assert metrics["val_roc_auc"] == pytest.approx(truth["roc_auc"], abs=1e-6)
+
+
+# --- a logged model carries its own code ---------------------------------------------------------
+
+CHILD = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+
+    repo = Path(sys.argv[1]).resolve()
+
+    def provides_faceattr(entry):
+        path = Path(entry or ".").resolve()
+        return (path / "faceattr").is_dir() or path == repo
+
+    # no editable-install finder or path hook, no path entry that holds a faceattr package, not the repo
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()
+                        and "editable" not in getattr(f, "__module__", "").lower()]
+    sys.path_hooks[:] = [h for h in sys.path_hooks if "editable" not in repr(h).lower()]
+    sys.path[:] = [p for p in sys.path if not provides_faceattr(p)]
+    sys.path_importer_cache.clear()
+    try:
+        import faceattr
+    except ImportError:
+        pass
+    else:
+        sys.exit(f"faceattr is still importable, from {faceattr.__file__}: this test would prove nothing")
+
+    import mlflow.pyfunc
+
+    answers = {}
+    for uri in sys.argv[2:]:
+        model = mlflow.pyfunc.load_model(uri)
+        answers[uri] = model.predict(model.input_example).to_dict("list")
+    import faceattr
+    answers["faceattr_file"] = faceattr.__file__
+    print("ANSWERS " + json.dumps(answers))
+""")
+
+
+def _example(cfg) -> pd.DataFrame:
+    height, width = REGION_SIZES[cfg["region"]]
+    pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    row = {"image": encode_image(pixels), "kind": "crop"}
+    if cfg["task"] == "regression":
+        row["gender"] = "female"
+    return pd.DataFrame([row, {**row, "image": encode_image(255 - pixels)}])
+
+
+def test_a_logged_model_loads_and_answers_where_faceattr_cannot_be_imported(module_tracking, tmp_path):
+    """Logged models are loaded and queried by a python that cannot import faceattr, so the model's own copy
+    of the code must do it: a regression carrying its gender model, and a VGG16 identity model (its custom
+    preprocessing layer must be registered by that copy before Keras can load it)."""
+    uris, expected = [], {}
+    cases = [("mouth", {}, models.build(config.load("gender"))),
+             ("identity", {**IDENTITY, **BACKBONE["vgg16"], "backbone": "vgg16", "person": "p0001"}, None)]
+    for name, extra, bundled in cases:
+        cfg = config.load(name, extra)
+        with tracking_module.start_run(f"{name}-untrained") as run:
+            info = run.log_model(models.build(cfg), cfg, _example(cfg), bundled)
+        uris.append(info.model_uri)
+        local = mlflow.pyfunc.load_model(info.model_uri)
+        assert (local.unwrap_python_model().gender_model is not None) == (bundled is not None)
+        expected[info.model_uri] = local.predict(local.input_example).to_dict("list")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    done = subprocess.run([sys.executable, "-c", CHILD, str(REPO), *uris], cwd=elsewhere, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+    line = next(l for l in done.stdout.splitlines() if l.startswith("ANSWERS "))
+    answers = json.loads(line[len("ANSWERS "):])
+    loaded_from = Path(answers.pop("faceattr_file")).resolve()
+    assert REPO not in loaded_from.parents and "code" in loaded_from.parts   # the model's code/ folder
+    assert set(answers) == set(uris)
+    for uri in uris:
+        got, want = answers[uri], expected[uri]
+        assert list(got) == list(want), uri
+        for column in want:
+            if isinstance(want[column][0], float):
+                assert np.allclose(got[column], want[column], atol=1e-5), (uri, column)
+            else:
+                assert got[column] == want[column], (uri, column)

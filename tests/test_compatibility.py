@@ -19,6 +19,7 @@ LOG_WITH_OLD_CODE = """
 import json, sys
 import numpy as np, pandas as pd
 from faceattr import config, experiment
+from faceattr.data.regions import REGION_SIZES
 from faceattr.registry import load_faceattr_model
 from faceattr.serving import encode_image
 
@@ -26,10 +27,8 @@ out = {}
 for name in ("eyes", "gender"):
     outcome = experiment.train(config.load(name, {"data.size": 40, "epochs": 1, "train.verbose": 0}), register=False)
     served = load_faceattr_model(outcome.model_uri)
-    rng = np.random.default_rng(0)
-    crops = rng.integers(0, 255, (4, *served.model.input_shape["image"][1:]) if isinstance(served.model.input_shape, dict)
-                         else (4, *served.model.input_shape[0][1:] if isinstance(served.model.input_shape, list)
-                               else served.model.input_shape[1:]), dtype=np.uint8)
+    height, width = REGION_SIZES[served.spec["region"]]
+    crops = np.random.default_rng(0).integers(0, 255, (4, height, width, 3), dtype=np.uint8)
     request = pd.DataFrame({"image": [encode_image(c) for c in crops], "gender": ["female", "male", "", ""]})
     answer = served.predict(None, request)
     out[name] = {"uri": outcome.model_uri, "request": request.to_dict("list"), "answer": answer.to_dict("list")}

@@ -103,8 +103,11 @@ def test_hue_and_saturation_change_synthetic_persons(synthetic_cache):
     from PIL import Image
 
     csv = default_dataset(size=20, seed=0, n_persons=2)
+    # all 20 photos, each drawing its own amount: with 4, one unlucky draw of small hue shifts (the
+    # draws depend on the global seed earlier tests set) gave 0.45 (seen in CI); with 20 the least of
+    # 12 global seeds was 1.2
     photos = np.stack([np.asarray(Image.open(csv.parent / p).convert("RGB"), np.float32)
-                       for p in pd.read_csv(csv).path[:4]])
+                       for p in pd.read_csv(csv).path])
     for spec in ({"hue": 0.05}, {"saturation": [0.7, 2.0]}):
         assert np.abs(augment_seeds(_batch(photos), spec, seed=3).numpy() - photos).mean() > 0.5
 

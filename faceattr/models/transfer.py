@@ -20,6 +20,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from faceattr.config import NO_WEIGHTS
 from faceattr.data.regions import REGION_SIZES
 from faceattr.errors import FaceattrError
 
@@ -28,7 +29,6 @@ BACKBONES = ("mobilenetv2", "vgg16")
 # dense unit on the 1280-d average-pooled features (1,281 parameters).
 SEED_HEADS = {"vgg16": {"head": [2048, 2048], "pooling": "flatten"},
               "mobilenetv2": {"head": [], "pooling": "avg"}}
-NO_WEIGHTS = (None, "none", "None", "")
 # keras.applications' MobileNetV2 keeps batch-norm statistics with momentum 0.999 (made for ImageNet's
 # hundreds of thousands of steps). From scratch on a few hundred photos (~60 steps), the statistics used
 # at inference stayed ~94% their initial values and every photo got the same prediction (equal to 1e-7);

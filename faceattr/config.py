@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -280,13 +280,11 @@ class TransferModel(_Section):
 MODEL_SCHEMAS: dict[str, type[BaseModel]] = {"cnn": CnnModel, "mobilenetv2": TransferModel, "vgg16": TransferModel,
                                               "dlib-resnet": FaceDescriptorModel}
 # The model section a backbone starts from when `-P model.backbone=` switches to it from another kind.
-# A head on frozen face descriptors (a few hundred weights) learns at 1e-2: at the CNNs' 1e-3, early
-# stopping ended identity runs on synthetic persons at ROC AUC 0.84 where 1e-2 reached 1.0 (40 epochs).
+# Only backbones an experiment can be switched to from another kind need an entry (the transfer
+# backbones are identity's own YAML). A head on frozen face descriptors (a few hundred weights) learns
+# at 1e-2: at the CNNs' 1e-3, early stopping ended identity runs on synthetic persons at ROC AUC 0.84
+# where 1e-2 reached 1.0 (40 epochs).
 BACKBONE_DEFAULTS = {
-    "mobilenetv2": {"model": {"weights": "none", "input_size": "auto", "alpha": 1.0, "head": "auto",
-                              "pooling": "auto", "dropout": 0.5, "trainable": "auto"}},
-    "vgg16": {"model": {"weights": "none", "input_size": "auto", "head": "auto", "pooling": "auto", "dropout": 0.5,
-                        "trainable": "auto"}},
     "dlib-resnet": {"model": {"head": "auto", "dropout": 0.2}, "train": {"learning_rate": 0.01}},
 }
 

@@ -133,9 +133,7 @@ def assess(model: keras.Model, config: dict, splits: dict[str, Split]):
                 metrics["collapse_std_ratio"] = ratio
                 tags = {"collapsed": str(collapsed).lower(), "collapse_threshold": str(threshold)}
     if task.pooled_prefixes:  # figures over validation + test together (identity: seen/unseen people)
-        held = [splits[name] for name in found]
-        pooled = Split(np.concatenate([s.images for s in held]), np.concatenate([s.gender for s in held]),
-                       np.concatenate([s.labels for s in held]), pd.concat([s.frame for s in held]))
+        pooled = Split.concat([splits[name] for name in found])
         judged = evaluate.evaluate(task, np.concatenate(list(found.values())), pooled, train, threshold)
         metrics.update({k: v for k, v in judged.items() if k.startswith(task.pooled_prefixes)})
     return metrics, tags, [round(float(v), 4) for v in first], found["val"]
@@ -144,8 +142,6 @@ def assess(model: keras.Model, config: dict, splits: dict[str, Split]):
 def input_example(config: dict, split: Split):
     """One request row as a served model takes it: a base64 PNG crop, or the photo for a model reading
     face descriptors (and, for regressions, a gender)."""
-    import pandas as pd
-
     if split.descriptors is not None:   # the face at full resolution: the descriptor is computed from it
         image = serving.encode_image(example_face(split.frame))
     else:

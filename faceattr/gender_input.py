@@ -8,9 +8,11 @@ import numpy as np
 import pandas as pd
 
 from faceattr import models, tasks
-from faceattr.data.loading import UNKNOWN_GENDER, Data, gender_one_hot, has_gender_labels, shows_faces
+from faceattr.data.loading import (UNKNOWN_GENDER, Data, gender_one_hot, has_gender_labels, load_crops,
+                                   shows_faces)
 from faceattr.data.manifest import GENDERS
 from faceattr.errors import ConfigError, DataError
+from faceattr.features.face_descriptor import describe_rows
 
 
 def gender_inputs(config: dict, data: Data, champion):
@@ -45,6 +47,18 @@ def gender_model_probabilities(gender_model, faces: np.ndarray) -> np.ndarray:
     or (N, 128) face descriptors."""
     faces = np.asarray(faces, np.float32)
     return np.asarray(gender_model.predict_on_batch({models.input_name(gender_model): faces}), np.float32)
+
+
+def rows_gender(gender_model, frame: pd.DataFrame) -> np.ndarray:
+    """A gender model's [p_male, p_female] for manifest rows (whole photos with face boxes, or face
+    crops); a row whose face it cannot read gets the "unknown" [0.5, 0.5]."""
+    if models.input_name(gender_model) == "descriptor":
+        found, kept, _ = describe_rows(frame, max_failure_share=None, progress=False)
+        out = np.tile(np.asarray(UNKNOWN_GENDER, np.float32), (len(frame), 1))
+        if kept.any():
+            out[kept] = gender_model_probabilities(gender_model, found[kept])
+        return out
+    return gender_model_probabilities(gender_model, load_crops(frame, "face")[0])
 
 
 def gender_probabilities(rows: pd.DataFrame, faces: list, gender_model=None) -> np.ndarray:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from faceattr import config as config_module
 from faceattr import evaluate, experiment, tasks, tracking
-from faceattr.data.loading import Split
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SETS = {
@@ -62,7 +63,7 @@ def summarise(model, config: dict, prepared) -> dict:
     for g in ("male", "female") if genders is not None else ():
         rows = (genders == g).to_numpy()
         if rows.any():
-            some = Split(test.images[rows], test.gender[rows], test.labels[rows], test.frame[rows])
+            some = test.take(np.flatnonzero(rows))
             out[f"accuracy_{g}"] = evaluate.evaluate(task, scores[rows], some, train, threshold)[task.accuracy_key]
             out[f"n_{g}"] = int(rows.sum())
     return out

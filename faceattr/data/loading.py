@@ -62,6 +62,14 @@ class Split:
         return Split(self.images[rows], self.gender[rows], self.labels[rows], self.frame.iloc[rows],
                      None if self.descriptors is None else self.descriptors[rows])
 
+    @staticmethod
+    def concat(splits: list["Split"]) -> "Split":
+        """The rows of several splits together (identity's seen/unseen figures pool validation and test)."""
+        descriptors = [s.descriptors for s in splits]
+        return Split(np.concatenate([s.images for s in splits]), np.concatenate([s.gender for s in splits]),
+                     np.concatenate([s.labels for s in splits]), pd.concat([s.frame for s in splits]),
+                     None if any(d is None for d in descriptors) else np.concatenate(descriptors))
+
     @property
     def model_input(self) -> tuple[str, np.ndarray]:
         """The model's main input: ("descriptor", descriptors) when the split has them, else ("image", crops)."""

@@ -338,20 +338,20 @@ def cosine_baseline_scores(train_descriptors_of_target, descriptors) -> np.ndarr
 MAX_FAILURE_SHARE = 0.1   # as `faceattr prepare`'s default: beyond this a data set is refused
 
 
-def describe_rows(frame, max_failure_share: float = MAX_FAILURE_SHARE, progress: bool = True):
+def describe_rows(frame, max_failure_share: float | None = MAX_FAILURE_SHARE, progress: bool = True):
     """Descriptors of a data set's photos (manifest rows: `path`, and `face_box` for whole photos; a
     face crop or a photo without a box is searched whole), which rows have one, and the failures.
 
     Returns (descriptors (N, 128), kept (N,) bool, failures [{"path", "reason", "detail"}]). When at
-    least `max_failure_share` of the photos fail, DataError lists every failure (file and reason) before
-    any training, as `faceattr prepare` reports them.
+    least `max_failure_share` of the photos fail (None: never), DataError lists every failure (file and
+    reason) before any training, as `faceattr prepare` reports them.
     """
     boxes = None
     if "face_box" in frame:
         boxes = [box if region == "photo" else None for box, region in zip(frame["face_box"], frame["image_region"])]
     found, failures = describe_files(list(frame["path"]), boxes, progress=progress)
     kept = ~np.isnan(found).any(axis=1)
-    if failures and len(failures) >= max_failure_share * len(frame):
+    if failures and max_failure_share is not None and len(failures) >= max_failure_share * len(frame):
         listed = "\n".join(f"  {f['path']}: {f['reason']} ({f['detail']})" for f in failures[:50])
         more = f"\n  ... and {len(failures) - 50} more" if len(failures) > 50 else ""
         raise DataError(f"{len(failures)} of {len(frame)} photos ({len(failures) / len(frame):.0%}) have no usable "

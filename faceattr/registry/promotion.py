@@ -24,7 +24,7 @@ from faceattr.data.loading import (UNKNOWN_GENDER, Split, gender_one_hot, has_ge
                                    shows_faces)
 from faceattr.errors import ConfigError, DataError
 from faceattr.features.face_descriptor import describe_data
-from faceattr.serving.model import rows_gender
+from faceattr.gender_input import rows_gender
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "registry"
 REFUSED = 3           # exit code of a refused promotion (config/data/registry errors are 2)

@@ -36,11 +36,10 @@ from mlflow.types import ColSpec, Schema
 
 from faceattr import models, tasks
 from faceattr.data import faces
-from faceattr.data.loading import UNKNOWN_GENDER, load_crops
 from faceattr.data.regions import REGION_SIZES, crop_region, load_rgb, parse_box
 from faceattr.errors import DataError
-from faceattr.features.face_descriptor import DIMENSIONS, describe, describe_rows
-from faceattr.gender_input import gender_model_probabilities, gender_probabilities
+from faceattr.features.face_descriptor import DIMENSIONS, describe
+from faceattr.gender_input import gender_model_probabilities, gender_probabilities, rows_gender
 
 KINDS = ("crop", "photo")
 MAX_ROWS = int(os.environ.get("FACEATTR_MAX_ROWS", "1024"))
@@ -99,7 +98,8 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
         for n in (1, 2):
             self.predict_arrays(np.zeros((n, *self.input_shape()), np.float32))
             if self.gender_model is not None:
-                shape = (DIMENSIONS,) if models.input_name(self.gender_model) == "descriptor" else (60, 60, 3)
+                shape = (DIMENSIONS,) if models.input_name(self.gender_model) == "descriptor" \
+                    else (*REGION_SIZES["face"], 3)
                 gender_model_probabilities(self.gender_model, np.zeros((n, *shape), np.float32))
 
     def predict(self, context, model_input, params=None):
@@ -203,14 +203,3 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
         or face crops): the regressions' training input when it is the champion."""
         return rows_gender(self.model, frame)
 
-
-def rows_gender(gender_model, frame: pd.DataFrame) -> np.ndarray:
-    """A gender model's [p_male, p_female] for manifest rows (whole photos with face boxes, or face
-    crops); a row whose face it cannot read gets the "unknown" [0.5, 0.5]."""
-    if models.input_name(gender_model) == "descriptor":
-        found, kept, _ = describe_rows(frame, max_failure_share=1.01, progress=False)
-        out = np.tile(np.asarray(UNKNOWN_GENDER, np.float32), (len(frame), 1))
-        if kept.any():
-            out[kept] = gender_model_probabilities(gender_model, found[kept])
-        return out
-    return gender_model_probabilities(gender_model, load_crops(frame, "face")[0])

@@ -101,13 +101,19 @@ class Run:
         return EpochMetrics(self)
 
 
+def _own_name(run_name: str, nested: bool = False) -> str | None:
+    """The name to start a run with: none when `mlflow run` made it (MLFLOW_RUN_ID is resumed, and a
+    name would clash with its own); the tag `mlflow.runName` names it either way."""
+    return None if os.environ.get("MLFLOW_RUN_ID") and not nested else run_name
+
+
 @contextlib.contextmanager
 def start_run(run_name: str, nested: bool = False, tags: dict | None = None, parent_run_id: str | None = None,
               experiment_id: str | None = None):
     """Start (or, under `mlflow run`, resume) a run and name it; yields its `Run`.
     `nested` runs are children of the active run or of `parent_run_id` (tuning's trials)."""
-    with mlflow.start_run(run_name=None if os.environ.get("MLFLOW_RUN_ID") and not nested else run_name,
-                          nested=nested, parent_run_id=parent_run_id, experiment_id=experiment_id) as active:
+    with mlflow.start_run(run_name=_own_name(run_name, nested), nested=nested, parent_run_id=parent_run_id,
+                          experiment_id=experiment_id) as active:
         mlflow.set_tags({"mlflow.runName": run_name, **(tags or {})})
         yield Run(active.info.run_id, active.info.experiment_id)
 
@@ -125,8 +131,7 @@ def recorded_run(experiment: str, run_name: str, tags: dict | None = None):
         return
     recorder = Recorder()
     recorder.begin(experiment, run_name, tags or {})
-    active = recorder.call("start run", mlflow.start_run,
-                           run_name=None if os.environ.get("MLFLOW_RUN_ID") else run_name)
+    active = recorder.call("start run", mlflow.start_run, run_name=_own_name(run_name))
     if active is not None:
         recorder.call("set tags", mlflow.set_tags, {"mlflow.runName": run_name, **(tags or {})})
     run = Run(active.info.run_id if active else "", active.info.experiment_id if active else "", recorder)

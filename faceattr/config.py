@@ -33,7 +33,10 @@ DEFAULTS: dict[str, Any] = {
               "early_stopping_patience": 6, "min_delta": 1e-4, "verbose": 2,
               "augment": False},  # random flip/shift/brightness on the training split (pipeline.to_tf_dataset)
     # collapse: the model's predictions on validation have less than this share of the labels' spread
-    "evaluation": {"collapse_threshold": 0.25, "first_outputs": 15},
+    # gallery: how many validation photos the error gallery shows (0: none, for photos a team may not copy
+    # into its tracking store); slices: label columns to report metrics for besides gender, each with band
+    # edges for numbers or null (evaluate.slice_labels); min_slice: smaller slices are reported, not gated
+    "evaluation": {"collapse_threshold": 0.25, "first_outputs": 15, "gallery": 16, "slices": {}, "min_slice": 20},
     "search": {},
 }
 
@@ -216,9 +219,18 @@ class Train(_Section):
     balance: Literal["class_weight", "none"] = "class_weight"   # identity: ~1:30 positives
 
 
+def _rising(edges: list[float]) -> list[float]:
+    if any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"band edges must rise, got {edges}")
+    return edges
+
+
 class Evaluation(_Section):
     collapse_threshold: Share
     first_outputs: PositiveInt
+    gallery: Annotated[int, Field(ge=0)]
+    slices: dict[str, Annotated[list[float], Field(min_length=1), AfterValidator(_rising)] | None]
+    min_slice: PositiveInt
 
 
 class Search(_Section):    # what `faceattr tune` may vary (tuning/space.py)
@@ -301,6 +313,14 @@ class Margin(_Section):
     absolute: Annotated[float, Field(ge=0)] = 0.0    # ... and by this much
 
 
+class SliceRule(_Section):
+    """Promotion by slice (evaluate.slice_table's rows, read from the challenger's training run)."""
+    metric: str                                      # e.g. val_accuracy: logged per slice
+    min_worst: float | None = None                   # the worst gated slice is at least this ...
+    max_worst: float | None = None                   # ... or at most this (a loss)
+    max_gap: Annotated[float, Field(ge=0)] | None = None   # best - worst gated slice of one column
+
+
 class Policy(_Section):
     model: str | None = None
     metric: str                                      # compared between champion and challenger
@@ -309,6 +329,7 @@ class Policy(_Section):
     require_no_collapse: bool = True
     collapse_threshold: Share | None = None          # None: the experiment's evaluation.collapse_threshold
     margin: Margin = Margin()
+    slices: SliceRule | None = None
 
 
 def validate_policy(raw: Any, source: str) -> Policy:
@@ -320,6 +341,9 @@ def validate_policy(raw: Any, source: str) -> Policy:
     for key, bound in policy.thresholds.items():
         if bound.min is None and bound.max is None:
             raise ConfigError(f"{source}: thresholds.{key}: expected {{min: X}} and/or {{max: Y}}")
+    rule = policy.slices
+    if rule is not None and rule.min_worst is None and rule.max_worst is None and rule.max_gap is None:
+        raise ConfigError(f"{source}: slices: expected min_worst, max_worst and/or max_gap")
     return policy
 
 

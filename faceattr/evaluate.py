@@ -9,6 +9,8 @@ Every function takes plain arrays and returns a flat {metric: float} dict ready 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from sklearn import metrics as skm
 
@@ -24,6 +26,14 @@ def evaluate(task, scores, split, train, collapse_threshold: float) -> dict:
              **task.baselines(split, train)}
     ratio, collapsed = collapse_check(scores, task.truth(split.labels), collapse_threshold)
     return {**found, "collapse_std_ratio": ratio, "collapsed": collapsed}
+
+
+def metric_name(split: str, key: str) -> str:
+    """A run's name for `key` on `split`: validation figures keep the seeds' names (val_mse,
+    baseline_ratio); test ones are all test_*."""
+    if split == "test":
+        return f"test_{key}"
+    return key if key.startswith("baseline") else f"val_{key}"
 
 
 def baseline(y_train, gender_train, y_eval, gender_eval) -> dict[str, float]:
@@ -125,3 +135,89 @@ def identity_metrics(probabilities, labels, groups, threshold: float = 0.5) -> d
             out[f"{name}_accuracy"] = float(right[rows].mean())
             out[f"{name}_photos"] = float(rows.sum())
     return {k: float(v) for k, v in out.items()}
+
+
+# --- slices: the same metrics per group of people -----------------------------------------------------
+
+DEFAULT_BANDS = 4      # a numeric column named without edges: cut at its quartiles
+CATEGORY_LIMIT = 12    # ... unless it has at most this many values (then each value is a slice)
+
+
+def slice_labels(frame, named: dict) -> dict:
+    """{column: each row's slice name} for `gender` (when the rows carry it) and every column `named`
+    (`evaluation.slices`: band edges for a number, or None: its values, or quartile bands for a number
+    with many values). Bands are half-open [low, high): `20-40`; below the first edge `under-0`, from
+    the last one up `60-up`. Rows without a value get no slice (None)."""
+    import pandas as pd
+
+    out = {}
+    if "gender" in frame and frame["gender"].isin(GENDERS).any():
+        out["gender"] = frame["gender"].where(frame["gender"].isin(GENDERS), None).to_numpy(object)
+    for column, edges in named.items():
+        values = frame[column]
+        numeric = pd.api.types.is_numeric_dtype(values)
+        if edges is None and numeric and values.nunique() > CATEGORY_LIMIT:
+            edges = sorted(set(np.round(values.quantile(np.linspace(0, 1, DEFAULT_BANDS + 1)[:-1]), 6)))
+        if edges is None or not numeric:
+            out[column] = values.map(lambda v: None if pd.isna(v) else _slice_name(v)).to_numpy(object)
+            continue
+        bounds = [-np.inf, *edges, np.inf]
+        names = [f"under-{edges[0]:g}", *(f"{a:g}-{b:g}" for a, b in zip(edges, edges[1:])), f"{edges[-1]:g}-up"]
+        band = pd.cut(values, bounds, right=False, labels=names)
+        out[column] = band.astype(object).where(band.notna(), None).to_numpy(object)
+    return out
+
+
+def _slice_name(value) -> str:
+    """A value as it can stand in an MLflow metric name (letters, digits, _ - . and space)."""
+    text = f"{value:g}" if isinstance(value, (float, np.floating)) else str(value)
+    return re.sub(r"[^A-Za-z0-9_.\- ]", "_", text)
+
+
+def slice_table(task, scores, split, train, split_name: str, labels: dict, min_photos: int) -> list[dict]:
+    """One row per slice of `split`: split, column, slice, n, gated (n >= min_photos: a promotion may
+    judge it) and the task's `slice_metrics` on those rows alone (a slice of one class has no ROC AUC:
+    NaN). Small slices are still reported, with their count."""
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    rows = []
+    for column, names in labels.items():
+        for name in sorted({n for n in names if n is not None}):
+            where = np.flatnonzero(names == name)
+            part = split.take(where)
+            found = task.metrics(scores[where], part.labels, part.frame, train.labels, train.frame)
+            rows.append({"split": split_name, "column": column, "slice": name, "n": len(where),
+                         "gated": bool(len(where) >= min_photos),
+                         **{k: float(found.get(k, np.nan)) for k in task.slice_metrics}})
+    return rows
+
+
+def slice_metric_name(metric: str, column: str, slice_name: str) -> str:
+    """`val_accuracy.slice.gender.female`: MLflow metric names allow no `=`, so dots join the parts."""
+    return f"{metric}.slice.{column}.{slice_name}"
+
+
+# --- how much a regression reads its gender input rather than the photo -----------------------------
+
+def gender_weight(predict, images, gender, groups, seed: int = 0) -> dict[str, float]:
+    """The mean absolute change of `predict(images, gender)` (one score per row) when the gender input
+    is swapped (male <-> female), set to unknown [0.5, 0.5], and when the photos are shuffled among
+    rows of the same `groups` (gender) with the gender input kept: `gender_weight_swap`,
+    `gender_weight_unknown`, `photo_weight_shuffle`. A model that learned per-gender means moves with
+    the swap and not with the photos."""
+    gender = np.asarray(gender, np.float32)
+    base = predict(images, gender)
+    shuffled = np.arange(len(gender))
+    rng = np.random.default_rng(seed)
+    groups = np.asarray(groups, object)
+    for group in set(groups):
+        rows = np.flatnonzero(groups == group)
+        shuffled[rows] = rng.permutation(rows)
+    unknown = np.full_like(gender, 0.5)
+    return {"gender_weight_swap": float(np.mean(np.abs(predict(images, gender[:, ::-1]) - base))),
+            "gender_weight_unknown": float(np.mean(np.abs(predict(images, unknown) - base))),
+            "photo_weight_shuffle": float(np.mean(np.abs(predict(images[shuffled], gender) - base)))}
+
+
+def leans_on_gender(weights: dict[str, float]) -> bool:
+    """The answers move more when the gender input is swapped than when the photo is another's."""
+    return bool(weights["gender_weight_swap"] > weights["photo_weight_shuffle"])

@@ -8,9 +8,10 @@ import keras
 import numpy as np
 import pandas as pd
 
-from faceattr import evaluate, models, registry, serving, tasks, tracking
+from faceattr import evaluate, models, registry, serving, tasks, tracking, views
 from faceattr.data.loading import Data, Split, make_split, open_data
 from faceattr.data.tfdata import model_inputs
+from faceattr.errors import ConfigError
 from faceattr.features.face_descriptor import describe_data, example_face
 from faceattr.gender_input import gender_inputs
 from faceattr.train import fit
@@ -43,6 +44,10 @@ def prepare(config: dict) -> Prepared:
     """Load and validate the data (errors before any compute), pick the gender input, split."""
     task = tasks.of(config)
     data = open_data(config, task)
+    for column in config["evaluation"]["slices"]:   # before any descriptor or model is computed
+        if column not in data.frame:
+            raise ConfigError(f"evaluation.slices.{column}: the data set {data.name} has no column {column!r} "
+                              f"(it has {', '.join(c for c in data.frame.columns if not c.endswith('_box'))})")
     descriptors, left_out = None, []
     if models.reads(config) == "descriptor":
         data, descriptors, left_out = describe_data(data)
@@ -97,11 +102,10 @@ def fit_and_log(prepared: Prepared, run: tracking.Run, model: keras.Model | None
     run.log_params(params)   # through the outbox, like every other param
     history = fit(model, config, splits["train"], splits["val"],
                   callbacks=[run.epoch_metrics(), *callbacks], initial_epoch=initial_epoch)
-    metrics, tags, first_outputs, val_scores = assess(model, config, splits)
+    metrics, tags, first_outputs, found = assess(model, config, splits)
     metrics["epochs_trained"] = len(history.history["loss"])
     tracking.log_results(run, metrics, tags, first_outputs)
-    if task.reads_gender:
-        tracking.log_plots(run, history.history, task.truth(splits["val"].labels), val_scores, config["target"])
+    views.show(run, model, config, splits, found, history.history)
     model_uri = None
     if log_model:
         info = run.log_model(model, config, input_example(config, splits["val"]), prepared.gender_model)
@@ -117,7 +121,7 @@ def scores(model: keras.Model, config: dict, split: Split) -> np.ndarray:
 
 def assess(model: keras.Model, config: dict, splits: dict[str, Split]):
     """Validation and test metrics (faceattr/evaluate.py), the collapse check on validation, the first
-    training outputs (as the seeds printed them) and the validation scores."""
+    training outputs (as the seeds printed them) and the scores of each judged split ({"val": ..})."""
     task, threshold = tasks.of(config), config["evaluation"]["collapse_threshold"]
     train, val = splits["train"], splits["val"]
     first = scores(model, config, train.head(config["evaluation"]["first_outputs"]))
@@ -128,7 +132,7 @@ def assess(model: keras.Model, config: dict, splits: dict[str, Split]):
             found[name] = scores(model, config, splits[name])
             judged = evaluate.evaluate(task, found[name], splits[name], train, threshold)
             collapsed, ratio = judged.pop("collapsed"), judged.pop("collapse_std_ratio")
-            metrics.update({_metric_name(name, k): v for k, v in judged.items()})
+            metrics.update({evaluate.metric_name(name, k): v for k, v in judged.items()})
             if name == "val":
                 metrics["collapse_std_ratio"] = ratio
                 tags = {"collapsed": str(collapsed).lower(), "collapse_threshold": str(threshold)}
@@ -136,7 +140,7 @@ def assess(model: keras.Model, config: dict, splits: dict[str, Split]):
         pooled = Split.concat([splits[name] for name in found])
         judged = evaluate.evaluate(task, np.concatenate(list(found.values())), pooled, train, threshold)
         metrics.update({k: v for k, v in judged.items() if k.startswith(task.pooled_prefixes)})
-    return metrics, tags, [round(float(v), 4) for v in first], found["val"]
+    return metrics, tags, [round(float(v), 4) for v in first], found
 
 
 def input_example(config: dict, split: Split):
@@ -150,11 +154,3 @@ def input_example(config: dict, split: Split):
     if tasks.of(config).reads_gender:
         row["gender"] = "female"
     return pd.DataFrame([row])
-
-
-def _metric_name(split: str, key: str) -> str:
-    """Validation figures keep the seeds' names (val_mse, baseline_ratio); test ones are all test_*."""
-    if split == "test":
-        return f"test_{key}"
-    return key if key.startswith("baseline") else f"val_{key}"
-

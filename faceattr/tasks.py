@@ -43,6 +43,7 @@ class Task:
     balances_classes = False        # `train.balance` applies (class weights are logged)
     pooled_prefixes: tuple[str, ...] = ()   # metrics also reported over validation + test together
     identity_only_data = ("person", "unseen_share", "holdout")
+    slice_metrics: tuple[str, ...]  # what each slice (a gender, an age band) reports (evaluate.slice_table)
 
     def labels(self, frame: pd.DataFrame, config: dict) -> np.ndarray:
         """What the model learns for these rows."""
@@ -67,6 +68,14 @@ class Task:
     def answer_columns(self, target: str) -> list[tuple[str, str]]:
         """(MLflow type, column) of the served answer."""
         raise NotImplementedError
+
+    def mistakes(self, scores, labels, frame: pd.DataFrame, n: int) -> list[tuple[int, str]]:
+        """What the error gallery shows: up to `n` (row, caption) of the worst answers, worst first."""
+        raise NotImplementedError
+
+    def loss_baseline(self, split, train) -> float | None:
+        """The training-free baseline on the scale of the validation loss (a line on the learning curves)."""
+        return None
 
     def answer(self, scores: np.ndarray, spec: dict) -> pd.DataFrame:
         raise NotImplementedError
@@ -104,6 +113,7 @@ class Regression(Task):
     reads_gender = True
     headline = ("val_mse", "baseline_ratio")
     accuracy_key = "accuracy_at_0_5"
+    slice_metrics = ("mse", "mae", "baseline_ratio", "accuracy_at_0_5")
 
     def labels(self, frame, config):
         return frame[config["target"]].to_numpy(np.float32)
@@ -119,6 +129,18 @@ class Regression(Task):
     def answer_columns(self, target):
         return [("double", target)]
 
+    def mistakes(self, scores, labels, frame, n):
+        """The largest absolute errors."""
+        truth = self.truth(labels)
+        worst = np.argsort(-np.abs(scores - truth), kind="stable")[:n]
+        return [(int(i), f"true {truth[i]:.2f}\npredicted {scores[i]:.2f}") for i in worst]
+
+    def loss_baseline(self, split, train):
+        """The per-gender-mean baseline's MSE over all validation rows: what val_loss (an MSE over rows) is."""
+        none = [None] * len(split.frame)
+        return evaluate.baseline(train.labels, train.frame.get("gender", [None] * len(train.frame)),
+                                 split.labels, split.frame.get("gender", none))["baseline_mse_pooled"]
+
     def answer(self, scores, spec):
         return pd.DataFrame({spec["target"]: scores})
 
@@ -132,6 +154,7 @@ class Gender(Task):
     compile_metrics = ("accuracy",)
     backbones = ("cnn", "dlib-resnet")
     headline = ("val_accuracy",)
+    slice_metrics = ("accuracy", "log_loss")
 
     def labels(self, frame, config):
         return gender_one_hot(frame)
@@ -151,6 +174,19 @@ class Gender(Task):
     def answer(self, scores, spec):
         return pd.DataFrame({"p_female": scores, "gender": np.where(scores >= 0.5, *GENDERS[::-1])})
 
+    def mistakes(self, scores, labels, frame, n):
+        """Confident mistakes: wrong answers, the most certain first."""
+        truth = self.truth(labels)
+        wrong = np.flatnonzero((scores >= 0.5) != (truth >= 0.5))
+        worst = wrong[np.argsort(-np.abs(scores[wrong] - 0.5), kind="stable")][:n]
+        return [(int(i), f"true {GENDERS[int(truth[i] >= 0.5)]}\np(female) {scores[i]:.2f}") for i in worst]
+
+    def loss_baseline(self, split, train):
+        """The log loss of answering the training split's share of women for every photo."""
+        share = float(np.mean(self.truth(train.labels)))
+        truth = self.truth(split.labels)
+        return evaluate.classification_metrics(np.tile([1 - share, share], (len(truth), 1)), split.labels)["log_loss"]
+
     def gender_source(self):
         return "none (gender is the target)"
 
@@ -164,6 +200,7 @@ class Identity(Task):
     compile_metrics = ("accuracy",)
     backbones = ("mobilenetv2", "vgg16", "dlib-resnet")
     headline = ("val_roc_auc", "val_accuracy")
+    slice_metrics = ("accuracy", "roc_auc", "precision", "recall")
     balances_classes = True
     pooled_prefixes = ("seen_", "unseen_")   # few photos per split: judge people over both
     BALANCES = ("class_weight", "none")
@@ -185,6 +222,20 @@ class Identity(Task):
 
     def answer_columns(self, target):  # P(the trained person), that decision at 0.5, and who
         return [("double", "p_person"), ("boolean", "is_person"), ("string", "person")]
+
+    def mistakes(self, scores, labels, frame, n):
+        """False accepts (people never seen in training first: the failure a face check must not make),
+        then false rejects of the target; half the gallery each when both have enough."""
+        target = self.truth(labels) >= 0.5
+        unseen = (frame["group"] == "unseen").to_numpy()
+        accepts = np.flatnonzero(~target & (scores >= 0.5))
+        accepts = accepts[np.lexsort((-scores[accepts], ~unseen[accepts]))]
+        rejects = np.flatnonzero(target & (scores < 0.5))
+        rejects = rejects[np.argsort(scores[rejects], kind="stable")]
+        take = max(n - len(rejects), (n + 1) // 2)
+        chosen = [(i, "false accept" + (" (unseen)" if unseen[i] else "")) for i in accepts[:take]]
+        chosen += [(i, "false reject") for i in rejects[:n - len(chosen)]]
+        return [(int(i), f"{why}\np(person) {scores[i]:.2f}") for i, why in chosen]
 
     def answer(self, scores, spec):
         return pd.DataFrame({"p_person": scores, "is_person": scores >= 0.5, "person": spec.get("person", "")})

@@ -86,6 +86,11 @@ class Run:
             fig.savefig(self.recorder.artifact_path(path))
         self.recorder.call("log artifact", mlflow.MlflowClient().log_figure, self.run_id, fig, path)
 
+    def log_table(self, table, path: str) -> None:
+        if self.recorder.active:
+            self.recorder.artifact_path(path).write_text(table.to_json(orient="split", index=False))
+        self.recorder.call("log artifact", mlflow.MlflowClient().log_table, self.run_id, table, path)
+
     def log_model(self, model: keras.Model, config: dict, input_example, gender_model: keras.Model | None = None):
         """The served model (tracking/packaging.py); None when tracking failed (it is kept in the outbox)."""
         return packaging.log_model(self.recorder, model, config, input_example, gender_model)
@@ -283,26 +288,20 @@ def log_results(run: Run, metrics: dict[str, float], tags: dict[str, str], first
     run.log_dict({"first_training_outputs": first_outputs}, "collapse_check.json")
 
 
-def log_plots(run: Run, history: dict, y_true: np.ndarray, y_pred: np.ndarray, target: str) -> None:
-    """Learning curves and predicted-vs-true on validation, as PNG artifacts."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def log_figures(run: Run, figures: dict) -> None:
+    """{artifact path: matplotlib Figure} (faceattr/plots.py) as PNG artifacts; each figure is closed."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for key in ("loss", "val_loss"):
-        ax.plot(history.get(key, []), label=key)
-    ax.set(xlabel="epoch", ylabel="loss", title="learning curves")
-    ax.legend()
-    run.log_figure(fig, "plots/learning_curves.png")
-    plt.close(fig)
+    for path, fig in figures.items():
+        run.log_figure(fig, path)
+        plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(4, 4))
-    jitter = np.random.default_rng(0).normal(0, 0.015, len(y_true))
-    ax.scatter(y_true + jitter, y_pred, s=6, alpha=0.5)
-    ax.plot([0, 1], [0, 1], "k--", lw=1)
-    ax.set(xlabel=f"true {target}", ylabel=f"predicted {target}", title="validation: predicted vs true",
-           xlim=(-0.05, 1.05), ylim=(-0.05, 1.05))
-    run.log_figure(fig, "plots/predicted_vs_true.png")
-    plt.close(fig)
+
+def log_slices(run: Run, rows: list[dict], metrics: dict[str, float]) -> None:
+    """The per-slice table (evaluate.slice_table's rows) as the table artifact `slices.json`
+    (MLflow's log_table format: {"columns": [...], "data": [[...], ...]}) and its metrics."""
+    import pandas as pd
+
+    if rows:
+        run.log_table(pd.DataFrame(rows), "slices.json")
+    run.log_metrics(metrics)

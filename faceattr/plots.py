@@ -1,0 +1,75 @@
+"""The figures a training run shows a person: learning curves, predicted vs true, the error gallery.
+
+Each function returns a matplotlib Figure (tracking.log_figures writes and closes them). Constrained
+layout keeps axis labels and captions inside the PNG.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")   # runs write PNGs; there is never a screen
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from faceattr.data.manifest import GENDERS  # noqa: E402
+
+GENDER_COLOURS = {"male": "tab:blue", "female": "tab:orange", None: "tab:gray"}
+
+
+def learning_curves(history: dict, baseline: float | None) -> plt.Figure:
+    """loss and val_loss per epoch, the baseline's validation loss as a dashed line, and a dotted
+    line at each epoch the learning rate dropped (`learning_rate` in the history)."""
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    for key in ("loss", "val_loss"):
+        ax.plot(history.get(key, []), label=key, marker=".")
+    if baseline is not None and math.isfinite(baseline):
+        ax.axhline(baseline, color="k", ls="--", lw=1, label=f"baseline ({baseline:.3g})")
+    rates = np.asarray(history.get("learning_rate", history.get("lr", [])), float)
+    for i, epoch in enumerate(np.flatnonzero(rates[1:] < rates[:-1]) + 1):
+        # the rate logged at epoch e was cut at its end: the drop shows from epoch e + 1 on
+        ax.axvline(epoch - 0.5, color="tab:red", ls=":", lw=1,
+                   label="learning rate cut" if i == 0 else None)
+    ax.set(xlabel="epoch", ylabel="loss", title="learning curves")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.legend(fontsize="small")
+    return fig
+
+
+def predicted_vs_true(y_true, y_pred, gender, target: str) -> plt.Figure:
+    """Validation answers against the labels, one colour per gender (grey: no gender label)."""
+    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+    gender = np.asarray(gender if gender is not None else [None] * len(y_true), object)
+    fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
+    jitter = np.random.default_rng(0).normal(0, 0.015, len(y_true))   # labels sit on a few values
+    for group in (*GENDERS, None):
+        rows = gender == group if group else ~np.isin(gender, GENDERS)
+        if rows.any():
+            ax.scatter(y_true[rows] + jitter[rows], y_pred[rows], s=8, alpha=0.5, color=GENDER_COLOURS[group],
+                       label=f"{group or 'no gender label'} (n={int(rows.sum())})")
+    ax.plot([0, 1], [0, 1], "k--", lw=1)
+    ax.set(xlabel=f"true {target}", ylabel=f"predicted {target}", title="validation: predicted vs true",
+           xlim=(-0.05, 1.05), ylim=(-0.05, 1.05))
+    ax.legend(fontsize="small", loc="upper left")
+    return fig
+
+
+def error_gallery(images, captions: list[str], title: str, columns: int = 8) -> plt.Figure:
+    """Photos in a grid, each with its caption (what was true, what the model said)."""
+    rows = max(1, math.ceil(len(images) / columns))
+    aspect = images[0].shape[0] / images[0].shape[1] if len(images) else 1.0   # eye bands are wide, faces square
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, (1.6 * aspect + 0.5) * rows + 0.4),
+                             layout="constrained", squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions):
+        ax.imshow(np.asarray(image, np.uint8))
+        ax.set_title(caption, fontsize=8)
+    if not len(images):
+        axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
+    fig.suptitle(title)
+    return fig

@@ -152,19 +152,20 @@ def slice_labels(frame, named: dict) -> dict:
 
     out = {}
     if "gender" in frame and frame["gender"].isin(GENDERS).any():
-        out["gender"] = frame["gender"].where(frame["gender"].isin(GENDERS), None).to_numpy(object)
+        genders = frame["gender"].to_numpy(object)
+        out["gender"] = np.where(np.isin(genders, GENDERS), genders, None)
     for column, edges in named.items():
         values = frame[column]
         numeric = pd.api.types.is_numeric_dtype(values)
         if edges is None and numeric and values.nunique() > CATEGORY_LIMIT:
             edges = sorted(set(np.round(values.quantile(np.linspace(0, 1, DEFAULT_BANDS + 1)[:-1]), 6)))
         if edges is None or not numeric:
-            out[column] = values.map(lambda v: None if pd.isna(v) else _slice_name(v)).to_numpy(object)
+            out[column] = np.array([None if pd.isna(v) else _slice_name(v) for v in values], object)
             continue
         bounds = [-np.inf, *edges, np.inf]
         names = [f"under-{edges[0]:g}", *(f"{a:g}-{b:g}" for a, b in zip(edges, edges[1:])), f"{edges[-1]:g}-up"]
-        band = pd.cut(values, bounds, right=False, labels=names)
-        out[column] = band.astype(object).where(band.notna(), None).to_numpy(object)
+        band = pd.cut(values, bounds, right=False, labels=names).to_numpy(object)
+        out[column] = np.where(pd.isna(band), None, band)
     return out
 
 
@@ -191,9 +192,12 @@ def slice_table(task, scores, split, train, split_name: str, labels: dict, min_p
     return rows
 
 
+SLICE_MARK = ".slice."
+
+
 def slice_metric_name(metric: str, column: str, slice_name: str) -> str:
     """`val_accuracy.slice.gender.female`: MLflow metric names allow no `=`, so dots join the parts."""
-    return f"{metric}.slice.{column}.{slice_name}"
+    return f"{metric}{SLICE_MARK}{column}.{slice_name}"
 
 
 # --- how much a regression reads its gender input rather than the photo -----------------------------

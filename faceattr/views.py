@@ -4,7 +4,8 @@
   `plots/predicted_vs_true.png` (coloured by gender), `plots/error_gallery.png` (the validation photos
   the model gets most wrong, as it saw them; `evaluation.gallery: 0` leaves the photos out of the store);
 - slices: the task's metrics per gender and per `evaluation.slices` column on validation and test, as
-  metrics (`val_accuracy.slice.gender.female`, `val_photos.slice.gender.female`) and the table `slices.json`;
+  metrics (`val_accuracy.slice.gender.female` for slices of at least `evaluation.min_slice` photos,
+  `val_photos.slice.gender.female` for all) and the table `slices.json` (every slice);
 - regressions: how far the answers move with the gender input against the photo (`gender_weight_swap`,
   `gender_weight_unknown`, `photo_weight_shuffle`, tag `leans_on_gender`), on validation.
 
@@ -53,12 +54,16 @@ def show(run: tracking.Run, model, config: dict, splits: dict[str, Split], found
 
 
 def _slice_metrics(table: list[dict]) -> dict[str, float]:
-    """Each slice row's metrics and photo count as MLflow metrics, named like the run's own
-    (`val_accuracy`, `test_mse`, `baseline_ratio`) plus `.slice.<column>.<slice>`."""
+    """Each slice's photo count, and the metrics of each gated slice, as MLflow metrics named like the
+    run's own (`val_accuracy`, `test_mse`, `baseline_ratio`) plus `.slice.<column>.<slice>`. A slice
+    too small to gate shows its metrics in slices.json only, so a policy reading the run's metrics
+    judges exactly the gated slices."""
     out = {}
     for row in table:
         for key, value in row.items():
             if key in ("split", "column", "slice", "gated") or not np.isfinite(value):
+                continue
+            if key != "n" and not row["gated"]:
                 continue
             metric = evaluate.metric_name(row["split"], "photos" if key == "n" else key)
             out[evaluate.slice_metric_name(metric, row["column"], row["slice"])] = float(value)

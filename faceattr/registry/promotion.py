@@ -44,6 +44,7 @@ class Policy:
     collapse_threshold: float | None = None       # None: the experiment config's evaluation.collapse_threshold
     margin_relative: float = 0.0                  # challenger must beat the champion by this share ...
     margin_absolute: float = 0.0                  # ... and by this much
+    slices: dict | None = None                    # {"metric": "val_accuracy", "min_worst": 0.9, "max_gap": 0.05}
 
     @classmethod
     def load(cls, model: str, path: str | Path | None = None) -> "Policy":
@@ -58,7 +59,8 @@ class Policy:
         return cls(model=checked.model or model, metric=checked.metric, higher_is_better=checked.higher_is_better,
                    thresholds={k: b.model_dump(exclude_none=True) for k, b in checked.thresholds.items()},
                    require_no_collapse=checked.require_no_collapse, collapse_threshold=checked.collapse_threshold,
-                   margin_relative=checked.margin.relative, margin_absolute=checked.margin.absolute)
+                   margin_relative=checked.margin.relative, margin_absolute=checked.margin.absolute,
+                   slices=checked.slices.model_dump(exclude_none=True) if checked.slices else None)
 
     def as_params(self) -> dict[str, str]:
         out = {"policy.metric": self.metric, "policy.higher_is_better": self.higher_is_better,
@@ -66,6 +68,7 @@ class Policy:
                "policy.margin_relative": self.margin_relative, "policy.margin_absolute": self.margin_absolute}
         for key, bound in self.thresholds.items():
             out.update({f"policy.{key}.{k}": v for k, v in bound.items()})
+        out.update({f"policy.slices.{k}": v for k, v in (self.slices or {}).items()})
         return {k: str(v) for k, v in out.items()}
 
 
@@ -76,12 +79,17 @@ class Decision:
     evidence: list[str] = field(default_factory=list)   # what was compared
 
 
-def decide(policy: Policy, challenger: dict, champion: dict | None) -> Decision:
-    """Pure policy: absolute thresholds, the collapse check, then the margin over the champion (if any).
+def decide(policy: Policy, challenger: dict, champion: dict | None, slices: dict | None = None) -> Decision:
+    """Pure policy: absolute thresholds, the slices, the collapse check, then the margin over the
+    champion (if any).
 
     `challenger`/`champion`: metrics of a fresh evaluation, with `collapsed` (bool) among them.
+    `slices`: the challenger's gated slices of `policy.slices["metric"]`, {(column, slice): (value, n)}
+    (`training_slices`).
     """
     reasons, evidence = [], []
+    if policy.slices:
+        reasons += slice_reasons(policy.slices, slices or {})
     for key, bound in policy.thresholds.items():
         value = challenger.get(key)
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -116,6 +124,48 @@ def decide(policy: Policy, challenger: dict, champion: dict | None) -> Decision:
                            f"({policy.margin_relative:.1%} relative + {policy.margin_absolute:g}): needed "
                            f"{target:.4g} or {word}")
     return Decision(not reasons, reasons, evidence)
+
+
+def slice_reasons(rule: dict, slices: dict) -> list[str]:
+    """Why the slices fail `rule` (min_worst / max_worst over all gated slices, max_gap within a column);
+    each reason names the slice."""
+    metric = rule["metric"]
+    if not slices:
+        return [f"{metric} has no gated slice in the training run (none with evaluation.min_slice photos)"]
+    def named(key):
+        value, n = slices[key]
+        return f"{key[0]}={key[1]} ({value:.4g}, n={n})"
+    reasons = []
+    lowest, highest = min(slices, key=lambda k: slices[k][0]), max(slices, key=lambda k: slices[k][0])
+    if "min_worst" in rule and not slices[lowest][0] >= rule["min_worst"]:
+        reasons.append(f"{metric} of the worst slice {named(lowest)} is below the minimum {rule['min_worst']}")
+    if "max_worst" in rule and not slices[highest][0] <= rule["max_worst"]:
+        reasons.append(f"{metric} of the worst slice {named(highest)} is above the maximum {rule['max_worst']}")
+    if "max_gap" in rule:
+        for column in sorted({c for c, _ in slices}):
+            mine = {k: v for k, v in slices.items() if k[0] == column}
+            low, high = min(mine, key=lambda k: mine[k][0]), max(mine, key=lambda k: mine[k][0])
+            gap = mine[high][0] - mine[low][0]
+            if gap > rule["max_gap"]:
+                reasons.append(f"{metric} differs by {gap:.4g} between slices {named(high)} and {named(low)}: "
+                               f"above the maximum gap {rule['max_gap']}")
+    return reasons
+
+
+def training_slices(version, metric: str) -> dict:
+    """The gated slices of `metric` (e.g. val_accuracy) the version's training run logged:
+    {(column, slice): (value, photos)}. Only gated slices carry the metric (views.show)."""
+    run = registry.client().get_run(version.run_id) if version.run_id else None
+    found = run.data.metrics if run else {}
+    split = "test" if metric.startswith("test_") else "val"
+    prefix = metric + evaluate.SLICE_MARK    # "val_accuracy.slice."
+    out = {}
+    for name, value in found.items():
+        if name.startswith(prefix):
+            column, _, slice_name = name[len(prefix):].partition(".")
+            photos = found.get(evaluate.slice_metric_name(evaluate.metric_name(split, "photos"), column, slice_name))
+            out[(column, slice_name)] = (value, int(photos or 0))
+    return out
 
 
 # --- evaluation -------------------------------------------------------------------------------
@@ -254,7 +304,8 @@ def promote(model: str, version: str | None = None, *, dry_run: bool = False, ev
             threshold = policy.collapse_threshold or cfg["evaluation"]["collapse_threshold"]
             mine = evaluate_version(challenger, data, threshold)
             theirs = evaluate_version(current, data, threshold) if current is not None else None
-            decision = decide(policy, mine, theirs)
+            slices = training_slices(challenger, policy.slices["metric"]) if policy.slices else None
+            decision = decide(policy, mine, theirs, slices)
             action = ("would-" if dry_run else "") + ("promote" if decision.promote else "refuse")
             action = {"promote": "promoted", "refuse": "refused"}.get(action, action)
             params = {"model": model, "challenger_version": str(challenger.version), "dry_run": str(dry_run),

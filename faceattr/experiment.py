@@ -38,6 +38,7 @@ class Outcome:
     model_uri: str | None
     version: str | None = None     # the registered model version, when `train(register=True)`
     outbox: object = None          # tracking failed: the local outbox holding the run (`faceattr sync`)
+    slices: list = field(default_factory=list)   # the slices.json rows (views.show)
 
 
 def prepare(config: dict) -> Prepared:
@@ -105,12 +106,14 @@ def fit_and_log(prepared: Prepared, run: tracking.Run, model: keras.Model | None
     metrics, tags, first_outputs, found = assess(model, config, splits)
     metrics["epochs_trained"] = len(history.history["loss"])
     tracking.log_results(run, metrics, tags, first_outputs)
-    views.show(run, model, config, splits, found, history.history)
+    slices, shown, shown_tags = views.show(run, model, config, splits, found, history.history)
+    metrics.update(shown)
+    tags.update(shown_tags)
     model_uri = None
     if log_model:
         info = run.log_model(model, config, input_example(config, splits["val"]), prepared.gender_model)
         model_uri = info.model_uri if info else None   # None: tracking failed, the model is in the outbox
-    return Outcome(model, metrics, tags, model_uri)
+    return Outcome(model, metrics, tags, model_uri, slices=slices)
 
 
 def scores(model: keras.Model, config: dict, split: Split) -> np.ndarray:

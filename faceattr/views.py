@@ -24,8 +24,9 @@ from faceattr.data.tfdata import model_inputs
 
 
 def show(run: tracking.Run, model, config: dict, splits: dict[str, Split], found: dict[str, np.ndarray],
-         history: dict) -> None:
-    """Log the run's views. `found`: the scores of each judged split (experiment.assess)."""
+         history: dict) -> tuple[list[dict], dict[str, float], dict[str, str]]:
+    """Log the run's views; return what was logged: the slice rows, the metrics and the tags.
+    `found`: the scores of each judged split (experiment.assess)."""
     task, evaluation = tasks.of(config), config["evaluation"]
     train, val = splits["train"], splits["val"]
     rows, metrics = [], {}
@@ -51,6 +52,7 @@ def show(run: tracking.Run, model, config: dict, splits: dict[str, Split], found
             [val.images[i] for i, _ in chosen], [caption for _, caption in chosen],
             f"{config['name']}: the validation photos it gets most wrong")
     tracking.log_figures(run, figures)
+    return rows, metrics, tags
 
 
 def _slice_metrics(table: list[dict]) -> dict[str, float]:

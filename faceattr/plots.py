@@ -60,6 +60,7 @@ def predicted_vs_true(y_true, y_pred, gender, target: str) -> plt.Figure:
 
 def error_gallery(images, captions: list[str], title: str, columns: int = 8) -> plt.Figure:
     """Photos in a grid, each with its caption (what was true, what the model said)."""
+    columns = max(1, min(columns, len(images)))   # a few mistakes: no empty cells beside them
     rows = max(1, math.ceil(len(images) / columns))
     aspect = images[0].shape[0] / images[0].shape[1] if len(images) else 1.0   # eye bands are wide, faces square
     fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, (1.6 * aspect + 0.5) * rows + 0.4),

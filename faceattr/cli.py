@@ -56,7 +56,9 @@ def cmd_train(args, extra) -> int:
     outcome = train(load_config(args, extra), register=getattr(args, "register", True))
     shown = {k: round(v, 4) for k, v in outcome.metrics.items()
              if k in ("val_mse", "baseline_ratio", "val_accuracy", "test_mse", "test_accuracy", "collapse_std_ratio")}
-    print(f"faceattr: done: {shown} collapsed={outcome.tags['collapsed']} model={outcome.model_uri}"
+    leans = outcome.tags.get("leans_on_gender")   # regressions only (faceattr/views.py)
+    print(f"faceattr: done: {shown} collapsed={outcome.tags['collapsed']}"
+          + (f" leans_on_gender={leans}" if leans else "") + f" model={outcome.model_uri}"
           + (f" registered={outcome.version}" if outcome.version else ""))
     if getattr(outcome, "outbox", None):   # training succeeded; tracking did not (faceattr/tracking/outbox.py)
         print(f"faceattr: tracking server unreachable; run kept in {outcome.outbox}; "

@@ -83,7 +83,13 @@ def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_t
     assert tags["collapsed"] in ("true", "false") and float(tags["collapse_threshold"]) == \
         cfg["evaluation"]["collapse_threshold"]
     assert "collapse_std_ratio" in metrics
-    assert "collapse_check.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"collapse_check.json", "slices.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    # what a run shows a person (faceattr/views.py), for every task and backbone
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {
+        "plots/learning_curves.png", "plots/predicted_vs_true.png", "plots/error_gallery.png"}
+    if tasks.of(cfg).reads_gender:
+        assert {"gender_weight_swap", "gender_weight_unknown", "photo_weight_shuffle"} <= set(metrics)
+        assert tags["leans_on_gender"] in ("true", "false")
 
     # the logged (and registered) model answers, and its answers are the ones the metrics were computed on
     assert client.get_model_version(cfg["name"], outcome.version).run_id == run.info.run_id
@@ -99,8 +105,6 @@ def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_t
         assert params["gender_source"] == "labels"   # training registers a gender model, never promotes one
         assert metrics["val_mse"] == pytest.approx(np.mean((out[cfg["target"]] - val.labels) ** 2), rel=1e-4)
         assert metrics["baseline_ratio"] == pytest.approx(metrics["baseline_mse"] / metrics["val_mse"], rel=1e-6)
-        assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {
-            "plots/learning_curves.png", "plots/predicted_vs_true.png"}
     elif cfg["task"] == "classification":
         assert {"val_accuracy", "val_log_loss", "val_majority_accuracy", "test_accuracy"} <= set(metrics)
         said = np.where(out["p_female"] >= 0.5, GENDERS.index("female"), GENDERS.index("male"))

@@ -191,7 +191,7 @@ def evaluate_version(version, data: EvalSet, collapse_threshold: float) -> dict:
         elif source == "labels" and has_gender_labels(test.frame):
             gender = gender_one_hot(test.frame)
     inputs = test.descriptors if served.reads == "descriptor" else test.images
-    return evaluate.evaluate(task, served.scores(inputs, gender), test, data.train, collapse_threshold)
+    return evaluate.evaluate(task, served.scores(inputs, gender), test, data.train, collapse_threshold, served.spec)
 
 
 def reads(version) -> str:

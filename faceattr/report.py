@@ -175,12 +175,13 @@ def learning_curves(groups: list[Group]) -> str | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     histories = {run.info.run_id: {key: tracking.metric_history(run.info.run_id, key) for key in CURVES}
                  for g in groups for run in g.runs}
     if not any(points for h in histories.values() for points in h.values()):
         return None
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(11, 4), sharey=True)
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(12, 4), sharey=True)
     colours = plt.get_cmap("tab10")
     for ax, key in zip(axes, CURVES):
         for g in groups:
@@ -191,12 +192,13 @@ def learning_curves(groups: list[Group]) -> str | None:
                     ax.plot(steps, values, color=colours((g.number - 1) % 10), alpha=0.8, lw=1.4,
                             label=f"C{g.number}" if i == 0 else None)
         ax.set(title=key, xlabel="epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("loss")
     axes[-1].legend(title="configuration", fontsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
+    fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     return data_uri(buffer.getvalue())
 
@@ -293,7 +295,8 @@ def _number(value) -> str:
 def _stat(stat: Stat | None) -> str:
     if stat is None:
         return "-"
-    return _number(stat.mean) + ("" if stat.std is None else f" ± {_number(stat.std)}")
+    # two significant digits of spread are all a handful of seeds can tell
+    return _number(stat.mean) + ("" if stat.std is None else f" ± {stat.std:.2g}")
 
 
 def _colour(number: int) -> str:
@@ -315,7 +318,7 @@ th, td { border: 1px solid #d5d9e0; padding: 4px 8px; text-align: left; vertical
 th { background: #eef1f6; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 6px; }
 .side { display: flex; gap: 24px; align-items: flex-start; } .side > section { flex: 1; min-width: 0; }
-img { max-width: 100%; border: 1px solid #e3e6ea; } details { margin: 4px 0; } code { font-size: 12px; }
+img { max-width: 100%; border: 1px solid #e3e6ea; } details { margin: 4px 0; } code { font-size: 0.9em; }
 </style></head><body>
 <h1>faceattr report: experiment <code>{{ e.experiment }}</code></h1>
 <p class="note">Made {{ e.made_at }}. {{ e.groups | map(attribute='runs') | map('length') | sum }} training runs in

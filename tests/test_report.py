@@ -107,9 +107,9 @@ def test_report_compares_configurations_over_seeds_and_is_logged(experiment, tmp
     for row_id, seeds in (("C1", CONFIGS["64"]), ("C2", CONFIGS["128"]), ("C3", REPEATS)):
         values = list(seeds.values())
         cells = row(page, row_id)
-        assert f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.4g}" in cells
+        assert f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}" in cells
         ratios = [0.05 / v for v in values]
-        assert f"{statistics.mean(ratios):.4g} ± {statistics.stdev(ratios):.4g}" in cells
+        assert f"{statistics.mean(ratios):.4g} ± {statistics.stdev(ratios):.2g}" in cells
         assert f"<td class=\"num\">{len(values)}</td>" in cells
     assert "model.dense_0=64" in row(page, "C1") and "model.dense_0=256" in row(page, "C3")
 

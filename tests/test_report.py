@@ -148,6 +148,16 @@ def test_report_compares_configurations_over_seeds_and_is_logged(experiment, tmp
     assert "1 earlier report run(s) left out" in again
     assert re.findall(r'<tr id="(C\d+)">', again) == ["C1", "C2", "C3"]
 
+    # the challenger is the newest version that is not the champion, also when the champion is the newest
+    client.log_text(runs[("128", 0)], "x", "model/placeholder.txt")
+    client.create_model_version("eyes", f"{client.get_run(runs[('128', 0)]).info.artifact_uri}/model",
+                                run_id=runs[("128", 0)])
+    registry.record("eyes", "3", {registry.PREVIOUS: "1"})
+    registry.move_champion("eyes", "3")
+    assert main(["report", "eyes", "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "version 3" in section(page, "champion") and "version 2" in section(page, "challenger")
+
 
 def test_unknown_experiment_is_a_clear_error_before_any_run(tracking, capsys):
     mlflow.MlflowClient().create_experiment("eyes")

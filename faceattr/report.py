@@ -69,7 +69,7 @@ class Group:
     number: int
     params: dict[str, str]
     runs: list
-    label: str = ""                    # the params that tell this configuration from the others
+    label: list[str] = field(default_factory=list)   # the params that tell it from the other configurations
 
     @property
     def seeds(self) -> list[str]:
@@ -139,7 +139,7 @@ def group_runs(runs: list) -> list[Group]:
     keys = set().union(*(g.params for g in groups))
     differing = sorted(k for k in keys if len({g.params.get(k) for g in groups}) > 1)
     for g in groups:
-        g.label = ", ".join(f"{k}={g.params.get(k, '(unset)')}" for k in differing) or "the only configuration"
+        g.label = [f"{k}={g.params.get(k, '(unset)')}" for k in differing] or ["the only configuration"]
     return groups
 
 
@@ -318,7 +318,7 @@ th, td { border: 1px solid #d5d9e0; padding: 4px 8px; text-align: left; vertical
 th { background: #eef1f6; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 6px; }
 .side { display: flex; gap: 24px; align-items: flex-start; } .side > section { flex: 1; min-width: 0; }
-img { max-width: 100%; border: 1px solid #e3e6ea; } details { margin: 4px 0; } code { font-size: 0.9em; }
+.wide { overflow-x: auto; } img { max-width: 100%; border: 1px solid #e3e6ea; } details { margin: 4px 0; } code { font-size: 0.9em; }
 </style></head><body>
 <h1>faceattr report: experiment <code>{{ e.experiment }}</code></h1>
 <p class="note">Made {{ e.made_at }}. {{ e.groups | map(attribute='runs') | map('length') | sum }} training runs in
@@ -328,14 +328,14 @@ img { max-width: 100%; border: 1px solid #e3e6ea; } details { margin: 4px 0; } c
 <h2 id="configurations">Configurations: mean ± std over seeds</h2>
 <p class="note">Runs whose params differ only in the seed form one configuration; ± is the sample standard
 deviation (n-1) over its runs; a single run has none.</p>
-<table class="configurations">
+<div class="wide"><table class="configurations">
 <tr><th>configuration</th><th>runs</th><th>seeds</th>{% for k in e.compared %}<th>{{ k }}</th>{% endfor %}</tr>
 {% for g in e.groups %}
-<tr id="C{{ g.number }}"><td><span class="swatch" style="background: {{ g.number | colour }}"></span>C{{ g.number }}: {{ g.label }}</td>
+<tr id="C{{ g.number }}"><td><span class="swatch" style="background: {{ g.number | colour }}"></span>C{{ g.number }}{% for p in g.label %}<br>{{ p }}{% endfor %}</td>
 <td class="num">{{ g.runs | length }}</td><td>{{ g.seeds | join(', ') }}</td>
 {% for k in e.compared %}{% set s = g.stat(k) %}<td class="num" data-metric="{{ k }}"{% if s %} title="mean {{ s.mean }}, std {{ s.std }}, n={{ s.n }}"{% endif %}>{{ s | stat }}</td>{% endfor %}</tr>
 {% endfor %}
-</table>
+</table></div>
 {% for g in e.groups %}
 <details><summary>C{{ g.number }}: params and runs</summary>
 <p>{% for run in g.runs %}<code>{{ run.data.tags.get('mlflow.runName', run.info.run_id) }}</code> {% endfor %}</p>
@@ -346,7 +346,7 @@ deviation (n-1) over its runs; a single run has none.</p>
 {% if e.searches %}
 <h2 id="searches">Tuning searches</h2>
 <p class="note">Each search's trials are nested runs, summarised here; its seed repeats are compared above.</p>
-<table class="searches"><tr><th>search run</th><th>status</th><th>nested runs</th><th>finished</th>
+<div class="wide"><table class="searches"><tr><th>search run</th><th>status</th><th>nested runs</th><th>finished</th>
 {% for k in e.compared %}<th>best {{ k }}</th>{% endfor %}</tr>
 {% for s in e.searches %}
 <tr><td>{{ s.run.data.tags.get('mlflow.runName', s.run.info.run_id) }}</td><td>{{ s.run.info.status }}</td>
@@ -354,7 +354,7 @@ deviation (n-1) over its runs; a single run has none.</p>
 <td class="num">{{ s.children | selectattr('info.status', 'equalto', 'FINISHED') | list | length }}</td>
 {% for k in e.compared %}<td class="num">{{ s.best.get(k) | number }}</td>{% endfor %}</tr>
 {% endfor %}
-</table>
+</table></div>
 {% endif %}
 
 <h2 id="curves">Learning curves</h2>
@@ -381,14 +381,14 @@ deviation (n-1) over its runs; a single run has none.</p>
 
 <h2 id="promotions">Promotion history</h2>
 {% if e.decisions %}
-<table class="promotions"><tr><th>when (UTC)</th><th>action</th><th>decision</th><th>version</th><th>champion then</th>
+<div class="wide"><table class="promotions"><tr><th>when (UTC)</th><th>action</th><th>decision</th><th>version</th><th>champion then</th>
 <th>metric</th><th>version's</th><th>champion's</th><th>reasons</th><th>by</th><th>run</th></tr>
 {% for d in e.decisions %}
 <tr><td>{{ d.when }}</td><td>{{ d.action }}</td><td>{{ d.decision }}</td><td>{{ d.version }}</td><td>{{ d.champion }}</td>
 <td>{{ d.metric }}</td><td class="num">{{ d.challenger_value | number }}</td><td class="num">{{ d.champion_value | number }}</td>
 <td>{{ d.reasons }}</td><td>{{ d.user }}</td><td>{{ d.run }}</td></tr>
 {% endfor %}
-</table>
+</table></div>
 {% else %}<p class="note">No promotion of <code>{{ e.model }}</code> yet (`faceattr promote {{ e.model }}`).</p>{% endif %}
 </body></html>
 """)

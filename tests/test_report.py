@@ -167,3 +167,25 @@ def test_unknown_experiment_is_a_clear_error_before_any_run(tracking, capsys):
     assert main(["report", "eyes"]) == 2
     assert "has no runs to compare" in capsys.readouterr().err
     assert mlflow.search_runs(search_all_experiments=True).empty
+
+
+@pytest.mark.slow
+def test_report_of_real_training_runs_over_two_seeds(tracking, synthetic_cache, tmp_path):
+    for seed in ("0", "1"):
+        assert main(["train", "eyes", "--epochs", "2", "--seed", seed, "--data.size", "120", "--train.verbose", "0"]) == 0
+    assert main(["report", "eyes", "--out", str(tmp_path / "report.html")]) == 0
+    page = (tmp_path / "report.html").read_text()
+    runs = mlflow.search_runs(experiment_names=["eyes"], filter_string=f"tags.`{ROLE}` = 'report'")
+    assert len(runs) == 1
+    trained = mlflow.search_runs(experiment_names=["eyes"], filter_string="params.`train.epochs` = '2'")
+    assert sorted(trained["params.train.seed"]) == ["0", "1"]
+    (config,) = re.findall(r'<tr id="(C\d+)">', page)
+    cells = row(page, config)
+    for key in ("val_mse", "baseline_ratio"):
+        values = list(trained[f"metrics.{key}"])
+        assert f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}" in cells, key
+    assert "<td>0, 1</td>" in cells and 'alt="learning curves"' in page
+    # both runs registered a version; none is champion yet: the newest is the challenger
+    assert "no champion yet" in page and "challenger: version 2" in page
+    assert 'alt="challenger predicted vs true"' in page and "no gallery logged" in page
+    assert "No promotion of <code>eyes</code> yet" in page

@@ -73,11 +73,15 @@ class Group:
 
     @property
     def seeds(self) -> list[str]:
-        found = {run.data.params.get(SEED_PARAMS[0], run.data.params.get(SEED_PARAMS[1], "?")) for run in self.runs}
+        found = {seed_of(run) for run in self.runs}
         return sorted(found, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
 
     def stat(self, key: str) -> Stat | None:
         return Stat.of([run.data.metrics.get(key) for run in self.runs])
+
+
+def seed_of(run) -> str:
+    return next((run.data.params[k] for k in SEED_PARAMS if k in run.data.params), "-")
 
 
 @dataclass
@@ -118,8 +122,8 @@ def compared_metrics(runs: list) -> list[str]:
     """The task's headline metrics and accuracy, their test-split twins, then the reliance metrics:
     those that some run logged. Runs without a faceattr task: the metrics every run has."""
     logged = set().union(*(run.data.metrics for run in runs))
-    names = Counter(run.data.params.get("task") for run in runs).most_common(1)[0][0]
-    task = tasks.TASKS.get(names)
+    task_name = Counter(run.data.params.get("task") for run in runs).most_common(1)[0][0]
+    task = tasks.TASKS.get(task_name)
     if task is None:
         common = set.intersection(*(set(run.data.metrics) for run in runs))
         return sorted(k for k in common if k not in CURVES)
@@ -224,21 +228,17 @@ def contender(role: str, version, runs_by_id: dict, compared: list[str]) -> Cont
     run = runs_by_id.get(version.run_id) or (tracking.get_run(version.run_id) if version.run_id else None)
     facts = {"version": str(version.version), "stage": version.current_stage,
              "aliases": ", ".join(version.aliases) or "-", "decision": version.tags.get("faceattr.decision", "-")}
-    if run is not None:
-        metrics, params = run.data.metrics, run.data.params
-        facts.update({"run": run.data.tags.get("mlflow.runName", run.info.run_id),
-                      "seed": params.get(SEED_PARAMS[0], params.get(SEED_PARAMS[1], "-")),
-                      LEANS_ON_GENDER: run.data.tags.get(LEANS_ON_GENDER, "-")})
-        slice_keys = sorted(k for k in metrics if SLICE_MARK in k)
-        facts.update({k: f"{metrics[k]:.4g}" for k in [*compared, *slice_keys] if k in metrics})
-    plots, slices = {}, None
-    if run is not None:
-        for path, caption in CONTENDER_PLOTS.items():
-            png = tracking.read_artifact(run.info.run_id, path)
-            plots[caption] = data_uri(png) if png else None
-        table = tracking.read_artifact(run.info.run_id, SLICES)
-        slices = _table(table) if table else None
-    return Contender(role, version, run, facts, plots, slices)
+    if run is None:
+        return Contender(role, version, None, facts, {}, None)
+    run_id, metrics = run.info.run_id, run.data.metrics
+    facts.update({"run": run.data.tags.get("mlflow.runName", run_id), "seed": seed_of(run),
+                  LEANS_ON_GENDER: run.data.tags.get(LEANS_ON_GENDER, "-")})
+    slice_keys = sorted(k for k in metrics if SLICE_MARK in k)
+    facts.update({k: _number(metrics[k]) for k in [*compared, *slice_keys] if k in metrics})
+    plots = {caption: tracking.read_artifact(run_id, path) for path, caption in CONTENDER_PLOTS.items()}
+    table = tracking.read_artifact(run_id, SLICES)
+    return Contender(role, version, run, facts, {c: data_uri(png) if png else None for c, png in plots.items()},
+                     _table(table) if table else None)
 
 
 def _table(raw: bytes) -> dict:

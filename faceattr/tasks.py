@@ -57,8 +57,15 @@ class Task:
         """The labels on the scale of `scores`."""
         return np.asarray(labels, np.float64).reshape(-1)
 
-    def metrics(self, scores, labels, frame: pd.DataFrame, train_labels, train_frame: pd.DataFrame) -> dict:
+    def metrics(self, scores, labels, frame: pd.DataFrame, train_labels, train_frame: pd.DataFrame,
+                served: dict) -> dict:
+        """`served`: the served model's settings (`calibrate`), e.g. identity's decision threshold."""
         raise NotImplementedError
+
+    def calibrate(self, val_scores, val) -> dict:
+        """Settings of the served answer chosen on the validation split once the model is fitted; the
+        served model's spec keeps them and every evaluation of the model uses them (none here)."""
+        return {}
 
     def baselines(self, split, train) -> dict:
         """Training-free baselines a model must beat, beside its metrics (the regressions' per-gender
@@ -69,8 +76,9 @@ class Task:
         """(MLflow type, column) of the served answer."""
         raise NotImplementedError
 
-    def mistakes(self, scores, labels, frame: pd.DataFrame, n: int) -> list[tuple[int, str]]:
-        """What the error gallery shows: up to `n` (row, caption) of the worst answers, worst first."""
+    def mistakes(self, scores, labels, frame: pd.DataFrame, n: int, served: dict) -> list[tuple[int, str]]:
+        """What the error gallery shows: up to `n` (row, caption) of the worst answers, worst first, by
+        the decisions the model serves (`served`: its settings, see `calibrate`)."""
         raise NotImplementedError
 
     def loss_baseline(self, split, train) -> float | None:
@@ -121,7 +129,7 @@ class Regression(Task):
     def scores(self, outputs):
         return np.clip(np.asarray(outputs, np.float64).reshape(-1), 0.0, 1.0)
 
-    def metrics(self, scores, labels, frame, train_labels, train_frame):
+    def metrics(self, scores, labels, frame, train_labels, train_frame, served):
         none = [None] * len(frame)
         return evaluate.regression_metrics(scores, labels, frame.get("gender", none), train_labels,
                                            train_frame.get("gender", [None] * len(train_frame)))
@@ -129,7 +137,7 @@ class Regression(Task):
     def answer_columns(self, target):
         return [("double", target)]
 
-    def mistakes(self, scores, labels, frame, n):
+    def mistakes(self, scores, labels, frame, n, served):
         """The largest absolute errors."""
         truth = self.truth(labels)
         worst = np.argsort(-np.abs(scores - truth), kind="stable")[:n]
@@ -165,7 +173,7 @@ class Gender(Task):
     def truth(self, labels):
         return np.asarray(labels, np.float64)[:, 1]
 
-    def metrics(self, scores, labels, frame, train_labels, train_frame):
+    def metrics(self, scores, labels, frame, train_labels, train_frame, served):
         return evaluate.classification_metrics(np.stack([1 - scores, scores], axis=1), labels)
 
     def answer_columns(self, target):
@@ -174,7 +182,7 @@ class Gender(Task):
     def answer(self, scores, spec):
         return pd.DataFrame({"p_female": scores, "gender": np.where(scores >= 0.5, *GENDERS[::-1])})
 
-    def mistakes(self, scores, labels, frame, n):
+    def mistakes(self, scores, labels, frame, n, served):
         """Confident mistakes: wrong answers, the most certain first."""
         truth = self.truth(labels)
         wrong = np.flatnonzero((scores >= 0.5) != (truth >= 0.5))
@@ -208,8 +216,19 @@ class Identity(Task):
     def labels(self, frame, config):
         return (frame["person"].astype(str) == str(config["data"]["person"])).to_numpy(np.float32)
 
-    def metrics(self, scores, labels, frame, train_labels, train_frame):
-        return evaluate.identity_metrics(scores, labels, frame["group"])
+    def metrics(self, scores, labels, frame, train_labels, train_frame, served):
+        return evaluate.identity_metrics(scores, labels, frame["group"], self.threshold(served))
+
+    def calibrate(self, val_scores, val):
+        """The decision threshold, chosen on validation (evaluate.decision_threshold): a head trained on
+        a few photos of one person scores strangers anywhere in (0, 1), so 0.5 is no more right than any
+        other value."""
+        return {"threshold": evaluate.decision_threshold(val_scores, np.asarray(val.labels) >= 0.5)}
+
+    @staticmethod
+    def threshold(served: dict) -> float:
+        """The served decision threshold; 0.5 for models logged before it was chosen on validation."""
+        return float(served.get("threshold", 0.5))
 
     def baselines(self, split, train):
         """With face descriptors: the ROC AUC of "cosine similarity to the mean descriptor of the target's
@@ -220,17 +239,18 @@ class Identity(Task):
         target = train.descriptors[np.asarray(train.labels) >= 0.5]
         return {"cosine_baseline_roc_auc": float(roc_auc_score(y, cosine_baseline_scores(target, split.descriptors)))}
 
-    def answer_columns(self, target):  # P(the trained person), that decision at 0.5, and who
+    def answer_columns(self, target):  # P(the trained person), the decision at the served threshold, and who
         return [("double", "p_person"), ("boolean", "is_person"), ("string", "person")]
 
-    def mistakes(self, scores, labels, frame, n):
-        """False accepts (people never seen in training first: the failure a face check must not make),
-        then false rejects of the target; half the gallery each when both have enough."""
-        target = self.truth(labels) >= 0.5
+    def mistakes(self, scores, labels, frame, n, served):
+        """False accepts at the served threshold (people never seen in training first: the failure a
+        face check must not make), then false rejects of the target; half the gallery each when both
+        have enough."""
+        target, threshold = self.truth(labels) >= 0.5, self.threshold(served)
         unseen = (frame["group"] == "unseen").to_numpy()
-        accepts = np.flatnonzero(~target & (scores >= 0.5))
+        accepts = np.flatnonzero(~target & (scores >= threshold))
         accepts = accepts[np.lexsort((-scores[accepts], ~unseen[accepts]))]
-        rejects = np.flatnonzero(target & (scores < 0.5))
+        rejects = np.flatnonzero(target & (scores < threshold))
         rejects = rejects[np.argsort(scores[rejects], kind="stable")]
         take = max(n - len(rejects), (n + 1) // 2)
         chosen = [(i, "false accept" + (" (unseen)" if unseen[i] else "")) for i in accepts[:take]]
@@ -238,7 +258,8 @@ class Identity(Task):
         return [(int(i), f"{why}\np(person) {scores[i]:.2f}") for i, why in chosen]
 
     def answer(self, scores, spec):
-        return pd.DataFrame({"p_person": scores, "is_person": scores >= 0.5, "person": spec.get("person", "")})
+        return pd.DataFrame({"p_person": scores, "is_person": scores >= self.threshold(spec),
+                             "person": spec.get("person", "")})
 
     def check(self, config, fail):
         data, train = config["data"], config["train"]

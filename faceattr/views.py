@@ -24,15 +24,16 @@ from faceattr.data.tfdata import model_inputs
 
 
 def show(run: tracking.Run, model, config: dict, splits: dict[str, Split], found: dict[str, np.ndarray],
-         history: dict) -> tuple[list[dict], dict[str, float], dict[str, str]]:
+         history: dict, served: dict) -> tuple[list[dict], dict[str, float], dict[str, str]]:
     """Log the run's views; return what was logged: the slice rows, the metrics and the tags.
-    `found`: the scores of each judged split (experiment.assess)."""
+    `found`: the scores of each judged split, `served`: the served model's settings (experiment.assess),
+    so slices and mistakes are judged by the decisions the model serves."""
     task, evaluation = tasks.of(config), config["evaluation"]
     train, val = splits["train"], splits["val"]
     rows, metrics = [], {}
     for name, scores in found.items():
         labels = evaluate.slice_labels(splits[name].frame, evaluation["slices"])
-        table = evaluate.slice_table(task, scores, splits[name], train, name, labels, evaluation["min_slice"])
+        table = evaluate.slice_table(task, scores, splits[name], train, name, labels, evaluation["min_slice"], served)
         rows += table
         metrics.update(_slice_metrics(table))
     tags = {}
@@ -47,7 +48,7 @@ def show(run: tracking.Run, model, config: dict, splits: dict[str, Split], found
                "plots/predicted_vs_true.png": plots.predicted_vs_true(
                    task.truth(val.labels), found["val"], val.frame.get("gender"), config["target"])}
     if evaluation["gallery"]:
-        chosen = task.mistakes(found["val"], val.labels, val.frame, evaluation["gallery"])
+        chosen = task.mistakes(found["val"], val.labels, val.frame, evaluation["gallery"], served)
         figures["plots/error_gallery.png"] = plots.error_gallery(
             [val.images[i] for i, _ in chosen], [caption for _, caption in chosen],
             f"{config['name']}: the validation photos it gets most wrong")

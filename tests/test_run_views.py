@@ -75,17 +75,19 @@ def test_gender_weight_tells_a_per_gender_mean_from_a_model_that_reads_the_photo
 # --- what counts as wrong, per task ---------------------------------------------------------------------
 
 def test_each_task_shows_its_own_worst_answers():
-    regression = tasks.TASKS["regression"].mistakes(np.array([0.5, 0.9, 0.0]), np.array([0.5, 0.0, 0.2]), None, 2)
+    regression = tasks.TASKS["regression"].mistakes(np.array([0.5, 0.9, 0.0]), np.array([0.5, 0.0, 0.2]), None, 2, {})
     assert [i for i, _ in regression] == [1, 2] and "true 0.00" in regression[0][1]
     gender = tasks.TASKS["classification"]
     one_hot = np.eye(2)[[0, 0, 1, 1]]                          # male, male, female, female
-    found = gender.mistakes(np.array([0.6, 0.99, 0.9, 0.3]), one_hot, None, 10)
+    found = gender.mistakes(np.array([0.6, 0.99, 0.9, 0.3]), one_hot, None, 10, {})
     assert [i for i, _ in found] == [1, 3, 0]                  # only mistakes, the most confident first
     frame = pd.DataFrame({"group": ["seen", "unseen", "target", "seen", "unseen", "target"]})
-    identity = tasks.TASKS["identity"].mistakes(np.array([0.9, 0.7, 0.1, 0.95, 0.2, 0.4]),
-                                                np.array([0, 0, 1, 0, 0, 1]), frame, 4)
+    scores, labels = np.array([0.9, 0.7, 0.1, 0.95, 0.2, 0.4]), np.array([0, 0, 1, 0, 0, 1])
+    identity = tasks.TASKS["identity"].mistakes(scores, labels, frame, 4, {})
     assert [i for i, _ in identity] == [1, 3, 2, 5]            # half accepts (unseen first), half rejects
     assert "false accept (unseen)" in identity[0][1] and "false reject" in identity[-1][1]
+    strict = tasks.TASKS["identity"].mistakes(scores, labels, frame, 4, {"threshold": 0.8})   # the served one
+    assert [i for i, _ in strict] == [3, 0, 2, 5]
 
 
 # --- plots ----------------------------------------------------------------------------------------------

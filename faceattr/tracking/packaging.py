@@ -24,16 +24,17 @@ DESCRIPTOR_PINS = ["dlib-bin==20.0.1.post1", "face_recognition_models==0.3.0", "
 
 
 def log_model(recorder: Recorder, model: keras.Model, config: dict, input_example,
-              gender_model: keras.Model | None = None):
+              gender_model: keras.Model | None = None, served: dict | None = None):
     """Log the photo-taking pyfunc (faceattr/serving) carrying the Keras model(s) and faceattr's code
     into the active run; when `recorder`'s tracking failed, keep it in the outbox instead (None).
+    `served`: settings chosen on validation (tasks.Task.calibrate), kept in the spec.
 
     A pyfunc rather than `mlflow.keras.log_model`: it takes photos, and the keras flavour crashes
     when given an input example (MLflow issue #16183).
     """
     spec = {"name": config["name"], "task": config["task"], "target": config["target"],
             "region": config["region"], "gender_model": gender_model is not None, "input": models.reads(config),
-            **tasks.of(config).served_spec(config)}
+            **tasks.of(config).served_spec(config), **(served or {})}
     if gender_model is not None and models.input_name(gender_model) == "descriptor":
         spec["gender_input"] = "descriptor"
     with tempfile.TemporaryDirectory() as tmp:

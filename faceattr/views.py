@@ -75,9 +75,10 @@ def _slice_metrics(table: list[dict]) -> dict[str, float]:
 
 def _predict(model, task, split: Split, main: np.ndarray, gender: np.ndarray) -> np.ndarray:
     """The task's scores with the model's main input (crops or descriptors) and gender input replaced."""
-    inputs = model_inputs(Split(split.images, gender, split.labels, split.frame, split.descriptors), True)
-    inputs[split.model_input[0]] = np.asarray(main, np.float32)
-    return task.scores(model.predict(inputs, batch_size=256, verbose=0))
+    name = split.model_input[0]   # model_inputs reads only the main input and the gender input of `rows`
+    rows = Split(np.asarray(main), gender, np.zeros(len(gender)), split.frame,
+                 np.asarray(main) if name == "descriptor" else None)
+    return task.scores(model.predict(model_inputs(rows, True), batch_size=256, verbose=0))
 
 
 def _gender_groups(split: Split) -> np.ndarray:

@@ -13,10 +13,11 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from faceattr import tasks
+from faceattr.data.regions import REGION_SIZES
 from faceattr.errors import ConfigError
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
-REGIONS = ("photo", "face", "eyes", "mouth")
+REGIONS = tuple(REGION_SIZES)
 MOBILENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 NO_WEIGHTS = (None, "none", "None", "")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from faceattr import evaluate, models, registry, serving, tasks, tracking
-from faceattr.data.loading import Data, Split, make_split, open_data
+from faceattr.data.loading import Data, Split, crops_made_by, make_split, open_data
 from faceattr.data.tfdata import model_inputs
 from faceattr.features.face_descriptor import describe_data, example_face
 from faceattr.gender_input import gender_inputs
@@ -104,7 +104,8 @@ def fit_and_log(prepared: Prepared, run: tracking.Run, model: keras.Model | None
         tracking.log_plots(run, history.history, task.truth(splits["val"].labels), val_scores, config["target"])
     model_uri = None
     if log_model:
-        info = run.log_model(model, config, input_example(config, splits["val"]), prepared.gender_model)
+        info = run.log_model(model, config, input_example(config, splits["val"]), prepared.gender_model,
+                             crops_made_by(prepared.data.frame))
         model_uri = info.model_uri if info else None   # None: tracking failed, the model is in the outbox
     return Outcome(model, metrics, tags, model_uri)
 

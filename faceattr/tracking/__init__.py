@@ -86,9 +86,10 @@ class Run:
             fig.savefig(self.recorder.artifact_path(path))
         self.recorder.call("log artifact", mlflow.MlflowClient().log_figure, self.run_id, fig, path)
 
-    def log_model(self, model: keras.Model, config: dict, input_example, gender_model: keras.Model | None = None):
+    def log_model(self, model: keras.Model, config: dict, input_example, gender_model: keras.Model | None = None,
+                  made_by: str | None = None):
         """The served model (tracking/packaging.py); None when tracking failed (it is kept in the outbox)."""
-        return packaging.log_model(self.recorder, model, config, input_example, gender_model)
+        return packaging.log_model(self.recorder, model, config, input_example, gender_model, made_by)
 
     def register_model(self, model_uri: str | None, name: str):
         """A new version of registered model `name` (None when offline: `faceattr sync` registers it)."""

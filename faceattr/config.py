@@ -302,6 +302,16 @@ class Margin(_Section):
     absolute: Annotated[float, Field(ge=0)] = 0.0    # ... and by this much
 
 
+PHOTO_METRICS = ("photos_accuracy", "photos_scored_share", "photos_mae")   # registry/promotion.evaluate_photos
+
+
+class PhotoGate(_Section):
+    """Whole photos judged through the served model (registry/promotion.py evaluate_photos)."""
+    data: str | None = None                          # labelled whole photos (manifest CSV / folder); relative
+                                                     # to the policy file; `--eval-photos` overrides
+    thresholds: dict[str, Bound] = {}                # on photos_accuracy, photos_scored_share, photos_mae
+
+
 class Policy(_Section):
     model: str | None = None
     metric: str                                      # compared between champion and challenger
@@ -310,6 +320,7 @@ class Policy(_Section):
     require_no_collapse: bool = True
     collapse_threshold: Share | None = None          # None: the experiment's evaluation.collapse_threshold
     margin: Margin = Margin()
+    photos: PhotoGate | None = None
 
 
 def validate_policy(raw: Any, source: str) -> Policy:
@@ -318,9 +329,16 @@ def validate_policy(raw: Any, source: str) -> Policy:
         raise ConfigError(f"{source}: the top level must be a mapping")
     _check(Policy, raw, "", source)
     policy = Policy.model_validate(raw)
-    for key, bound in policy.thresholds.items():
+    photos = (policy.photos or PhotoGate()).thresholds
+    bounds = {**{f"thresholds.{k}": b for k, b in policy.thresholds.items()},
+              **{f"photos.thresholds.{k}": b for k, b in photos.items()}}
+    for key, bound in bounds.items():
         if bound.min is None and bound.max is None:
-            raise ConfigError(f"{source}: thresholds.{key}: expected {{min: X}} and/or {{max: Y}}")
+            raise ConfigError(f"{source}: {key}: expected {{min: X}} and/or {{max: Y}}")
+    unknown = sorted(set(photos) - set(PHOTO_METRICS))
+    if unknown:
+        raise ConfigError(f"{source}: photos.thresholds.{unknown[0]}: not a whole-photo metric "
+                          f"({', '.join(PHOTO_METRICS)})")
     return policy
 
 

@@ -30,7 +30,7 @@ import threading
 import numpy as np
 from PIL import Image
 
-from faceattr.data.regions import REGION_SIZES, eye_boxes, load_rgb
+from faceattr.data.regions import REGION_SIZES, box_columns, crop_region, eye_boxes, load_rgb, parse_box
 from faceattr.errors import DataError
 
 DETECTOR = "mtcnn-1.0.0"
@@ -139,6 +139,14 @@ def find_regions(image) -> dict[str, str]:
     """
     rgb = load_rgb(image)
     return region_boxes(choose_face(detect([rgb])[0]))
+
+
+def cut(image: Image.Image, region: str, boxes: dict) -> np.ndarray:
+    """A whole photo's crops of `region` from its boxes (find_regions' or a manifest row's): (cuts, H, W, 3),
+    one per box of `regions.box_columns(region)` (each eye), the whole photo for region `photo`."""
+    if region == "photo":
+        return crop_region(image, region)[None]
+    return np.stack([crop_region(image, region, parse_box(boxes[column])) for column in box_columns(region)])
 
 
 def _area(face: dict) -> float:

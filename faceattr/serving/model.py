@@ -36,7 +36,7 @@ from mlflow.types import ColSpec, Schema
 
 from faceattr import models, tasks
 from faceattr.data import faces
-from faceattr.data.regions import CUTS, REGION_SIZES, box_columns, crop_region, load_rgb, parse_box, photo_refusal
+from faceattr.data.regions import CUTS, REGION_SIZES, crop_region, load_rgb, parse_box, photo_refusal
 from faceattr.errors import DataError
 from faceattr.features.face_descriptor import DIMENSIONS, describe
 from faceattr.gender_input import gender_model_probabilities, gender_probabilities, rows_gender
@@ -209,11 +209,7 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
                 boxes = faces.find_regions(image)
             except DataError:
                 boxes = {}
-        if region == "photo":
-            main = crop_region(image, region)[None]
-        else:
-            main = np.stack([crop_region(image, region, parse_box(boxes[column])) for column in box_columns(region)])
-        return main, self._gender_input(image, boxes.get("face_box"))
+        return faces.cut(image, region, boxes), self._gender_input(image, boxes.get("face_box"))
 
     def _gender_input(self, image, face_box: str | None) -> np.ndarray | None:
         """What the bundled gender model reads of this photo's face: its face crop or its descriptor."""

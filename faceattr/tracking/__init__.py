@@ -307,3 +307,29 @@ def log_plots(run: Run, history: dict, y_true: np.ndarray, y_pred: np.ndarray, t
            xlim=(-0.05, 1.05), ylim=(-0.05, 1.05))
     run.log_figure(fig, "plots/predicted_vs_true.png")
     plt.close(fig)
+
+
+def log_crop_check(run: Run, rows: list[tuple[str, np.ndarray, np.ndarray | str]], region: str) -> None:
+    """`plots/crop_check.png`: per photo, its training crop(s) beside the crop(s) the served model cuts
+    from the same photo (or why it cannot), so a person sees at a glance whether they match."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), 2, figsize=(6, 1.6 * len(rows)), squeeze=False)
+    for (name, trained, served), (left, right) in zip(rows, axes):
+        left.imshow(np.concatenate(list(trained), axis=1))
+        left.set_title(f"training: {name}"[:48], fontsize=7)
+        if isinstance(served, str):
+            right.text(0.5, 0.5, served, ha="center", va="center", wrap=True, fontsize=7)
+        else:
+            right.imshow(np.concatenate(list(served), axis=1))
+            right.set_title("served cut of the whole photo", fontsize=7)
+        for ax in (left, right):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(f"crop check, region {region}", fontsize=9)
+    fig.tight_layout()
+    run.log_figure(fig, "plots/crop_check.png")
+    plt.close(fig)

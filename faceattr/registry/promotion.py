@@ -168,6 +168,8 @@ def training_config(version, eval_data: str | None = None) -> dict:
             overrides[key] = value
     if "model.backbone" in params:   # the backbone decides what the model reads (crops or descriptors)
         overrides["model.backbone"] = params["model.backbone"]
+    if "region" in params:           # the crop it reads (`-P region=eye` on an experiment made for `eyes`)
+        overrides["region"] = params["region"]
     cfg = config_module.load(name, {k: v for k, v in overrides.items() if k != "data.folders"})
     if folders:
         cfg["data"]["folders"] = folders

@@ -200,6 +200,7 @@ class Augment(_Section):    # data/augment.py
     hue: Annotated[float, Field(ge=0, le=0.5)] | Switch = None
     saturation: Factors | Switch = None
     noise: Annotated[float, Field(ge=0, le=1)] | Switch = None
+    downscale: Annotated[float, Field(gt=0, lt=1)] | Switch = None   # smallest side factor
 
 
 class Train(_Section):

@@ -194,3 +194,17 @@ def test_promotion_on_whole_photos_refuses_the_skewed_model_and_passes_the_match
     assert passed.action == "promoted", passed.summary()
     assert passed.challenger_metrics["photos_n"] == 20 and passed.challenger_metrics["photos_scored_share"] >= 0.5
     assert 0 <= passed.challenger_metrics["photos_accuracy"] <= 1
+
+
+def test_downscale_blurs_fine_detail_and_keeps_the_mean():
+    """`train.augment.downscale`: the blur of an eye that had few pixels in its whole photo."""
+    import tensorflow as tf
+
+    from faceattr.data.augment import augment
+
+    stripes = np.zeros((4, 48, 48, 3), np.float32)
+    stripes[:, :, ::2] = 255.0                                 # the finest detail a crop can hold
+    out = augment(tf.constant(stripes), {"downscale": 0.3}, seed=1).numpy()
+    assert out.std() < 0.5 * stripes.std()                     # the stripes are smeared ...
+    assert abs(out.mean() - stripes.mean()) < 10               # ... not darkened or lightened
+    assert config.load("eyes", {"train.augment": "{downscale: 0.3}"})["train"]["augment"]["downscale"] == 0.3

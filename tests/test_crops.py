@@ -15,7 +15,7 @@ from faceattr import config, experiment, models, tasks
 from faceattr.data import faces
 from faceattr.data.loading import crops_made_by, open_data
 from faceattr.data.manifest import load_dataset, one_row_per_cut
-from faceattr.data.regions import box_columns, crop_region, eye_boxes, load_rgb, parse_box, photo_refusal
+from faceattr.data.regions import box_columns, crop_region, eye_boxes, lips_box, load_rgb, parse_box, photo_refusal
 from faceattr.errors import DataError
 from faceattr.registry import promotion as promote
 from faceattr.serving import FaceattrModel
@@ -40,6 +40,12 @@ def test_each_eye_gets_a_square_around_it_raised_towards_the_brow():
     assert x1 - x0 == pytest.approx(30) and y1 - y0 == pytest.approx(30)          # 0.75 D
     assert (x0 + x1) / 2 == pytest.approx(40) and (y0 + y1) / 2 == pytest.approx(50 - 1.5)   # 0.05 side up
     assert (boxes["eye_right_box"][0] + boxes["eye_right_box"][2]) / 2 == pytest.approx(80)
+
+
+def test_the_lips_box_spans_past_the_corners_and_sits_below_their_line():
+    x0, y0, x1, y1 = lips_box((40, 100), (80, 100))             # corners 40 px apart
+    assert x1 - x0 == pytest.approx(46) and (y1 - y0) == pytest.approx(46 * 32 / 60)
+    assert (x0 + x1) / 2 == pytest.approx(60) and (y0 + y1) / 2 == pytest.approx(102)
 
 
 def test_whole_photos_give_one_row_per_eye_in_the_same_split(synthetic_cache):
@@ -75,6 +81,7 @@ def test_the_rule_for_whole_photos():
     assert photo_refusal({"region": "eye", "made_by": "ready"}) is None       # the cut is set to close-ups
     assert "region `eye`" in photo_refusal({"region": "eyes", "made_by": "ready"})
     assert "ready mouth crops" in photo_refusal({"region": "mouth", "made_by": "ready"})
+    assert photo_refusal({"region": "lips", "made_by": "ready"}) is None      # set to close-up mouths
     frame = pd.DataFrame({"image_region": ["eyes", "eyes"], "cut_by": ["faceattr", "faceattr"]})
     assert crops_made_by(frame) == "faceattr"
     assert crops_made_by(frame.assign(cut_by=["faceattr", ""])) == "ready"

@@ -30,7 +30,7 @@ import threading
 import numpy as np
 from PIL import Image
 
-from faceattr.data.regions import REGION_SIZES, box_columns, crop_region, eye_boxes, load_rgb, parse_box
+from faceattr.data.regions import REGION_SIZES, box_columns, crop_region, eye_boxes, lips_box, load_rgb, parse_box
 from faceattr.errors import DataError
 
 DETECTOR = "mtcnn-1.0.0"
@@ -112,8 +112,8 @@ def choose_face(detection: dict) -> dict:
 
 
 def region_boxes(face: dict) -> dict[str, str]:
-    """MTCNN box + keypoints -> {"face_box", "eyes_box", "mouth_box", "eye_left_box", "eye_right_box"}:
-    "x0 y0 x1 y1" pixel strings (each eye's box: regions.eye_boxes)."""
+    """MTCNN box + keypoints -> {"face_box", "eyes_box", "mouth_box", "lips_box", "eye_left_box",
+    "eye_right_box"}: "x0 y0 x1 y1" pixel strings (the lips and each eye: regions.lips_box, eye_boxes)."""
     k = {name: np.asarray(p, float) for name, p in face["keypoints"].items()}
     eyes_c = (k["left_eye"] + k["right_eye"]) / 2
     mouth_c = (k["mouth_left"] + k["mouth_right"]) / 2
@@ -128,6 +128,7 @@ def region_boxes(face: dict) -> dict[str, str]:
     return {"face_box": _box(((x0 + x1) / 2, (y0 + y1) / 2), fside, fside),
             "eyes_box": _box(eyes_c, ew, ew / EYES_ASPECT),
             "mouth_box": _box(mouth_c + MOUTH_DOWN_W * mouth_w * down, mside, mside),
+            "lips_box": _text(lips_box(k["mouth_left"], k["mouth_right"])),
             **{column: _text(box) for column, box in eye_boxes(k["left_eye"], k["right_eye"]).items()}}
 
 

@@ -9,7 +9,10 @@ Cases (each trained afresh on its real set; the held-out `test` split's accuracy
   setting of the issue. Such a model now refuses whole photos; its answers are shown as it gave them
   before the refusal existed (the crop record dropped), to measure the skew;
 - `eye`:   the same photos as region `eye` (one eye): whole photos are scored per eye;
-- `mouth`: yawn-mouth's crops as region `mouth` (refused on whole photos too; shown as before).
+- `eye-downscale`: the same, trained with `train.augment: {flip: true, downscale: 0.35}` (an eye cut
+  from a 200 px portrait is blurred next to a sharp close-up);
+- `mouth`: yawn-mouth's crops as region `mouth` (refused on whole photos too; shown as before);
+- `lips`:  the same crops as region `lips` (the lips alone, as yawn-mouth shows them).
 
 Prints its figures and appends them, with the machine and the exact command, to benchmarks/RESULTS.md.
 Reads ../shared/data in place (research-only licences: nothing is copied into the repo).
@@ -28,10 +31,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks.common import SHARED, append_results, machine  # noqa: E402
 
-CASES = {   # name: (experiment, data set, region)
-    "eyes": ("eyes", "eye-state", "eyes"),
-    "eye": ("eyes", "eye-state", "eye"),
-    "mouth": ("mouth", "yawn-mouth", "mouth"),
+CASES = {   # name: (experiment, data set, region, other overrides)
+    "eyes": ("eyes", "eye-state", "eyes", {}),
+    "eye": ("eyes", "eye-state", "eye", {}),
+    "eye-downscale": ("eyes", "eye-state", "eye", {"train.augment": "{flip: true, downscale: 0.35}"}),
+    "mouth": ("mouth", "yawn-mouth", "mouth", {}),
+    "lips": ("mouth", "yawn-mouth", "lips", {}),
 }
 
 
@@ -41,9 +46,9 @@ def run_case(name: str, photos, epochs: int) -> str:
     from faceattr.data.regions import photo_refusal
     from faceattr.serving.batch import score
 
-    exp, data, region = CASES[name]
+    exp, data, region, extra = CASES[name]
     cfg = config_module.load(exp, {"data": str(SHARED / data), "region": region, "data.image_region": region,
-                                   "epochs": epochs, "train.verbose": "0"})
+                                   "epochs": epochs, "train.verbose": "0", **extra})
     outcome = experiment.train(cfg, register=False)
     served = serving.load(outcome.model_uri)
     refusal = photo_refusal(served.spec.get("crops"))
@@ -58,7 +63,10 @@ def run_case(name: str, photos, epochs: int) -> str:
     if f"{exp}_left" in ok:
         both = ((ok[f"{exp}_left"].astype(float) >= 0.5) & (ok[f"{exp}_right"].astype(float) >= 0.5)).mean()
         extra = f", both eyes open {both:.1%}"
-    return (f"{name:6s} {exp} trained on {data} as region {region} ({outcome.metrics['epochs_trained']:.0f} epochs): "
+    wrong = ok.sort_values(exp, ascending=exp != "eyes").head(8)   # the surest wrong answers, to look at
+    print(f"{name}: the 8 photos it is surest are {'closed' if exp == 'eyes' else 'yawning'}: "
+          + ", ".join(f"{Path(p).name} {v:.2f}" for p, v in zip(wrong["path"], wrong[exp].astype(float))))
+    return (f"{name:13s} {exp} trained on {data} as region {region} ({outcome.metrics['epochs_trained']:.0f} epochs): "
             f"held-out test accuracy {outcome.metrics['test_accuracy_at_0_5']:.4f}; "
             f"{len(photos)} UTKFace photos: {len(ok)} scored, called {side} {share:.1%} (median {values.median():.3f}"
             f"{extra}); whole photos {'REFUSED (answers above: as before the refusal)' if refusal else 'served'}")

@@ -100,7 +100,7 @@ def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_t
         assert metrics["val_mse"] == pytest.approx(np.mean((out[cfg["target"]] - val.labels) ** 2), rel=1e-4)
         assert metrics["baseline_ratio"] == pytest.approx(metrics["baseline_mse"] / metrics["val_mse"], rel=1e-6)
         assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {
-            "plots/learning_curves.png", "plots/predicted_vs_true.png"}
+            "plots/learning_curves.png", "plots/predicted_vs_true.png", "plots/crop_check.png"}
     elif cfg["task"] == "classification":
         assert {"val_accuracy", "val_log_loss", "val_majority_accuracy", "test_accuracy"} <= set(metrics)
         said = np.where(out["p_female"] >= 0.5, GENDERS.index("female"), GENDERS.index("male"))

@@ -63,7 +63,7 @@ def run_case(name: str, photos, epochs: int) -> str:
     if f"{exp}_left" in ok:
         both = ((ok[f"{exp}_left"].astype(float) >= 0.5) & (ok[f"{exp}_right"].astype(float) >= 0.5)).mean()
         extra = f", both eyes open {both:.1%}"
-    wrong = ok.sort_values(exp, ascending=exp != "eyes").head(8)   # the surest wrong answers, to look at
+    wrong = ok.sort_values(exp, ascending=exp == "eyes").head(8)   # the surest wrong answers, to look at
     print(f"{name}: the 8 photos it is surest are {'closed' if exp == 'eyes' else 'yawning'}: "
           + ", ".join(f"{Path(p).name} {v:.2f}" for p, v in zip(wrong["path"], wrong[exp].astype(float))))
     return (f"{name:13s} {exp} trained on {data} as region {region} ({outcome.metrics['epochs_trained']:.0f} epochs): "

@@ -7,7 +7,7 @@ the served model sees after `faces.find_regions(image)` -> `crop_region(image, r
                                                      (each eye's box too: region `eye` trains from here)
     DATASET_DIR/face/labels.csv   + face/<sha>.png   60x60 face crops, image_region=face
     DATASET_DIR/eyes/labels.csv   + eyes/<sha>.png   32x60 eye bands, image_region=eyes
-    DATASET_DIR/mouth/labels.csv  + mouth/<sha>.png  60x60 mouth crops, image_region=mouth
+    DATASET_DIR/mouth/labels.csv  + mouth/<sha>.png  60x60 mouth crops, image_region=mouth (lips/ alike)
     (the crop manifests' `cut_by` column says `faceattr` for crops cut here from a whole photo)
     DATASET_DIR/detections.csv    every input: status, reason, confidence, boxes in original pixels
     DATASET_DIR/report.json, DATASET_DIR/failures.csv   counts, and each failed file with its reason
@@ -41,7 +41,7 @@ from faceattr.data.regions import REGION_SIZES, crop_region, load_rgb, parse_box
 from faceattr.errors import DataError
 
 EXIT_TOO_MANY_FAILURES = 3     # distinct from 2 (a user error: bad arguments, unreadable manifest)
-DETECT_REGIONS = ("face", "eyes", "mouth")
+DETECT_REGIONS = ("face", "eyes", "mouth", "lips")   # one crop a photo; `eye` (two) trains from photo/
 REASONS = ("unreadable", "no face", "several faces")
 CHUNK = 16                     # photos per detection batch / per work item
 

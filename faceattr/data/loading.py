@@ -90,6 +90,8 @@ def open_data(config: dict, task) -> Data:
         name = source.stem if source.suffix else source.name
         if source.is_dir() and not (source / "labels.csv").is_file() and (source / region / "labels.csv").is_file():
             source = source / region  # a `faceattr prepare` output: one folder of ready crops per region
+        elif source.is_dir() and not (source / "labels.csv").is_file() and (source / "photo" / "labels.csv").is_file():
+            source = source / "photo"  # ... whose whole photos and boxes serve a region cut twice (each eye)
         frame = manifest.load_dataset(source, targets=(target,), region=region,
                                       image_region=data.get("image_region"), folders=data.get("folders"))
     if len(frame) < 10:

@@ -58,7 +58,7 @@ def signature(spec: dict) -> ModelSignature:
 def cut_columns(spec: dict) -> list[str]:
     """The answer's extra column per cut of a region cut more than once from a whole photo (each eye:
     `eyes_left`, `eyes_right`: the eye on the image's left / right); empty for a ready crop."""
-    return [f"{spec['target']}_{cut}" for cut in CUTS.get(spec["region"], ())]
+    return [f"{spec['target']}_{cut}" for cut in CUTS.get(spec.get("region"), ())]
 
 
 def encode_image(pixels: np.ndarray, fmt: str = "PNG") -> str:

@@ -281,6 +281,25 @@ def cmd_evaluate(args, extra) -> int:
     return 0
 
 
+# --- report (faceattr/report.py) ---
+def add_report_parser(sub) -> None:
+    report = sub.add_parser("report", help="one self-contained HTML page comparing an experiment's runs "
+                                           "(mean ± std over seeds, curves, champion vs challenger, promotions)")
+    report.add_argument("experiment", help="MLflow experiment name (eyes, gender, ...)")
+    report.add_argument("--out", default="report.html", help="the HTML file to write (default report.html)")
+    report.set_defaults(func=cmd_report)
+
+
+def cmd_report(args, extra) -> int:
+    from faceattr.report import write_report
+
+    if extra:
+        raise FaceattrError(f"unexpected arguments {extra}")
+    out, run_id = write_report(args.experiment, args.out)
+    print(f"faceattr: report of {args.experiment!r} in {out}; logged as report.html of run {run_id}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="faceattr", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -295,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     add_registry_parsers(sub)
     add_data_parsers(sub)
     add_server_parsers(sub)
+    add_report_parser(sub)
     args, extra = parser.parse_known_args(argv)
     try:
         return args.func(args, extra)

@@ -15,12 +15,13 @@ from sklearn import metrics as skm
 from faceattr.data.manifest import GENDERS
 
 
-def evaluate(task, scores, split, train, collapse_threshold: float) -> dict:
+def evaluate(task, scores, split, train, collapse_threshold: float, served: dict | None = None) -> dict:
     """`task`'s metrics of `scores` (one per photo, `task.scores` of the model's outputs) on `split`
     (its `.labels` and `.frame`), the baseline from `train`, and the collapse check:
-    `collapse_std_ratio` and `collapsed` (bool)."""
+    `collapse_std_ratio` and `collapsed` (bool). `served`: the served model's settings (its spec;
+    `task.calibrate`), so a model is judged by the decisions it serves."""
     scores = np.asarray(scores, np.float64).reshape(-1)
-    found = {**task.metrics(scores, split.labels, split.frame, train.labels, train.frame),
+    found = {**task.metrics(scores, split.labels, split.frame, train.labels, train.frame, served or {}),
              **task.baselines(split, train)}
     ratio, collapsed = collapse_check(scores, task.truth(split.labels), collapse_threshold)
     return {**found, "collapse_std_ratio": ratio, "collapsed": collapsed}
@@ -93,6 +94,24 @@ def classification_metrics(probabilities, one_hot) -> dict[str, float]:
         "log_loss": skm.log_loss(truth, np.clip(p, 1e-7, 1.0), labels=[0, 1]),
         "majority_accuracy": float(max(np.mean(truth == 0), np.mean(truth == 1))),
     }
+
+
+def decision_threshold(scores, labels) -> float:
+    """The threshold with the best balanced accuracy (Youden's J = TPR - FPR) on these scores, the highest
+    of the ties (fewest false accepts), placed midway in log-odds between the lowest score it accepts and
+    the highest it rejects: the widest margin on both sides when validation separates the classes.
+    0.5 when the labels hold one class only (nothing to choose from)."""
+    from scipy.special import expit, logit
+
+    s, y = np.asarray(scores, np.float64).reshape(-1), np.asarray(labels, bool).reshape(-1)
+    if y.all() or not y.any():
+        return 0.5
+    fpr, tpr, thresholds = skm.roc_curve(y, s, drop_intermediate=False)
+    accept = min(float(thresholds[np.argmax(tpr - fpr)]), 1.0)   # the first (highest) of the best
+    rejected = s[s < accept]
+    reject = float(rejected.max()) if rejected.size else accept
+    eps = 1e-7
+    return float(expit((logit(np.clip(accept, eps, 1 - eps)) + logit(np.clip(reject, eps, 1 - eps))) / 2))
 
 
 def identity_metrics(probabilities, labels, groups, threshold: float = 0.5) -> dict[str, float]:

@@ -36,11 +36,21 @@ class Prepared:
 
 
 @dataclass
+class Assessment:
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    first_outputs: list[float]     # the first training photos' scores (the seeds' collapse print)
+    val_scores: np.ndarray
+    served: dict                   # settings chosen on validation, kept in the served model's spec
+
+
+@dataclass
 class Outcome:
     model: keras.Model
     metrics: dict[str, float]
     tags: dict[str, str]
     model_uri: str | None
+    served: dict = field(default_factory=dict)   # settings chosen on validation (identity: threshold)
     version: str | None = None     # the registered model version, when `train(register=True)`
     outbox: object = None          # tracking failed: the local outbox holding the run (`faceattr sync`)
 
@@ -103,19 +113,21 @@ def fit_and_log(prepared: Prepared, run: tracking.Run, model: keras.Model | None
     run.log_params(params)   # through the outbox, like every other param
     history = fit(model, config, splits["train"], splits["val"],
                   callbacks=[run.epoch_metrics(), *callbacks], initial_epoch=initial_epoch)
-    metrics, tags, first_outputs, val_scores = assess(model, config, splits)
+    assessed = assess(model, config, splits)
+    metrics, tags = assessed.metrics, assessed.tags
     metrics["epochs_trained"] = len(history.history["loss"])
-    tracking.log_results(run, metrics, tags, first_outputs)
+    tracking.log_results(run, metrics, tags, assessed.first_outputs)
     if task.reads_gender:
-        tracking.log_plots(run, history.history, task.truth(splits["val"].labels), val_scores, config["target"])
+        tracking.log_plots(run, history.history, task.truth(splits["val"].labels), assessed.val_scores,
+                           config["target"])
     if prepared.crop_check:
         tracking.log_crop_check(run, prepared.crop_check, config["region"])
     model_uri = None
     if log_model:
         info = run.log_model(model, config, input_example(config, splits["val"]), prepared.gender_model,
-                             crops_made_by(prepared.data.frame))
+                             assessed.served, crops_made_by(prepared.data.frame))
         model_uri = info.model_uri if info else None   # None: tracking failed, the model is in the outbox
-    return Outcome(model, metrics, tags, model_uri)
+    return Outcome(model, metrics, tags, model_uri, served=assessed.served)
 
 
 def crop_check(data: Data, region: str, photos: int = CROP_CHECK_PHOTOS) -> list[tuple[str, np.ndarray, object]]:
@@ -145,28 +157,28 @@ def scores(model: keras.Model, config: dict, split: Split) -> np.ndarray:
     return task.scores(model.predict(model_inputs(split, task.reads_gender), batch_size=256, verbose=0))
 
 
-def assess(model: keras.Model, config: dict, splits: dict[str, Split]):
-    """Validation and test metrics (faceattr/evaluate.py), the collapse check on validation, the first
-    training outputs (as the seeds printed them) and the validation scores."""
+def assess(model: keras.Model, config: dict, splits: dict[str, Split]) -> Assessment:
+    """Validation and test metrics (faceattr/evaluate.py) at the served settings the task chooses on
+    validation (identity's threshold), the collapse check on validation, the first training outputs (as
+    the seeds printed them) and the validation scores."""
     task, threshold = tasks.of(config), config["evaluation"]["collapse_threshold"]
     train, val = splits["train"], splits["val"]
     first = scores(model, config, train.head(config["evaluation"]["first_outputs"]))
-    metrics: dict[str, float] = {}
-    found = {}
-    for name in ("val", "test"):
-        if len(splits[name]):
-            found[name] = scores(model, config, splits[name])
-            judged = evaluate.evaluate(task, found[name], splits[name], train, threshold)
-            collapsed, ratio = judged.pop("collapsed"), judged.pop("collapse_std_ratio")
-            metrics.update({_metric_name(name, k): v for k, v in judged.items()})
-            if name == "val":
-                metrics["collapse_std_ratio"] = ratio
-                tags = {"collapsed": str(collapsed).lower(), "collapse_threshold": str(threshold)}
+    found = {name: scores(model, config, splits[name]) for name in ("val", "test") if len(splits[name])}
+    served = task.calibrate(found["val"], val)
+    metrics: dict[str, float] = {f"served_{k}": v for k, v in served.items()}
+    for name in found:
+        judged = evaluate.evaluate(task, found[name], splits[name], train, threshold, served)
+        collapsed, ratio = judged.pop("collapsed"), judged.pop("collapse_std_ratio")
+        metrics.update({_metric_name(name, k): v for k, v in judged.items()})
+        if name == "val":
+            metrics["collapse_std_ratio"] = ratio
+            tags = {"collapsed": str(collapsed).lower(), "collapse_threshold": str(threshold)}
     if task.pooled_prefixes:  # figures over validation + test together (identity: seen/unseen people)
         pooled = Split.concat([splits[name] for name in found])
-        judged = evaluate.evaluate(task, np.concatenate(list(found.values())), pooled, train, threshold)
+        judged = evaluate.evaluate(task, np.concatenate(list(found.values())), pooled, train, threshold, served)
         metrics.update({k: v for k, v in judged.items() if k.startswith(task.pooled_prefixes)})
-    return metrics, tags, [round(float(v), 4) for v in first], found["val"]
+    return Assessment(metrics, tags, [round(float(v), 4) for v in first], found["val"], served)
 
 
 def input_example(config: dict, split: Split):

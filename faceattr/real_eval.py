@@ -44,7 +44,7 @@ def evaluate_set(name: str, split: str = "content", epochs: int = 40, data_root=
     with tracking.start_run(f"{name}-{split}", tags={"faceattr.experiment": exp, "faceattr.data": name,
                                                      "faceattr.split": split}) as run:
         outcome = experiment.fit_and_log(prepared, run, log_model=False)
-        figures = summarise(outcome.model, config, prepared)
+        figures = summarise(outcome.model, config, prepared, outcome.served)
         run.log_metrics({f"real_{k}": v for k, v in figures.items() if isinstance(v, (int, float))})
     counts = prepared.data.frame["split"].value_counts().to_dict()
     return {"set": name, "split": split, "experiment": exp, "epochs_trained": int(outcome.metrics["epochs_trained"]),
@@ -52,20 +52,20 @@ def evaluate_set(name: str, split: str = "content", epochs: int = 40, data_root=
             **figures}
 
 
-def summarise(model, config: dict, prepared) -> dict:
+def summarise(model, config: dict, prepared, served: dict) -> dict:
     """The held-out test split's figures (faceattr/evaluate.py), `accuracy` (the task's share on the
     right side of 0.5), and the accuracy among the men and among the women where gender is known."""
     task, test, train = tasks.of(config), prepared.splits["test"], prepared.splits["train"]
     threshold = config["evaluation"]["collapse_threshold"]
     scores = experiment.scores(model, config, test)
-    out = evaluate.evaluate(task, scores, test, train, threshold)
+    out = evaluate.evaluate(task, scores, test, train, threshold, served)
     out["accuracy"] = out[task.accuracy_key]
     genders = test.frame.get("gender")
     for g in ("male", "female") if genders is not None else ():
         rows = (genders == g).to_numpy()
         if rows.any():
             some = test.take(np.flatnonzero(rows))
-            out[f"accuracy_{g}"] = evaluate.evaluate(task, scores[rows], some, train, threshold)[task.accuracy_key]
+            out[f"accuracy_{g}"] = evaluate.evaluate(task, scores[rows], some, train, threshold, served)[task.accuracy_key]
             out[f"n_{g}"] = int(rows.sum())
     return out
 

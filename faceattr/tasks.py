@@ -56,8 +56,15 @@ class Task:
         """The labels on the scale of `scores`."""
         return np.asarray(labels, np.float64).reshape(-1)
 
-    def metrics(self, scores, labels, frame: pd.DataFrame, train_labels, train_frame: pd.DataFrame) -> dict:
+    def metrics(self, scores, labels, frame: pd.DataFrame, train_labels, train_frame: pd.DataFrame,
+                served: dict) -> dict:
+        """`served`: the served model's settings (`calibrate`), e.g. identity's decision threshold."""
         raise NotImplementedError
+
+    def calibrate(self, val_scores, val) -> dict:
+        """Settings of the served answer chosen on the validation split once the model is fitted; the
+        served model's spec keeps them and every evaluation of the model uses them (none here)."""
+        return {}
 
     def baselines(self, split, train) -> dict:
         """Training-free baselines a model must beat, beside its metrics (the regressions' per-gender
@@ -111,7 +118,7 @@ class Regression(Task):
     def scores(self, outputs):
         return np.clip(np.asarray(outputs, np.float64).reshape(-1), 0.0, 1.0)
 
-    def metrics(self, scores, labels, frame, train_labels, train_frame):
+    def metrics(self, scores, labels, frame, train_labels, train_frame, served):
         none = [None] * len(frame)
         return evaluate.regression_metrics(scores, labels, frame.get("gender", none), train_labels,
                                            train_frame.get("gender", [None] * len(train_frame)))
@@ -142,7 +149,7 @@ class Gender(Task):
     def truth(self, labels):
         return np.asarray(labels, np.float64)[:, 1]
 
-    def metrics(self, scores, labels, frame, train_labels, train_frame):
+    def metrics(self, scores, labels, frame, train_labels, train_frame, served):
         return evaluate.classification_metrics(np.stack([1 - scores, scores], axis=1), labels)
 
     def answer_columns(self, target):
@@ -171,8 +178,19 @@ class Identity(Task):
     def labels(self, frame, config):
         return (frame["person"].astype(str) == str(config["data"]["person"])).to_numpy(np.float32)
 
-    def metrics(self, scores, labels, frame, train_labels, train_frame):
-        return evaluate.identity_metrics(scores, labels, frame["group"])
+    def metrics(self, scores, labels, frame, train_labels, train_frame, served):
+        return evaluate.identity_metrics(scores, labels, frame["group"], self.threshold(served))
+
+    def calibrate(self, val_scores, val):
+        """The decision threshold, chosen on validation (evaluate.decision_threshold): a head trained on
+        a few photos of one person scores strangers anywhere in (0, 1), so 0.5 is no more right than any
+        other value."""
+        return {"threshold": evaluate.decision_threshold(val_scores, np.asarray(val.labels) >= 0.5)}
+
+    @staticmethod
+    def threshold(served: dict) -> float:
+        """The served decision threshold; 0.5 for models logged before it was chosen on validation."""
+        return float(served.get("threshold", 0.5))
 
     def baselines(self, split, train):
         """With face descriptors: the ROC AUC of "cosine similarity to the mean descriptor of the target's
@@ -183,11 +201,12 @@ class Identity(Task):
         target = train.descriptors[np.asarray(train.labels) >= 0.5]
         return {"cosine_baseline_roc_auc": float(roc_auc_score(y, cosine_baseline_scores(target, split.descriptors)))}
 
-    def answer_columns(self, target):  # P(the trained person), that decision at 0.5, and who
+    def answer_columns(self, target):  # P(the trained person), the decision at the served threshold, and who
         return [("double", "p_person"), ("boolean", "is_person"), ("string", "person")]
 
     def answer(self, scores, spec):
-        return pd.DataFrame({"p_person": scores, "is_person": scores >= 0.5, "person": spec.get("person", "")})
+        return pd.DataFrame({"p_person": scores, "is_person": scores >= self.threshold(spec),
+                             "person": spec.get("person", "")})
 
     def check(self, config, fail):
         data, train = config["data"], config["train"]

@@ -35,8 +35,8 @@ COLLAPSE_PENALTY = 100.0
 STATE_FILE = "faceattr_search.json"
 PARENT_ENV = "FACEATTR_PARENT_RUN_ID"
 # Tags (the same names on every run of a search)
-SEARCH_ID, ROLE, TRIAL_ID, TUNING_DIR = ("faceattr.search_id", "faceattr.role", "faceattr.trial_id",
-                                         "faceattr.tuning_dir")
+SEARCH_ID, TRIAL_ID, TUNING_DIR = "faceattr.search_id", "faceattr.trial_id", "faceattr.tuning_dir"
+ROLE = tracking.ROLE   # search, trial or repeat
 RESUMED_FROM = "faceattr.resumed_from"
 
 

@@ -59,3 +59,19 @@ def test_classification_metrics():
     assert out["accuracy"] == 0.75
     assert out["majority_accuracy"] == 0.75
     assert out["log_loss"] == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.4, 0.7])))
+
+
+def test_decision_threshold_is_the_widest_margin_on_validation():
+    from scipy.special import expit, logit
+
+    # separable: midway (log-odds) between the highest non-target and the lowest target
+    t = evaluate.decision_threshold([0.1, 0.6, 0.3, 0.9, 0.95], [0, 0, 0, 1, 1])
+    assert t == pytest.approx(expit((logit(0.6) + logit(0.9)) / 2)) and 0.6 < t < 0.9
+    # not separable: the best balanced accuracy (accept 0.4 and above: TPR 1, FPR 1/3), then midway down
+    t = evaluate.decision_threshold([0.1, 0.5, 0.2, 0.4, 0.9], [0, 0, 0, 1, 1])
+    assert t == pytest.approx(expit((logit(0.4) + logit(0.2)) / 2))
+    # of equally good thresholds, the highest (fewest false accepts)
+    # (accept >= 0.9: TPR 1/2, FPR 0; accept >= 0.5: TPR 1, FPR 1/2)
+    t = evaluate.decision_threshold([0.2, 0.5, 0.6, 0.9], [0, 1, 0, 1])
+    assert t == pytest.approx(expit((logit(0.9) + logit(0.6)) / 2))
+    assert evaluate.decision_threshold([0.2, 0.7], [1, 1]) == 0.5

@@ -238,15 +238,19 @@ def test_tiny_identity_run_logs_seen_and_unseen_accuracy(tracking, synthetic_cac
     served = mlflow.pyfunc.load_model(outcome.model_uri).unwrap_python_model()
     splits = prepare(cfg).splits
     answers = {name: served.predict_arrays(splits[name].images) for name in ("val", "test")}
+    # the decision threshold is chosen on validation, served, and logged
+    threshold = served.spec["threshold"]
+    assert threshold == pytest.approx(evaluate.decision_threshold(answers["val"].p_person, splits["val"].labels))
+    assert run.data.metrics["served_threshold"] == pytest.approx(threshold)
     for name, out in answers.items():
         assert list(out.columns) == ["p_person", "is_person", "person"] and (out.person == "p0000").all()
-        assert (out.is_person == (out.p_person >= 0.5)).all()
-        truth = evaluate.identity_metrics(out.p_person, splits[name].labels, splits[name].frame["group"])
+        assert (out.is_person == (out.p_person >= threshold)).all()
+        truth = evaluate.identity_metrics(out.p_person, splits[name].labels, splits[name].frame["group"], threshold)
         for key in ("accuracy", "precision", "recall", "seen_accuracy", "unseen_accuracy"):
             assert run.data.metrics[f"{name}_{key}"] == pytest.approx(truth[key]), (name, key)
     together = evaluate.identity_metrics(
         np.concatenate([answers[n].p_person for n in answers]), np.concatenate([splits[n].labels for n in answers]),
-        np.concatenate([splits[n].frame["group"] for n in answers]))
+        np.concatenate([splits[n].frame["group"] for n in answers]), threshold)
     for key in ("seen_accuracy", "unseen_accuracy", "seen_photos", "unseen_photos"):
         assert run.data.metrics[key] == pytest.approx(together[key]), key
 
@@ -263,7 +267,9 @@ def test_served_identity_model_answers_p_person():
     served.model = keras.Model({"image": image}, keras.layers.Dense(1, activation="sigmoid")(pooled))
     answer = served.predict_arrays(np.zeros((2, 120, 120, 3), np.float32))
     assert list(answer.columns) == ["p_person", "is_person", "person"] and answer.p_person.between(0, 1).all()
-    assert (answer.person == "s7").all()
+    assert (answer.person == "s7").all() and (answer.is_person == (answer.p_person >= 0.5)).all()
+    served.spec["threshold"] = float(answer.p_person.iloc[0]) + 1e-6   # the served threshold decides
+    assert not served.predict_arrays(np.zeros((2, 120, 120, 3), np.float32)).is_person.any()
     assert signature({"task": "identity", "target": "person"}).outputs.input_names() == ["p_person", "is_person", "person"]
 
 

@@ -77,9 +77,9 @@ def test_evaluate_runs_on_a_small_real_subset(tmp_path, tracking, monkeypatch):
     seen = {}
     summarise = real_eval.summarise
 
-    def spy(model, config, prepared):
+    def spy(model, config, prepared, served):
         seen.update(model=model, prepared=prepared)
-        return summarise(model, config, prepared)
+        return summarise(model, config, prepared, served)
 
     monkeypatch.setattr(real_eval, "summarise", spy)
     root = shared_data("eye-state")

@@ -208,7 +208,7 @@ def evaluate_version(version, data: EvalSet, collapse_threshold: float) -> dict:
         elif source == "labels" and has_gender_labels(test.frame):
             gender = gender_one_hot(test.frame)
     inputs = test.descriptors if served.reads == "descriptor" else test.images
-    return evaluate.evaluate(task, served.scores(inputs, gender), test, data.train, collapse_threshold)
+    return evaluate.evaluate(task, served.scores(inputs, gender), test, data.train, collapse_threshold, served.spec)
 
 
 def evaluate_photos(version, source: str, cfg: dict) -> dict:
@@ -367,9 +367,22 @@ def rollback(model: str) -> Result:
             return Result("rolled-back", str(target.version), str(current.version), None, run.run_id, repaired)
 
 
+def history(model: str) -> list:
+    """Every promotion decision and rollback of `model`, oldest first: their audit runs (tags
+    `faceattr.action`, `faceattr.decision`, `faceattr.reasons`; params `challenger_version` and
+    `champion_version`, or a rollback's `from_version` and `to_version`); none when there were none."""
+    experiment_id = tracking.find_experiment(audit_experiment(model))
+    return tracking.find_runs(experiment_id, "") if experiment_id else []
+
+
+def audit_experiment(model: str) -> str:
+    """The MLflow experiment holding the promotion decisions of `model`."""
+    return f"promote-{model}"
+
+
 def _audit_run(model: str, action: str, version: str):
     """The decision's run in experiment `promote-<model>` (tracking.audit_run)."""
-    return tracking.audit_run(f"promote-{model}", f"{action}-{model}-v{version}",
+    return tracking.audit_run(audit_experiment(model), f"{action}-{model}-v{version}",
                               {"faceattr.action": action, "faceattr.model": model, "faceattr.user": registry.who()},
                               link_tag="faceattr.promote_run_id", record="promotion.json")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -30,6 +31,9 @@ from faceattr.tracking.outbox import Recorder, remote_tracking
 
 
 EXPERIMENT_WE_SET = "FACEATTR_EXPERIMENT_ID"   # the experiment id `use_experiment` set in this process
+# What a run is, on every run that is not a plain training run: search, trial, repeat (faceattr/tuning.py),
+# report (faceattr/report.py). One tag name, so a reader can tell them apart without knowing who wrote them.
+ROLE = "faceattr.role"
 
 
 def use_experiment(name: str) -> None:
@@ -81,15 +85,20 @@ class Run:
             self.recorder.artifact_path(path).write_text(json.dumps(content, indent=2))
         self.recorder.call("log artifact", mlflow.MlflowClient().log_dict, self.run_id, content, path)
 
+    def log_text(self, text: str, path: str) -> None:
+        if self.recorder.active:
+            self.recorder.artifact_path(path).write_text(text)
+        self.recorder.call("log artifact", mlflow.MlflowClient().log_text, self.run_id, text, path)
+
     def log_figure(self, fig, path: str) -> None:
         if self.recorder.active:
             fig.savefig(self.recorder.artifact_path(path))
         self.recorder.call("log artifact", mlflow.MlflowClient().log_figure, self.run_id, fig, path)
 
     def log_model(self, model: keras.Model, config: dict, input_example, gender_model: keras.Model | None = None,
-                  made_by: str | None = None):
+                  served: dict | None = None, made_by: str | None = None):
         """The served model (tracking/packaging.py); None when tracking failed (it is kept in the outbox)."""
-        return packaging.log_model(self.recorder, model, config, input_example, gender_model, made_by)
+        return packaging.log_model(self.recorder, model, config, input_example, gender_model, served, made_by)
 
     def register_model(self, model_uri: str | None, name: str):
         """A new version of registered model `name` (None when offline: `faceattr sync` registers it)."""
@@ -161,6 +170,32 @@ def find_runs(experiment_id: str, query: str) -> list:
     """Runs of `experiment_id` matching the MLflow search `query`, oldest first."""
     return mlflow.search_runs([experiment_id], query, output_format="list", max_results=50000,
                               order_by=["attributes.start_time ASC"])
+
+
+def find_experiment(name: str) -> str | None:
+    """The id of the MLflow experiment called `name`, or None when there is none."""
+    found = mlflow.MlflowClient().get_experiment_by_name(name)
+    return found.experiment_id if found else None
+
+
+def experiment_names() -> list[str]:
+    """The names of every MLflow experiment in the tracking store (for an error that lists them)."""
+    return sorted(e.name for e in mlflow.search_experiments())
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) of every value of metric `key` logged in a run, by step (per-epoch losses)."""
+    return sorted((m.step, m.value) for m in mlflow.MlflowClient().get_metric_history(run_id, key))
+
+
+def read_artifact(run_id: str, path: str) -> bytes | None:
+    """The bytes of artifact `path` of a run, or None when the run has no such artifact."""
+    client = mlflow.MlflowClient()
+    folder = path.rpartition("/")[0] or None
+    if path not in {a.path for a in client.list_artifacts(run_id, folder)}:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return Path(client.download_artifacts(run_id, path, tmp)).read_bytes()
 
 
 def set_terminated(run_id: str, status: str) -> None:

@@ -1,7 +1,7 @@
 """Pretrained face features (backbone dlib-resnet) against training from scratch, on real photos.
 
-    .venv/bin/python benchmarks/face_features.py [--part gender|ceiling|identity|all] [--seeds 0,1,2]
-        [--scratch-targets 5] [--epochs 40]
+    .venv/bin/python benchmarks/face_features.py [--part gender|ceiling|identity|speed|all] [--seeds 0,1,2]
+        [--scratch-targets 5] [--epochs 40] [--photos 100] [--calls 50]
 
 - gender: utkface-gender's held-out test split (by content hash, as `faceattr train` splits it), the
   dlib-resnet head and the gender CNN from scratch (with train.augment, as `faceattr evaluate` trains it)
@@ -14,6 +14,8 @@
   photos and the false accepts of the unseen people in the test split (validation chose the threshold,
   so only test photos judge it), and the same at a fixed 0.5; and MobileNetV2 from scratch on the
   first --scratch-targets people (minutes each on 2 cores).
+- speed: descriptors per second into an empty cache and from the cache, and one-photo latency of an
+  identity model through `mlflow models serve` against the in-process pyfunc predict.
 
 Every model is fitted by `experiment.fit_and_log` in a tracked run of experiment
 `benchmark-face-features` (a throwaway sqlite store unless MLFLOW_TRACKING_URI is set). Prints its
@@ -175,9 +177,60 @@ def bench_identity(scratch_targets: int, epochs: int, seed: int) -> list[str]:
     return lines
 
 
+def bench_speed(photos: int, calls: int) -> list[str]:
+    """Descriptors per second into an empty cache, the same photos again from the cache, and one-photo
+    latency of an identity dlib-resnet model: in-process pyfunc predict against `mlflow models serve`."""
+    import json
+    import tempfile
+
+    import mlflow
+    import pandas as pd
+
+    from benchmarks.serving import Client, pcts, start_server, stop_server, timed
+    from faceattr import config, experiment
+    from faceattr.data.regions import load_rgb
+    from faceattr.features.face_descriptor import describe_files
+    from faceattr.serving import encode_image
+
+    paths = [str(SHARED / "orl-faces" / p) for p in pd.read_csv(SHARED / "orl-faces" / "labels.csv")["path"][:photos]]
+    with tempfile.TemporaryDirectory() as cache:
+        start = time.perf_counter()
+        describe_files(paths, cache_dir=cache)
+        fresh = time.perf_counter() - start
+        start = time.perf_counter()
+        describe_files(paths, cache_dir=cache)
+        cached = time.perf_counter() - start
+    lines = [f"descriptors, {len(paths)} ORL photos (92x112, whole image as the face box), one thread "
+             f"(faceattr runs dlib one face at a time; {os.cpu_count()} cores): {len(paths) / fresh:.1f} photos/s "
+             f"({1000 * fresh / len(paths):.0f} ms each) into an empty cache; the cached rerun "
+             f"{1000 * cached:.0f} ms in all ({1000 * cached / len(paths):.2f} ms each)"]
+    print(lines[-1], flush=True)
+
+    cfg = config.load("identity", {"data": str(SHARED / "orl-faces"), "person": "s1", "backbone": "dlib-resnet",
+                                   "weights": "", "train.verbose": 0})
+    outcome = experiment.train(cfg, register=False)
+    row = {"image": encode_image(np.asarray(load_rgb(paths[0])), "PNG"), "kind": "crop"}
+    model = mlflow.pyfunc.load_model(outcome.model_uri)
+    in_process = timed(lambda: model.predict(pd.DataFrame([row])), calls)
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, port = start_server(outcome.model_uri, 1, Path(tmp), Path(tmp) / "server.log")
+        try:
+            client, body = Client(port), json.dumps({"dataframe_records": [row]}).encode()
+            client.post(body)   # the first request builds the server's lazy parts
+            served = timed(lambda: client.post(body), calls)
+        finally:
+            stop_server(proc)
+    lines.append(f"one ORL photo (PNG, kind=crop) through an identity dlib-resnet model, {calls} calls, ms p50/p95/p99: "
+                 f"in-process pyfunc predict {pcts(in_process)}, `mlflow models serve` (1 worker) {pcts(served)}")
+    print(lines[-1], flush=True)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", default="all", choices=("gender", "ceiling", "identity", "all"))
+    parser.add_argument("--part", default="all", choices=("gender", "ceiling", "identity", "speed", "all"))
+    parser.add_argument("--photos", type=int, default=100, help="photos the speed part describes")
+    parser.add_argument("--calls", type=int, default=50, help="one-photo requests the speed part times")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--scratch-targets", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=40)
@@ -191,6 +244,8 @@ def main() -> None:
         print(lines[-1], flush=True)
     if args.part in ("identity", "all"):
         lines += bench_identity(args.scratch_targets, args.epochs, seeds[0])
+    if args.part in ("speed", "all"):
+        lines += bench_speed(args.photos, args.calls)
     append_results("Pretrained face features (dlib-resnet) vs from scratch", lines)
 
 

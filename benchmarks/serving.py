@@ -213,7 +213,7 @@ def payloads(size: int, n_photos: int, model) -> tuple[list[dict], list[dict]]:
     for path in frame["path"][32:32 + 4 * n_photos]:
         text = encode_image(np.asarray(Image.open(labels.parent / path).convert("RGB")), "JPEG")
         try:
-            model.crop(base64.b64decode(text), "photo")
+            model.read(base64.b64decode(text), "photo")
         except DataError:              # MTCNN finds no face in a few synthetic photos: skip those
             continue
         photos.append({"image": text, "kind": "photo"})

@@ -170,6 +170,9 @@ def add_registry_parsers(sub) -> None:
     promote.add_argument("--eval-data", dest="eval_data", default="",
                          help="evaluate on the test split of this manifest/folder instead of the challenger's data")
     promote.add_argument("--policy", default="", help="policy YAML (default registry/MODEL.yaml)")
+    promote.add_argument("--eval-photos", dest="eval_photos", default="",
+                         help="labelled WHOLE photos (manifest CSV / folder) the challenger is also judged on, "
+                              "sent as kind=photo through the served model (default: the policy's photos.data)")
     promote.set_defaults(func=cmd_promote)
 
     predict = sub.add_parser("predict", help="score a folder of photos or a manifest CSV into a CSV")
@@ -206,7 +209,8 @@ def cmd_promote(args, extra) -> int:
     else:
         policy = promote.Policy.load(args.model, args.policy or None)
         result = promote.promote(args.model, args.version or None, dry_run=_flag(args.dry_run, "--dry-run"),
-                                 eval_data=args.eval_data or None, policy=policy)
+                                 eval_data=args.eval_data or None, policy=policy,
+                                 eval_photos=args.eval_photos or None)
     print(f"faceattr: {args.model}: {result.summary()}")
     print(f"faceattr: result {promote.dumps(result)}")
     return result.exit_code

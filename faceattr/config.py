@@ -13,10 +13,11 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from faceattr import tasks
+from faceattr.data.regions import REGION_SIZES
 from faceattr.errors import ConfigError
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
-REGIONS = ("photo", "face", "eyes", "mouth")
+REGIONS = tuple(REGION_SIZES)
 MOBILENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 NO_WEIGHTS = (None, "none", "None", "")
 
@@ -202,6 +203,7 @@ class Augment(_Section):    # data/augment.py
     hue: Annotated[float, Field(ge=0, le=0.5)] | Switch = None
     saturation: Factors | Switch = None
     noise: Annotated[float, Field(ge=0, le=1)] | Switch = None
+    downscale: Annotated[float, Field(gt=0, lt=1)] | Switch = None   # smallest side factor
 
 
 class Train(_Section):
@@ -313,6 +315,16 @@ class Margin(_Section):
     absolute: Annotated[float, Field(ge=0)] = 0.0    # ... and by this much
 
 
+PHOTO_METRICS = ("photos_accuracy", "photos_scored_share", "photos_mae")   # registry/promotion.evaluate_photos
+
+
+class PhotoGate(_Section):
+    """Whole photos judged through the served model (registry/promotion.py evaluate_photos)."""
+    data: str | None = None                          # labelled whole photos (manifest CSV / folder); relative
+                                                     # to the policy file; `--eval-photos` overrides
+    thresholds: dict[str, Bound] = {}                # on photos_accuracy, photos_scored_share, photos_mae
+
+
 class SliceRule(_Section):
     """Promotion by slice (evaluate.slice_table's rows, read from the challenger's training run)."""
     metric: str                                      # e.g. val_accuracy: logged per slice
@@ -330,6 +342,7 @@ class Policy(_Section):
     collapse_threshold: Share | None = None          # None: the experiment's evaluation.collapse_threshold
     margin: Margin = Margin()
     slices: SliceRule | None = None
+    photos: PhotoGate | None = None
 
 
 def validate_policy(raw: Any, source: str) -> Policy:
@@ -338,9 +351,16 @@ def validate_policy(raw: Any, source: str) -> Policy:
         raise ConfigError(f"{source}: the top level must be a mapping")
     _check(Policy, raw, "", source)
     policy = Policy.model_validate(raw)
-    for key, bound in policy.thresholds.items():
+    photos = (policy.photos or PhotoGate()).thresholds
+    bounds = {**{f"thresholds.{k}": b for k, b in policy.thresholds.items()},
+              **{f"photos.thresholds.{k}": b for k, b in photos.items()}}
+    for key, bound in bounds.items():
         if bound.min is None and bound.max is None:
-            raise ConfigError(f"{source}: thresholds.{key}: expected {{min: X}} and/or {{max: Y}}")
+            raise ConfigError(f"{source}: {key}: expected {{min: X}} and/or {{max: Y}}")
+    unknown = sorted(set(photos) - set(PHOTO_METRICS))
+    if unknown:
+        raise ConfigError(f"{source}: photos.thresholds.{unknown[0]}: not a whole-photo metric "
+                          f"({', '.join(PHOTO_METRICS)})")
     rule = policy.slices
     if rule is not None and rule.min_worst is None and rule.max_worst is None and rule.max_gap is None:
         raise ConfigError(f"{source}: slices: expected min_worst, max_worst and/or max_gap")

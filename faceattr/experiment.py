@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 
 from faceattr import evaluate, models, registry, serving, tasks, tracking, views
-from faceattr.data.loading import Data, Split, make_split, open_data
+from faceattr.data import faces
+from faceattr.data.loading import Data, Split, crops_made_by, make_split, open_data
+from faceattr.data.regions import load_rgb
 from faceattr.data.tfdata import model_inputs
-from faceattr.errors import ConfigError
+from faceattr.errors import ConfigError, DataError
 from faceattr.features.face_descriptor import describe_data, example_face
 from faceattr.gender_input import gender_inputs
 from faceattr.train import fit
 
 SPLITS = ("train", "val", "test")
+CROP_CHECK_PHOTOS = 4   # photos in plots/crop_check.png: enough to see a mismatch, cheap to detect
 
 
 @dataclass
@@ -28,6 +32,7 @@ class Prepared:
     gender_source: str
     gender_model: keras.Model | None
     left_out: list = field(default_factory=list)   # photos left out: no usable face for the face descriptor
+    crop_check: list = field(default_factory=list)  # a few photos' training crops beside their served cut
 
 
 @dataclass
@@ -65,7 +70,7 @@ def prepare(config: dict) -> Prepared:
     gender, source, gender_model = gender_inputs(config, data, _gender_champion)
     labels = task.labels(data.frame, config)
     splits = {name: make_split(data, name, labels, gender, descriptors) for name in SPLITS}
-    return Prepared(config, data, splits, source, gender_model, left_out)
+    return Prepared(config, data, splits, source, gender_model, left_out, crop_check(data, config["region"]))
 
 
 def _gender_champion():
@@ -121,12 +126,35 @@ def fit_and_log(prepared: Prepared, run: tracking.Run, model: keras.Model | None
                                            assessed.served)
     metrics.update(shown)
     tags.update(shown_tags)
+    if prepared.crop_check:
+        tracking.log_crop_check(run, prepared.crop_check, config["region"])
     model_uri = None
     if log_model:
         info = run.log_model(model, config, input_example(config, splits["val"]), prepared.gender_model,
-                             assessed.served)
+                             assessed.served, crops_made_by(prepared.data.frame))
         model_uri = info.model_uri if info else None   # None: tracking failed, the model is in the outbox
     return Outcome(model, metrics, tags, model_uri, served=assessed.served, slices=slices)
+
+
+def crop_check(data: Data, region: str, photos: int = CROP_CHECK_PHOTOS) -> list[tuple[str, np.ndarray, object]]:
+    """A few validation photos: (file name, its training crops, the crops the served model cuts from the
+    whole photo, detecting its face as the server does; or why there is none). Ready crops have no
+    whole photo to cut: their training crops are shown alone."""
+    frame = data.frame.reset_index(drop=True)
+    rows = frame.index[frame["split"] == "val"] if (frame["split"] == "val").any() else frame.index
+    out = []
+    for path in list(dict.fromkeys(frame.loc[rows, "path"]))[:photos]:
+        mine = frame.index[frame["path"] == path]
+        trained, name = data.images[mine], Path(path).name
+        if frame.loc[mine[0], "image_region"] != "photo":
+            out.append((name, trained, "a ready crop: no whole photo to cut"))
+            continue
+        try:
+            image = load_rgb(path)
+            out.append((name, trained, faces.cut(image, region, faces.find_regions(image) if region != "photo" else {})))
+        except DataError as exc:
+            out.append((name, trained, f"served: {exc}"))
+    return out
 
 
 def scores(model: keras.Model, config: dict, split: Split) -> np.ndarray:

@@ -4,9 +4,11 @@ Layout written (all crops cut by `regions.crop_region` from the ORIGINAL photo, 
 the served model sees after `faces.find_regions(image)` -> `crop_region(image, region, box)`):
 
     DATASET_DIR/photo/labels.csv  + photo/<sha>.png  whole photo 120x120, image_region=photo, boxes rescaled
+                                                     (each eye's box too: region `eye` trains from here)
     DATASET_DIR/face/labels.csv   + face/<sha>.png   60x60 face crops, image_region=face
     DATASET_DIR/eyes/labels.csv   + eyes/<sha>.png   32x60 eye bands, image_region=eyes
-    DATASET_DIR/mouth/labels.csv  + mouth/<sha>.png  60x60 mouth crops, image_region=mouth
+    DATASET_DIR/mouth/labels.csv  + mouth/<sha>.png  60x60 mouth crops, image_region=mouth (lips/ alike)
+    (the crop manifests' `cut_by` column says `faceattr` for crops cut here from a whole photo)
     DATASET_DIR/detections.csv    every input: status, reason, confidence, boxes in original pixels
     DATASET_DIR/report.json, DATASET_DIR/failures.csv   counts, and each failed file with its reason
 
@@ -39,7 +41,7 @@ from faceattr.data.regions import REGION_SIZES, crop_region, load_rgb, parse_box
 from faceattr.errors import DataError
 
 EXIT_TOO_MANY_FAILURES = 3     # distinct from 2 (a user error: bad arguments, unreadable manifest)
-DETECT_REGIONS = ("face", "eyes", "mouth")
+DETECT_REGIONS = ("face", "eyes", "mouth", "lips")   # one crop a photo; `eye` (two) trains from photo/
 REASONS = ("unreadable", "no face", "several faces")
 CHUNK = 16                     # photos per detection batch / per work item
 
@@ -257,8 +259,8 @@ def _write_outputs(out: Path, frame: pd.DataFrame, records: pd.DataFrame, report
         if column not in records.columns:  # e.g. every photo failed
             records[column] = None
     ok = records[records["status"] == "ok"]
-    for region in REGION_SIZES:
-        rows = ok[(ok["region"] == region) | ((ok["region"] == "photo") & (region != "photo"))]
+    for region in REGION_SIZES:   # `eye` (two cuts a photo) trains from photo/labels.csv's boxes
+        rows = ok[(ok["region"] == region) | ((ok["region"] == "photo") & (region in DETECT_REGIONS))]
         target = out / region / "labels.csv"
         if rows.empty:
             target.unlink(missing_ok=True)
@@ -270,6 +272,8 @@ def _write_outputs(out: Path, frame: pd.DataFrame, records: pd.DataFrame, report
         if region == "photo":
             for box in BOX_COLUMNS:
                 table[box] = rows[f"photo_{box}"]
+        else:   # crops this code cut from photos: a model trained on them may be served whole photos
+            table["cut_by"] = ["faceattr" if r == "photo" else "" for r in rows["region"]]
         table["source"] = rows["source"]
         table.to_csv(target, index=False)
     keep = ["source", "sha1", "status", "detail", "faces", "confidence", *BOX_COLUMNS, *labels]

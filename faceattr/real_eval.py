@@ -23,7 +23,8 @@ from faceattr import evaluate, experiment, tasks, tracking
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SETS = {
-    "eye-state": {"experiment": "eyes", "data.image_region": "eyes"},
+    # close-ups of ONE eye: region `eye` (its cut of a whole photo is set to them), not the two-eye band
+    "eye-state": {"experiment": "eyes", "region": "eye", "data.image_region": "eye"},
     "yawn-mouth": {"experiment": "mouth", "data.image_region": "mouth"},
     # aligned 200x200 face crops: the whole image is the face region. Augmentation: ~900 training faces.
     "utkface-gender": {"experiment": "gender", "data.image_region": "face", "train.augment": "true"},

@@ -143,8 +143,8 @@ def test_missing_folder_named(tmp_path):
 
 def test_bad_image_region_named_once(tmp_path):
     csv = _csv(tmp_path, "path,eyes\na.png,1\n")
-    with pytest.raises(DataError, match="image_region 'eye' is not one of"):
-        read_manifest(csv, image_region="eye")
+    with pytest.raises(DataError, match="image_region 'eyez' is not one of"):
+        read_manifest(csv, image_region="eyez")
 
 
 def test_bad_folder_image_named_without_row(tmp_path):

@@ -88,9 +88,12 @@ def test_real_face_boxes_and_cached_rerun(tmp_path, monkeypatch):
             assert x0 > -0.15 * w and x1 < 1.15 * w
         assert (eyes[1] + eyes[3]) / 2 < (mouth[1] + mouth[3]) / 2    # eyes above the mouth
         assert face[0] <= eyes[0] + 1 and face[2] >= eyes[2] - 1 and (face[3] - face[1]) > (mouth[3] - mouth[1])
-    for region, (h, w) in REGION_SIZES.items():
+    assert not (tmp_path / "out" / "eye").exists()    # two crops a photo: region eye reads photo/'s boxes
+    for region, (h, w) in ((r, s) for r, s in REGION_SIZES.items() if r != "eye"):
         manifest = pd.read_csv(tmp_path / "out" / region / "labels.csv")
         assert len(manifest) == 4 and list(manifest["gender"]) == list(table["gender"])
+        if region != "photo":   # crops faceattr cut: a model trained on them may be served whole photos
+            assert set(manifest["cut_by"]) == {"faceattr"}
         assert Image.open(tmp_path / "out" / region / manifest["path"][0]).size == (w, h)
     crops = {p.name: p.read_bytes() for p in (tmp_path / "out" / "mouth").glob("*.png")}
 

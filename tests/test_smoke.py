@@ -105,6 +105,9 @@ def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_t
         assert params["gender_source"] == "labels"   # training registers a gender model, never promotes one
         assert metrics["val_mse"] == pytest.approx(np.mean((out[cfg["target"]] - val.labels) ** 2), rel=1e-4)
         assert metrics["baseline_ratio"] == pytest.approx(metrics["baseline_mse"] / metrics["val_mse"], rel=1e-6)
+        assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {
+            "plots/learning_curves.png", "plots/predicted_vs_true.png", "plots/error_gallery.png",
+            "plots/crop_check.png"}
     elif cfg["task"] == "classification":
         assert {"val_accuracy", "val_log_loss", "val_majority_accuracy", "test_accuracy"} <= set(metrics)
         said = np.where(out["p_female"] >= 0.5, GENDERS.index("female"), GENDERS.index("male"))
@@ -114,8 +117,10 @@ def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_t
         assert params.get("model.input_size", "32") == "32"
         assert params["class_weights"].startswith("0:") and params["data.person"] == served.spec["person"]
         assert {"val_accuracy", "val_roc_auc", "seen_accuracy", "unseen_accuracy", "test_accuracy"} <= set(metrics)
-        assert (out["person"] == params["data.person"]).all() and (out["is_person"] == (out["p_person"] >= 0.5)).all()
-        truth = evaluate.identity_metrics(out["p_person"], val.labels, val.frame["group"])
+        threshold = served.spec["threshold"]   # chosen on validation, served and logged
+        assert metrics["served_threshold"] == pytest.approx(threshold)
+        assert (out["person"] == params["data.person"]).all() and (out["is_person"] == (out["p_person"] >= threshold)).all()
+        truth = evaluate.identity_metrics(out["p_person"], val.labels, val.frame["group"], threshold)
         assert metrics["val_accuracy"] == pytest.approx(truth["accuracy"])
         assert metrics["val_roc_auc"] == pytest.approx(truth["roc_auc"], abs=1e-6)
 

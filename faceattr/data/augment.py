@@ -4,14 +4,16 @@
 flip (random horizontal mirror), shift (up to +-s of the height and width, edge pixels mirrored),
 brightness (+-b, as a share of full scale), contrast (factor in [lo, hi] around each photo's
 per-channel mean), hue (+-h of the colour circle), saturation (factor in [lo, hi]), noise (Gaussian,
-std as a share of full scale). Applied in that order, on training batches only, every photo drawing
+std as a share of full scale), downscale (shrunk to a side factor in [d, 1] and enlarged back: the
+blur of a region that had few pixels in its photo, like an eye cut from a whole portrait, which
+sharp close-ups never show). Applied in that order, on training batches only, every photo drawing
 its own amounts anew each epoch. The maths is tf.image's (adjust_brightness/contrast/hue/saturation)
 on 0..1 pixels, vectorised per photo.
 """
 
 from __future__ import annotations
 
-SWITCHES = ("flip", "shift", "brightness", "contrast", "hue", "saturation", "noise")
+SWITCHES = ("flip", "shift", "brightness", "contrast", "hue", "saturation", "noise", "downscale")
 # `train.augment: true`: flips, shifts of up to 8% and lighting changes of up to 15% (gender: +1
 # point on unseen people).
 DEFAULT = {"flip": True, "shift": 0.08, "brightness": 0.15, "contrast": [0.85, 1.15]}
@@ -66,4 +68,13 @@ def augment(images, spec: dict, seed=None):
         x = tf.image.hsv_to_rgb(tf.concat([h, s, v], axis=-1))
     if spec.get("noise"):
         x = x + tf.random.normal(tf.shape(x), stddev=float(spec["noise"]), seed=op_seed())
+    if spec.get("downscale"):
+        size = tf.shape(x)[1:3]
+        factor = uniform(float(spec["downscale"]), 1.0, [n])
+
+        def blur(a):
+            small = tf.maximum(tf.cast(tf.round(tf.cast(size, tf.float32) * a[1]), tf.int32), 1)
+            return tf.image.resize(tf.image.resize(a[0], small, antialias=True), size)
+
+        x = tf.map_fn(blur, (x, factor), fn_output_signature=tf.float32)
     return tf.clip_by_value(x, 0.0, 1.0) * 255.0

@@ -30,7 +30,7 @@ import threading
 import numpy as np
 from PIL import Image
 
-from faceattr.data.regions import REGION_SIZES, load_rgb
+from faceattr.data.regions import REGION_SIZES, box_columns, crop_region, eye_boxes, lips_box, load_rgb, parse_box
 from faceattr.errors import DataError
 
 DETECTOR = "mtcnn-1.0.0"
@@ -112,7 +112,8 @@ def choose_face(detection: dict) -> dict:
 
 
 def region_boxes(face: dict) -> dict[str, str]:
-    """MTCNN box + keypoints -> {"face_box", "eyes_box", "mouth_box"}: "x0 y0 x1 y1" pixel strings."""
+    """MTCNN box + keypoints -> {"face_box", "eyes_box", "mouth_box", "lips_box", "eye_left_box",
+    "eye_right_box"}: "x0 y0 x1 y1" pixel strings (the lips and each eye: regions.lips_box, eye_boxes)."""
     k = {name: np.asarray(p, float) for name, p in face["keypoints"].items()}
     eyes_c = (k["left_eye"] + k["right_eye"]) / 2
     mouth_c = (k["mouth_left"] + k["mouth_right"]) / 2
@@ -126,16 +127,27 @@ def region_boxes(face: dict) -> dict[str, str]:
     fside = FACE_SIDE_BOX * max(x1 - x0, y1 - y0)
     return {"face_box": _box(((x0 + x1) / 2, (y0 + y1) / 2), fside, fside),
             "eyes_box": _box(eyes_c, ew, ew / EYES_ASPECT),
-            "mouth_box": _box(mouth_c + MOUTH_DOWN_W * mouth_w * down, mside, mside)}
+            "mouth_box": _box(mouth_c + MOUTH_DOWN_W * mouth_w * down, mside, mside),
+            "lips_box": _text(lips_box(k["mouth_left"], k["mouth_right"])),
+            **{column: _text(box) for column, box in eye_boxes(k["left_eye"], k["right_eye"]).items()}}
 
 
 def find_regions(image) -> dict[str, str]:
     """A photo (path, bytes or PIL image) -> its region boxes; NoFace, SeveralFaces or DataError otherwise.
 
-    The serving path: `boxes = find_regions(image)`, then `crop_region(image, region, boxes[f"{region}_box"])`.
+    The serving path: `boxes = find_regions(image)`, then `crop_region(image, region, boxes[column])` for
+    each of `regions.box_columns(region)`.
     """
     rgb = load_rgb(image)
     return region_boxes(choose_face(detect([rgb])[0]))
+
+
+def cut(image: Image.Image, region: str, boxes: dict) -> np.ndarray:
+    """A whole photo's crops of `region` from its boxes (find_regions' or a manifest row's): (cuts, H, W, 3),
+    one per box of `regions.box_columns(region)` (each eye), the whole photo for region `photo`."""
+    if region == "photo":
+        return crop_region(image, region)[None]
+    return np.stack([crop_region(image, region, parse_box(boxes[column])) for column in box_columns(region)])
 
 
 def _area(face: dict) -> float:
@@ -145,7 +157,11 @@ def _area(face: dict) -> float:
 
 def _box(centre, width: float, height: float) -> str:
     cx, cy = float(centre[0]), float(centre[1])
-    values = (cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2)
+    return _text((cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2))
+
+
+def _text(values) -> str:
+    values = tuple(float(v) for v in values)
     if not all(math.isfinite(v) for v in values):
         raise DataError("face landmarks are not finite numbers")
     return " ".join(f"{v:.2f}" for v in values)

@@ -90,10 +90,13 @@ def open_data(config: dict, task) -> Data:
         name = source.stem if source.suffix else source.name
         if source.is_dir() and not (source / "labels.csv").is_file() and (source / region / "labels.csv").is_file():
             source = source / region  # a `faceattr prepare` output: one folder of ready crops per region
+        elif source.is_dir() and not (source / "labels.csv").is_file() and (source / "photo" / "labels.csv").is_file():
+            source = source / "photo"  # ... whose whole photos and boxes serve a region cut twice (each eye)
         frame = manifest.load_dataset(source, targets=(target,), region=region,
                                       image_region=data.get("image_region"), folders=data.get("folders"))
     if len(frame) < 10:
         raise DataError(f"{data['source']}: {len(frame)} images; at least 10 are needed to split and train")
+    frame = manifest.one_row_per_cut(frame, region)
     images, digests = load_crops(frame, region)
     splits, columns = task.split(frame, digests, images, data)
     frame = frame.assign(**columns, content_sha1=digests, split=splits).reset_index(drop=True)
@@ -126,6 +129,16 @@ def make_split(data: Data, split: str, labels: np.ndarray, gender: np.ndarray,
     return Split(images=data.images[rows], gender=gender[rows], labels=labels[rows],
                  frame=data.frame.iloc[rows].reset_index(drop=True),
                  descriptors=None if descriptors is None else descriptors[rows])
+
+
+def crops_made_by(frame: pd.DataFrame) -> str:
+    """How the data's crops were made (regions.MADE_BY): all cut from whole photos, all cut by
+    `faceattr prepare` (`cut_by` = faceattr), or else ready crops from elsewhere."""
+    if (frame["image_region"] == "photo").all():
+        return "photo"
+    if "cut_by" in frame and (frame["cut_by"] == "faceattr").all():
+        return "faceattr"
+    return "ready"
 
 
 def has_gender_labels(frame: pd.DataFrame) -> bool:

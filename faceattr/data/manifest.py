@@ -5,7 +5,9 @@ The DataFrame contract the rest of faceattr consumes: one row per image with
 - label columns as present: `background`, `eyes`, `mouth` (float 0..1), `gender` ('male'/'female'/None),
   `person` (str);
 - `image_region`: 'photo' (a whole photo; crops come from box columns) or 'face'/'eyes'/'mouth' (a crop);
-- optional `face_box`, `eyes_box`, `mouth_box`: "x0 y0 x1 y1" pixel strings;
+- optional `face_box`, `eyes_box`, `mouth_box`, `eye_left_box`, `eye_right_box`: "x0 y0 x1 y1" pixel strings;
+- optional `cut_by`: `faceattr` where the crops were cut by faceattr's own crop code (`faceattr prepare`
+  writes it), so a model trained on them is served whole photos through the same cut;
 - `row` (CSV manifests only): the line number in the CSV file (header is line 1), for error messages.
 """
 
@@ -18,13 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from faceattr.data.regions import REGION_SIZES, load_rgb, parse_box
+from faceattr.data.regions import CUTS, REGION_SIZES, box_columns, load_rgb, parse_box
 from faceattr.errors import DataError
 
 TARGET_COLUMNS = ("background", "eyes", "mouth")
 GENDERS = ("male", "female")
 LABEL_COLUMNS = (*TARGET_COLUMNS, "gender", "person")
-BOX_COLUMNS = tuple(f"{r}_box" for r in REGION_SIZES if r != "photo")
+BOX_COLUMNS = tuple(column for r in REGION_SIZES if r != "photo" for column in box_columns(r))
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 MAX_LISTED = 1000  # bad rows listed in one error; beyond that the message stops being readable
 _GENDER_ALIASES = {"male": "male", "m": "male", "female": "female", "f": "female"}
@@ -66,7 +68,7 @@ def read_manifest(csv_path, *, targets=(), image_region=None, gender_map=None) -
             numbers = pd.to_numeric(df[column], errors="coerce")
             if numbers.notna().all():  # else keep the text, for validate() to report "empty"/"not a number"
                 df[column] = numbers.astype(float)
-    known = {"row", "path", "image_region", *LABEL_COLUMNS, *BOX_COLUMNS}
+    known = {"row", "path", "image_region", "cut_by", *LABEL_COLUMNS, *BOX_COLUMNS}
     for column in df.columns.difference(list(known)):  # extra columns (age, ...): numbers when all parse
         numbers = pd.to_numeric(df[column], errors="coerce")
         if numbers.notna().sum() == df[column].notna().sum():
@@ -126,11 +128,11 @@ def validate(df: pd.DataFrame, *, targets, region, source="") -> pd.DataFrame:
     df = df.copy()
     if "image_region" not in df.columns:
         df["image_region"] = "photo"
-    box_column = f"{region}_box"
-    if region != "photo" and box_column not in df.columns and (df["image_region"] == "photo").any():
+    missing = [c for c in box_columns(region) if c not in df.columns]
+    if region != "photo" and missing and (df["image_region"] == "photo").any():
         raise DataError(
-            f"{source}: region {region!r} is cut from whole photos (image_region='photo'), which needs a "
-            f"{box_column!r} column; columns are: {', '.join(map(str, df.columns))}"
+            f"{source}: region {region!r} is cut from whole photos (image_region='photo'), which needs "
+            f"{' and '.join(map(repr, missing))} column(s); columns are: {', '.join(map(str, df.columns))}"
         )
 
     paths = [str(p) if isinstance(p, (str, os.PathLike)) and str(p) else "" for p in df["path"]]
@@ -144,7 +146,7 @@ def validate(df: pd.DataFrame, *, targets, region, source="") -> pd.DataFrame:
             reason = _label_problem(column, record[column], required=column in targets)
             if reason:
                 reasons.append(reason)
-        reasons += _region_problems(record, region, box_column)
+        reasons += _region_problems(record, region)
         if reasons:
             problems.append((_where(record, paths[i], df.attrs.get("root")), reasons))
     if problems:
@@ -163,6 +165,27 @@ def validate(df: pd.DataFrame, *, targets, region, source="") -> pd.DataFrame:
         people = [None if _is_missing(v) else str(v) for v in df["person"]]
         df["person"] = pd.Series(people, index=df.index, dtype=object)
     return df
+
+
+def one_row_per_cut(df: pd.DataFrame, region: str) -> pd.DataFrame:
+    """A region cut more than once from a whole photo (CUTS: each eye) gives each cut its own row, with
+    `cut` (its name) and `<region>_box` (its box); ready crops keep their one row (`cut` empty).
+
+    The rows of one photo share its file and so its content hash, person and near-duplicate group:
+    every split rule (data/splits.py) keeps them on the same side.
+    """
+    if region not in CUTS or not (df["image_region"] == "photo").any():
+        return df
+    parts = []
+    for cut in CUTS[region]:
+        part = df.assign(cut=None)
+        photos = part["image_region"] == "photo"
+        part.loc[photos, "cut"] = cut
+        part.loc[photos, f"{region}_box"] = part.loc[photos, f"{region}_{cut}_box"]
+        parts.append(part if cut == CUTS[region][0] else part[photos])
+    # photo by photo, its cuts next to each other (the first cut keeps the ready crops too)
+    order = pd.concat([p.assign(_photo=p.index) for p in parts]).sort_values("_photo", kind="stable")
+    return order.drop(columns="_photo").reset_index(drop=True)
 
 
 def load_dataset(source, *, targets, region, image_region=None, folders=None, gender_map=None) -> pd.DataFrame:
@@ -244,7 +267,7 @@ def _label_problem(column: str, value, *, required: bool) -> str | None:
     return None
 
 
-def _region_problems(record, region: str, box_column: str) -> list[str]:
+def _region_problems(record, region: str) -> list[str]:
     shows = record["image_region"]
     if shows not in REGION_SIZES:
         return [f"image_region={shows!r} is not one of {', '.join(REGION_SIZES)}"]
@@ -252,14 +275,17 @@ def _region_problems(record, region: str, box_column: str) -> list[str]:
         return [] if shows == region else [f"image is a {shows} crop but the model needs {region}"]
     if region == "photo":
         return []
-    box = record[box_column]
-    if _is_missing(box):
-        return [f"{box_column} is empty (needed to cut {region} from the whole photo)"]
-    try:
-        parse_box(box)
-    except DataError as exc:
-        return [f"{box_column}: {exc}"]
-    return []
+    problems = []
+    for column in box_columns(region):
+        box = record[column]
+        if _is_missing(box):
+            problems.append(f"{column} is empty (needed to cut {region} from the whole photo)")
+            continue
+        try:
+            parse_box(box)
+        except DataError as exc:
+            problems.append(f"{column}: {exc}")
+    return problems
 
 
 def _where(record, path: str, root) -> str:

@@ -15,7 +15,33 @@ from PIL import Image, ImageFile, ImageOps
 
 from faceattr.errors import ConfigError, DataError
 
-REGION_SIZES = {"photo": (120, 120), "face": (60, 60), "eyes": (32, 60), "mouth": (60, 60)}  # (height, width)
+# (height, width). `eye`: ONE eye, as close-up eye sets show it (eye-state: ~96x93 px around one eye
+# and its brow); `eyes`: the band across both eyes, as a face photo shows it.
+# `lips`: the lips alone, as close-up mouth sets show them (yawn-mouth: ~50x27 px tight around the lips);
+# `mouth`: the mouth with some chin and nose around it, as the synthetic faces' mouth box.
+REGION_SIZES = {"photo": (120, 120), "face": (60, 60), "eyes": (32, 60), "mouth": (60, 60), "eye": (48, 48),
+                "lips": (32, 60)}
+# Regions cut more than once from a whole photo, named by the side of the image each cut is on
+# (MTCNN's `left_eye` is the eye on the image's left, the person's right eye). A photo gives one crop
+# per cut; its answer combines them (serving) and training reads each as its own row (data/loading).
+CUTS = {"eye": ("left", "right")}
+# One eye's box, in units of the inter-eye distance D: eye-state's crops show the eye's corner-to-corner
+# span (~0.45 D on a face) over ~60% of their width with the brow at the top edge, so a square of
+# 0.75 D around the eye centre, raised by 0.05 of its side towards the brow (see docs/crops.md).
+EYE_SIDE_D, EYE_RAISE = 0.75, 0.05
+# The lips' box, in units of the mouth-corner distance W: yawn-mouth's closed mouths fill ~90% of their
+# crop's width, so 1.15 W wide, the region's 60:32 tall, centred 0.05 W below the corner line (the lower
+# lip is the fuller one).
+LIPS_WIDTH_W, LIPS_DOWN_W = 1.15, 0.05
+
+# How a model's training crops were made (recorded in the logged model, faceattr/tracking/packaging.py):
+# `photo`: cut at training time from whole photos by their boxes, with the code below; `faceattr`: ready
+# crops that `faceattr prepare` cut with the same code; `ready`: crops made elsewhere, whose region the
+# data set declares (`image_region`). Ready crops match the served cut only where that cut was set to
+# how such crops look: `eye` to close-up eye sets (eye-state), `lips` to close-up mouth sets
+# (yawn-mouth), `face` to aligned face crops (UTKFace's 200x200 faces), `photo` is the whole image anyway.
+MADE_BY = ("photo", "faceattr", "ready")
+READY_CROPS_MATCH = ("photo", "face", "eye", "lips")
 
 _WHITE = (255, 255, 255, 255)
 _HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
@@ -68,6 +94,52 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, _WHITE), rgba)
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def box_columns(region: str) -> list[str]:
+    """The manifest columns holding `region`'s box(es) in a whole photo: `eyes_box`; `eye_left_box`,
+    `eye_right_box` for a region cut once per side (CUTS)."""
+    return [f"{region}_{cut}_box" for cut in CUTS[region]] if region in CUTS else [f"{region}_box"]
+
+
+def eye_boxes(left, right) -> dict[str, tuple[float, float, float, float]]:
+    """Each eye's box (x0, y0, x1, y1) from the two eye centres (the image's left one first): the one
+    geometry of the `eye` region, for MTCNN's keypoints (data/faces.py) and the synthetic faces alike."""
+    left, right = np.asarray(left, float), np.asarray(right, float)
+    side = EYE_SIDE_D * max(float(np.linalg.norm(right - left)), 1.0)
+    axis = (right - left) / max(float(np.linalg.norm(right - left)), 1e-9)
+    up = np.array([axis[1], -axis[0]])            # perpendicular to the eye line, towards the brows
+    out = {}
+    for cut, centre in zip(CUTS["eye"], (left, right)):
+        cx, cy = centre + EYE_RAISE * side * up
+        out[f"eye_{cut}_box"] = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+    return out
+
+
+def photo_refusal(crops: dict | None) -> str | None:
+    """Why a model whose training crops were made as `crops` ({"region", "made_by"}) must not be served
+    whole photos (its region's cut would show it something else than it learnt), or None when it may.
+
+    None for models logged before the record existed: they answer as they always did."""
+    if crops is None or crops["made_by"] != "ready" or crops["region"] in READY_CROPS_MATCH:
+        return None
+    region = crops["region"]
+    hint = " (close-ups of one eye are region `eye`)" if region == "eyes" else ""
+    return (f"this model learnt from ready {region} crops made elsewhere{hint}, and faceattr's {region} cut of "
+            f"a whole photo is not known to look like them, so it cannot read whole photos: send crops like its "
+            f"training crops (kind=crop), or use a model trained on whole photos or `faceattr prepare` crops")
+
+
+def lips_box(left, right) -> tuple[float, float, float, float]:
+    """The lips' box (x0, y0, x1, y1) from the two mouth corners: the one geometry of region `lips`."""
+    left, right = np.asarray(left, float), np.asarray(right, float)
+    span = max(float(np.linalg.norm(right - left)), 1.0)
+    axis = (right - left) / span
+    down = np.array([-axis[1], axis[0]])          # perpendicular to the mouth line, towards the chin
+    width = LIPS_WIDTH_W * span
+    height = width * REGION_SIZES["lips"][0] / REGION_SIZES["lips"][1]
+    cx, cy = (left + right) / 2 + LIPS_DOWN_W * span * down
+    return (cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2)
 
 
 def parse_box(text) -> tuple[float, float, float, float]:

@@ -54,11 +54,16 @@ def average_hash(images: np.ndarray) -> np.ndarray:
     return out
 
 
-def phash_groups(images: np.ndarray, max_distance: int = PHASH_DISTANCE) -> np.ndarray:
+def phash_groups(images: np.ndarray, max_distance: int = PHASH_DISTANCE, digests=None) -> np.ndarray:
     """Group id per image: images whose hashes differ in <= max_distance bits are joined (connected
-    components of the "close" graph), numbered by each group's first image."""
+    components of the "close" graph), numbered by each group's first image. Rows with the same file
+    `digests` are joined too: the two eye crops of one photo look nothing alike but are one photo."""
     bits = average_hash(images).astype(np.uint8)
     rows, cols = [], []
+    first_row: dict = {}
+    for i, digest in enumerate(digests if digests is not None else ()):
+        rows.append(first_row.setdefault(digest, i))
+        cols.append(i)
     for i in range(len(bits) - 1):  # Hamming distance to every later image, one row at a time
         close = np.flatnonzero((bits[i + 1:] != bits[i]).sum(1) <= max_distance) + i + 1
         rows += [i] * len(close)
@@ -71,7 +76,7 @@ def phash_groups(images: np.ndarray, max_distance: int = PHASH_DISTANCE) -> np.n
 
 def phash_split_names(images: np.ndarray, digests: list[str], max_distance: int = PHASH_DISTANCE) -> list[str]:
     """Like split_name, but every near-duplicate group goes to one split (keyed by its smallest hash)."""
-    groups = phash_groups(images, max_distance)
+    groups = phash_groups(images, max_distance, digests)
     smallest: dict = {}
     for group, digest in zip(groups, digests):
         smallest[group] = min(smallest.get(group, digest), digest)

@@ -21,11 +21,12 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from faceattr.data.cache import cache_root
+from faceattr.data.regions import eye_boxes, lips_box
 from faceattr.errors import ConfigError
 
-GENERATOR_VERSION = 3  # bump when drawing or labelling changes
+GENERATOR_VERSION = 4  # bump when drawing, labelling or the manifest's columns change (v4: the lips', each eye's box)
 LABEL_COLUMNS = ("background", "eyes", "mouth", "gender", "person")
-BOX_COLUMNS = ("face_box", "eyes_box", "mouth_box")
+BOX_COLUMNS = ("face_box", "eyes_box", "mouth_box", "lips_box", "eye_left_box", "eye_right_box")
 
 PHOTO = 120  # photo side, pixels
 SS = 2  # supersampling factor: draw at 2x, then LANCZOS down for anti-aliasing
@@ -324,7 +325,9 @@ def _boxes(cv, p, chin, opening, mouth_w):
     mspan = mouth.max(0) - mouth.min(0)
     mside = max(3.2 * mouth_w * cv.scale, 1.2 * mspan.max())
     return {"face_box": _box((lo + hi) / 2, side, side), "eyes_box": _box(eyes_c.mean(0), ew, ew / EYES_ASPECT),
-            "mouth_box": _box((mouth.min(0) + mouth.max(0)) / 2, mside, mside)}
+            "mouth_box": _box((mouth.min(0) + mouth.max(0)) / 2, mside, mside),
+            "lips_box": lips_box(*cv.to_photo([(-mouth_w, MOUTH_Y), (mouth_w, MOUTH_Y)])),
+            **eye_boxes(*sorted(eyes_c, key=lambda c: c[0]))}   # the image's left eye first
 
 
 # Rounded labels imitate the seeds' human labellers, who saw a value and wrote 0, 0.5 or 1: they

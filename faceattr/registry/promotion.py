@@ -5,6 +5,10 @@ evaluated afresh, through the served code path (FaceattrModel.predict_arrays), o
 rows: the `test` split of the data set the challenger was trained on (splits are fixed by the data:
 by person or file content, so no model trained on any set built from the same files has seen them),
 or of `eval_data`.
+Whole photos (`eval_photos`, or the policy's `photos:`): a labelled set of whole photos sent to the
+challenger as `kind=photo` through the served model (what `mlflow models serve` answers), so a model that
+reads its training crops well but whole photos badly (a crop it never saw: issue 16) cannot become the
+champion; a model that refuses whole photos (regions.photo_refusal) fails that gate.
 Each decision is an MLflow run in experiment `promote-<model>` and tags + a description on the version.
 """
 
@@ -16,10 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 
 from faceattr import config as config_module
 from faceattr import evaluate, models, registry, serving, tasks, tracking
+from faceattr.data import manifest
+from faceattr.data.regions import photo_refusal
 from faceattr.data.loading import (UNKNOWN_GENDER, Split, gender_one_hot, has_gender_labels, make_split, open_data,
                                    shows_faces)
 from faceattr.errors import ConfigError, DataError
@@ -45,6 +52,8 @@ class Policy:
     margin_relative: float = 0.0                  # challenger must beat the champion by this share ...
     margin_absolute: float = 0.0                  # ... and by this much
     slices: dict | None = None                    # {"metric": "val_accuracy", "min_worst": 0.9, "max_gap": 0.05}
+    photos: str | None = None                     # labelled whole photos judged through the served model
+    photo_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)   # {"photos_accuracy": {"min": .9}}
 
     @classmethod
     def load(cls, model: str, path: str | Path | None = None) -> "Policy":
@@ -56,7 +65,11 @@ class Policy:
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         checked = config_module.validate_policy(raw, str(path))
-        return cls(model=checked.model or model, metric=checked.metric, higher_is_better=checked.higher_is_better,
+        gate = checked.photos or config_module.PhotoGate()
+        photos = str((path.parent / gate.data).resolve()) if gate.data else None   # relative to the policy
+        return cls(photos=photos,
+                   photo_thresholds={k: b.model_dump(exclude_none=True) for k, b in gate.thresholds.items()},
+                   model=checked.model or model, metric=checked.metric, higher_is_better=checked.higher_is_better,
                    thresholds={k: b.model_dump(exclude_none=True) for k, b in checked.thresholds.items()},
                    require_no_collapse=checked.require_no_collapse, collapse_threshold=checked.collapse_threshold,
                    margin_relative=checked.margin.relative, margin_absolute=checked.margin.absolute,
@@ -66,7 +79,7 @@ class Policy:
         out = {"policy.metric": self.metric, "policy.higher_is_better": self.higher_is_better,
                "policy.require_no_collapse": self.require_no_collapse,
                "policy.margin_relative": self.margin_relative, "policy.margin_absolute": self.margin_absolute}
-        for key, bound in self.thresholds.items():
+        for key, bound in {**self.thresholds, **self.photo_thresholds}.items():
             out.update({f"policy.{key}.{k}": v for k, v in bound.items()})
         out.update({f"policy.slices.{k}": v for k, v in (self.slices or {}).items()})
         return {k: str(v) for k, v in out.items()}
@@ -90,7 +103,9 @@ def decide(policy: Policy, challenger: dict, champion: dict | None, slices: dict
     reasons, evidence = [], []
     if policy.slices:
         reasons += slice_reasons(policy.slices, slices or {})
-    for key, bound in policy.thresholds.items():
+    if challenger.get("photos_refusal"):
+        reasons.append(f"whole photos refused: {challenger['photos_refusal']}")
+    for key, bound in {**policy.thresholds, **policy.photo_thresholds}.items():
         value = challenger.get(key)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             reasons.append(f"{key} is missing from the evaluation")
@@ -203,6 +218,8 @@ def training_config(version, eval_data: str | None = None) -> dict:
             overrides[key] = value
     if "model.backbone" in params:   # the backbone decides what the model reads (crops or descriptors)
         overrides["model.backbone"] = params["model.backbone"]
+    if "region" in params:           # the crop it reads (`-P region=eye` on an experiment made for `eyes`)
+        overrides["region"] = params["region"]
     cfg = config_module.load(name, {k: v for k, v in overrides.items() if k != "data.folders"})
     if folders:
         cfg["data"]["folders"] = folders
@@ -242,6 +259,35 @@ def evaluate_version(version, data: EvalSet, collapse_threshold: float) -> dict:
             gender = gender_one_hot(test.frame)
     inputs = test.descriptors if served.reads == "descriptor" else test.images
     return evaluate.evaluate(task, served.scores(inputs, gender), test, data.train, collapse_threshold, served.spec)
+
+
+def evaluate_photos(version, source: str, cfg: dict) -> dict:
+    """Whole-photo metrics of one version: every photo of `source` (whole photos labelled with the
+    model's target; validated before anything is scored) sent as `kind=photo` through the served model
+    (FaceattrModel.read + answer_photos, what the server runs), the bundled gender model reading faces.
+
+    photos_n; photos_scored_share (photos it answered: no face or several faces count against it);
+    photos_accuracy (on the label's side of 0.5) and photos_mae over the answered ones; or
+    photos_refusal (the reason) when the model refuses whole photos."""
+    task, target = tasks.of(cfg), cfg["target"]
+    frame = manifest.load_dataset(source, targets=(target,), region="photo", image_region="photo")
+    served = serving.load(f"models:/{version.name}/{str(version.version)}")
+    out = {"photos_n": len(frame)}
+    refusal = photo_refusal(served.spec.get("crops"))
+    if refusal:
+        return {**out, "photos_scored_share": 0.0, "photos_refusal": refusal}
+    from faceattr.serving.batch import score
+
+    scored = score(served, pd.DataFrame({"path": frame["path"], "kind": "photo"}), progress=False)
+    answered = (scored["error"] == "").to_numpy()
+    out["photos_scored_share"] = float(answered.mean())
+    if answered.any():
+        column = task.answer_columns(target)[0][1]      # the task's score: the value, p_female, p_person
+        found = scored.loc[answered, column].astype(float).to_numpy()
+        truth = task.truth(task.labels(frame, cfg))[answered]
+        out["photos_accuracy"] = float(np.mean((found >= 0.5) == (truth >= 0.5)))
+        out["photos_mae"] = float(np.mean(np.abs(found - truth)))
+    return out
 
 
 def reads(version) -> str:
@@ -285,9 +331,14 @@ class Result:
 
 
 def promote(model: str, version: str | None = None, *, dry_run: bool = False, eval_data: str | None = None,
-            policy: Policy | None = None) -> Result:
-    """Judge `version` (default: the newest) against the champion and move both records if it wins."""
+            policy: Policy | None = None, eval_photos: str | None = None) -> Result:
+    """Judge `version` (default: the newest) against the champion and move both records if it wins.
+    `eval_photos`: labelled whole photos the challenger is also judged on (default: the policy's)."""
     policy = policy or Policy.load(model)
+    photos = eval_photos or policy.photos
+    if policy.photo_thresholds and not photos:
+        raise ConfigError(f"the policy of {model!r} sets photos.thresholds but names no photos: add "
+                          f"photos.data to it or pass --eval-photos PATH")
     with registry.promotion_lock(model):
         repaired = [] if dry_run else registry.repair(model)
         challenger = registry.get_version(model, version)
@@ -303,6 +354,8 @@ def promote(model: str, version: str | None = None, *, dry_run: bool = False, ev
             data = eval_set(cfg, descriptors=any(reads(v) == "descriptor" for v in readers))
             threshold = policy.collapse_threshold or cfg["evaluation"]["collapse_threshold"]
             mine = evaluate_version(challenger, data, threshold)
+            if photos:
+                mine.update(evaluate_photos(challenger, photos, cfg))
             theirs = evaluate_version(current, data, threshold) if current is not None else None
             slices = training_slices(challenger, policy.slices["metric"]) if policy.slices else None
             decision = decide(policy, mine, theirs, slices)
@@ -311,8 +364,9 @@ def promote(model: str, version: str | None = None, *, dry_run: bool = False, ev
             params = {"model": model, "challenger_version": str(challenger.version), "dry_run": str(dry_run),
                       "champion_version": str(current.version) if current else "none",
                       "eval.data": data.name, "eval.digest": data.digest, "eval.rows": str(len(data.test)),
-                      "eval.source": str(cfg["data"]["source"]), **policy.as_params()}
-            metrics = {f"challenger_{k}": float(v) for k, v in mine.items()}
+                      "eval.source": str(cfg["data"]["source"]), "eval.photos": str(photos or "none"),
+                      **policy.as_params()}
+            metrics = {f"challenger_{k}": float(v) for k, v in mine.items() if not isinstance(v, str)}
             if theirs:
                 metrics.update({f"champion_{k}": float(v) for k, v in theirs.items()})
             tags = {"decision": action, "reasons": "; ".join(decision.reasons) or "-",

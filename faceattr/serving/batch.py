@@ -1,7 +1,7 @@
 """Batch scoring: `faceattr predict PHOTOS_DIR_OR_MANIFEST --model models:/eyes/Production --out preds.csv`.
 
-Loads the model once and scores ready crops in batches through `FaceattrModel.predict_arrays` (no JSON,
-no base64). A file that cannot be scored gets its reason in the CSV's `error` column; the rest are scored.
+Loads the model once and scores photos in batches through `FaceattrModel.read` and `answer_photos`, as
+the server does (no JSON, no base64). A file that cannot be scored gets its reason in the CSV's `error` column; the rest are scored.
 A manifest is a CSV with a `path` column (relative to the CSV's folder) and optionally `kind`,
 `gender` (male/female) or `p_female` per row.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from faceattr.data.manifest import IMAGE_SUFFIXES
@@ -57,7 +56,7 @@ def score(model, rows: pd.DataFrame, batch_size: int = 64, progress: bool = True
                 except DataError as exc:
                     out.iat[start + offset, out.columns.get_loc("error")] = str(exc)
             if good:
-                found = model.predict_arrays(np.stack(crops), model.gender(rows.iloc[good], face_crops))
+                found = model.answer_photos(crops, model.gender(rows.iloc[good], face_crops))
                 for column in found:
                     if column not in out:
                         out[column] = pd.Series([None] * len(out), dtype=object)

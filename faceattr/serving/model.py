@@ -36,7 +36,7 @@ from mlflow.types import ColSpec, Schema
 
 from faceattr import models, tasks
 from faceattr.data import faces
-from faceattr.data.regions import REGION_SIZES, crop_region, load_rgb, parse_box
+from faceattr.data.regions import CUTS, REGION_SIZES, crop_region, load_rgb, parse_box, photo_refusal
 from faceattr.errors import DataError
 from faceattr.features.face_descriptor import DIMENSIONS, describe
 from faceattr.gender_input import gender_model_probabilities, gender_probabilities, rows_gender
@@ -50,8 +50,15 @@ def signature(spec: dict) -> ModelSignature:
     """What a request holds and what the answer holds (shown in the model's page in `mlflow ui`)."""
     inputs = Schema([ColSpec("string", "image"), ColSpec("string", "kind", required=False),
                      ColSpec("string", "gender", required=False), ColSpec("double", "p_female", required=False)])
-    outputs = Schema([ColSpec(kind, name) for kind, name in tasks.of(spec).answer_columns(spec["target"])])
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    columns = [ColSpec(kind, name) for kind, name in tasks.of(spec).answer_columns(spec["target"])]
+    columns += [ColSpec("double", name, required=False) for name in cut_columns(spec)]
+    return ModelSignature(inputs=inputs, outputs=Schema(columns))
+
+
+def cut_columns(spec: dict) -> list[str]:
+    """The answer's extra column per cut of a region cut more than once from a whole photo (each eye:
+    `eyes_left`, `eyes_right`: the eye on the image's left / right); empty for a ready crop."""
+    return [f"{spec['target']}_{cut}" for cut in CUTS.get(spec.get("region"), ())]
 
 
 def encode_image(pixels: np.ndarray, fmt: str = "PNG") -> str:
@@ -111,12 +118,30 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
         if len(frame) > MAX_ROWS:
             raise bad_request(f"{len(frame)} photos in one request; send at most {MAX_ROWS} per request")
         read = [self._read(i, row) for i, row in enumerate(frame.to_dict("records"))]
-        inputs = np.stack([main for main, _ in read])
         try:
             gender = self.gender(frame, [face for _, face in read])
         except DataError as exc:
             raise bad_request(str(exc)) from exc
-        return self.predict_arrays(inputs, gender)
+        return self.answer_photos([inputs for inputs, _ in read], gender)
+
+    def answer_photos(self, inputs: list[np.ndarray], gender: np.ndarray | None = None) -> pd.DataFrame:
+        """The answer per photo from each photo's model inputs as `read` gives them (one per cut).
+
+        A photo cut more than once (each eye) is scored per cut; its answer is the mean of its cuts'
+        scores (an eye-openness for the person: a wink reads 0.5) and each cut's own score is in its
+        column (cut_columns; empty for a ready crop, which is one cut)."""
+        counts = np.array([len(x) for x in inputs])
+        if gender is not None:
+            gender = np.repeat(np.asarray(gender, np.float32), counts, axis=0)
+        per_cut = self.scores(np.concatenate(inputs), gender)
+        owner = np.repeat(np.arange(len(inputs)), counts)
+        answer = tasks.of(self.spec).answer(np.bincount(owner, per_cut) / counts, self.spec)
+        columns = cut_columns(self.spec)
+        cut, first = counts == len(columns), np.cumsum(counts) - counts    # ready crops have no sides
+        for j, column in enumerate(columns):
+            answer[column] = np.nan
+            answer.loc[cut, column] = per_cut[first[cut] + j]
+        return answer
 
     def predict_arrays(self, inputs: np.ndarray, gender: np.ndarray | None = None) -> pd.DataFrame:
         """The answer for ready model inputs (crops (N, H, W, 3) in 0..255, or descriptors (N, 128)) with
@@ -155,13 +180,17 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
             raise bad_request(f"row {i}: {exc}") from exc
 
     def read(self, raw, kind: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Photo bytes (or a path) -> (the model's input: its region's crop, resized as in training, or the
-        photo's face descriptor; the bundled gender model's input from the photo's face, or None).
-        Whole photos go through the same face detection and crop code as `faceattr prepare`.
-        DataError if the photo is unusable (unreadable, no face, ...)."""
+        """Photo bytes (or a path) -> (the model's inputs, one per cut: (cuts, H, W, 3) crops of its region,
+        resized as in training, or (1, 128) the photo's face descriptor; the bundled gender model's input
+        from the photo's face, or None). Whole photos go through the same face detection and crop code as
+        `faceattr prepare` and training: one crop per box of `regions.box_columns(region)` (each eye).
+        DataError if the photo is unusable (unreadable, no face, ...) or if the model must not read whole
+        photos (regions.photo_refusal: its training crops do not look like this cut)."""
         kind = kind if isinstance(kind, str) and kind else "crop"
         if kind not in KINDS:
             raise DataError(f"kind={kind!r}; use one of {', '.join(KINDS)}")
+        if kind == "photo" and (refusal := photo_refusal(self.spec.get("crops"))):
+            raise DataError(f"kind=photo refused: {refusal}")
         region = self.spec["region"]
         try:
             image = load_rgb(raw)
@@ -169,9 +198,9 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
             raise DataError(f"`image` is not a JPEG/PNG photo: {exc}") from exc
         if self.reads == "descriptor":   # a crop is searched whole; a photo's face is found as prepare finds it
             box = parse_box(faces.find_regions(image)["face_box"]) if kind == "photo" else None
-            return describe(np.asarray(image), box), None
+            return describe(np.asarray(image), box)[None], None
         if kind == "crop":
-            return crop_region(image, region), None
+            return crop_region(image, region)[None], None
         boxes = {}
         if region != "photo":
             boxes = faces.find_regions(image)           # NoFace / SeveralFaces are the sender's problem
@@ -180,8 +209,7 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
                 boxes = faces.find_regions(image)
             except DataError:
                 boxes = {}
-        main = crop_region(image, region, parse_box(boxes[f"{region}_box"]) if region != "photo" else None)
-        return main, self._gender_input(image, boxes.get("face_box"))
+        return faces.cut(image, region, boxes), self._gender_input(image, boxes.get("face_box"))
 
     def _gender_input(self, image, face_box: str | None) -> np.ndarray | None:
         """What the bundled gender model reads of this photo's face: its face crop or its descriptor."""

@@ -101,9 +101,9 @@ class Run:
         self.recorder.call("log artifact", mlflow.MlflowClient().log_table, self.run_id, table, path)
 
     def log_model(self, model: keras.Model, config: dict, input_example, gender_model: keras.Model | None = None,
-                  served: dict | None = None):
+                  served: dict | None = None, made_by: str | None = None):
         """The served model (tracking/packaging.py); None when tracking failed (it is kept in the outbox)."""
-        return packaging.log_model(self.recorder, model, config, input_example, gender_model, served)
+        return packaging.log_model(self.recorder, model, config, input_example, gender_model, served, made_by)
 
     def register_model(self, model_uri: str | None, name: str):
         """A new version of registered model `name` (None when offline: `faceattr sync` registers it)."""
@@ -341,3 +341,29 @@ def log_slices(run: Run, rows: list[dict], metrics: dict[str, float]) -> None:
     if rows:
         run.log_table(pd.DataFrame(rows), "slices.json")
     run.log_metrics(metrics)
+
+
+def log_crop_check(run: Run, rows: list[tuple[str, np.ndarray, np.ndarray | str]], region: str) -> None:
+    """`plots/crop_check.png`: per photo, its training crop(s) beside the crop(s) the served model cuts
+    from the same photo (or why it cannot), so a person sees at a glance whether they match."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), 2, figsize=(6, 1.6 * len(rows)), squeeze=False)
+    for (name, trained, served), (left, right) in zip(rows, axes):
+        left.imshow(np.concatenate(list(trained), axis=1))
+        left.set_title(f"training: {name}"[:48], fontsize=7)
+        if isinstance(served, str):
+            right.text(0.5, 0.5, served, ha="center", va="center", wrap=True, fontsize=7)
+        else:
+            right.imshow(np.concatenate(list(served), axis=1))
+            right.set_title("served cut of the whole photo", fontsize=7)
+        for ax in (left, right):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(f"crop check, region {region}", fontsize=9)
+    fig.tight_layout()
+    run.log_figure(fig, "plots/crop_check.png")
+    plt.close(fig)

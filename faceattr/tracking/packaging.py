@@ -24,10 +24,13 @@ DESCRIPTOR_PINS = ["dlib-bin==20.0.1.post1", "face_recognition_models==0.3.0", "
 
 
 def log_model(recorder: Recorder, model: keras.Model, config: dict, input_example,
-              gender_model: keras.Model | None = None, served: dict | None = None):
+              gender_model: keras.Model | None = None, served: dict | None = None, made_by: str | None = None):
     """Log the photo-taking pyfunc (faceattr/serving) carrying the Keras model(s) and faceattr's code
     into the active run; when `recorder`'s tracking failed, keep it in the outbox instead (None).
     `served`: settings chosen on validation (tasks.Task.calibrate), kept in the spec.
+
+    `made_by` (regions.MADE_BY): how the training crops were made; the spec's `crops` records it with
+    the region, and the served model refuses whole photos its cut cannot match (regions.photo_refusal).
 
     A pyfunc rather than `mlflow.keras.log_model`: it takes photos, and the keras flavour crashes
     when given an input example (MLflow issue #16183).
@@ -35,6 +38,8 @@ def log_model(recorder: Recorder, model: keras.Model, config: dict, input_exampl
     spec = {"name": config["name"], "task": config["task"], "target": config["target"],
             "region": config["region"], "gender_model": gender_model is not None, "input": models.reads(config),
             **tasks.of(config).served_spec(config), **(served or {})}
+    if made_by is not None:
+        spec["crops"] = {"region": config["region"], "made_by": made_by}
     if gender_model is not None and models.input_name(gender_model) == "descriptor":
         spec["gender_input"] = "descriptor"
     with tempfile.TemporaryDirectory() as tmp:

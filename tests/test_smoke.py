@@ -85,8 +85,8 @@ def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_t
     assert "collapse_std_ratio" in metrics
     assert {"collapse_check.json", "slices.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     # what a run shows a person (faceattr/views.py), for every task and backbone
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {
-        "plots/learning_curves.png", "plots/predicted_vs_true.png", "plots/error_gallery.png"}
+    assert {"plots/learning_curves.png", "plots/predicted_vs_true.png", "plots/error_gallery.png"} <= {
+        a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     if tasks.of(cfg).reads_gender:
         assert {"gender_weight_swap", "gender_weight_unknown", "photo_weight_shuffle"} <= set(metrics)
         assert tags["leans_on_gender"] in ("true", "false")

@@ -41,7 +41,7 @@ def test_a_run_logs_params_epoch_metrics_results_plots_data_and_model(name, trac
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"collapse_check.json", "slices.json"} <= artifacts
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert plots == {"plots/learning_curves.png", "plots/predicted_vs_true.png", "plots/error_gallery.png"}
+    assert {"plots/learning_curves.png", "plots/predicted_vs_true.png", "plots/error_gallery.png"} <= plots
     first = json.loads(open(client.download_artifacts(run.info.run_id, "collapse_check.json")).read())
     assert len(first["first_training_outputs"]) == 15
     if name == "gender":

@@ -222,6 +222,9 @@ def slice_metric_name(metric: str, column: str, slice_name: str) -> str:
 
 # --- how much a regression reads its gender input rather than the photo -----------------------------
 
+GENDER_WEIGHTS = ("gender_weight_swap", "gender_weight_unknown", "photo_weight_shuffle")   # gender_weight's metrics
+
+
 def gender_weight(predict, images, gender, groups, seed: int = 0) -> dict[str, float]:
     """The mean absolute change of `predict(images, gender)` (one score per row) when the gender input
     is swapped (male <-> female), set to unknown [0.5, 0.5], and when the photos are shuffled among
@@ -239,9 +242,8 @@ def gender_weight(predict, images, gender, groups, seed: int = 0) -> dict[str, f
     base, swapped, unknown, other_photo = np.split(np.asarray(predict(
         np.concatenate([images, images, images, images[shuffled]]),
         np.concatenate([gender, gender[:, ::-1], np.full_like(gender, 0.5), gender]))).reshape(-1), 4)
-    return {"gender_weight_swap": float(np.mean(np.abs(swapped - base))),
-            "gender_weight_unknown": float(np.mean(np.abs(unknown - base))),
-            "photo_weight_shuffle": float(np.mean(np.abs(other_photo - base)))}
+    return {name: float(np.mean(np.abs(moved - base)))
+            for name, moved in zip(GENDER_WEIGHTS, (swapped, unknown, other_photo))}
 
 
 def leans_on_gender(weights: dict[str, float]) -> bool:

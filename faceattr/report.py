@@ -25,7 +25,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from faceattr import registry, tasks, tracking
+from faceattr import evaluate, registry, tasks, tracking, views
 from faceattr.errors import FaceattrError
 from faceattr.registry import promotion
 
@@ -35,13 +35,10 @@ REPEAT_ROLE = "repeat"                 # a nested run that is a seed repeat of o
 PARENT = "mlflow.parentRunId"
 SEED_PARAMS = ("train.seed", "seed")   # `seed`: the -P shortcut `mlflow run` logs beside train.seed
 CURVES = ("loss", "val_loss")          # per-epoch metrics (tracking.EpochMetrics)
-# What the training runs may log besides the task's metrics (how much a model leans on the gender input
-# and on the photo: the metric drop when the input is swapped, unknown or shuffled) and its contenders' plots.
-RELIANCE = ("gender_weight_swap", "gender_weight_unknown", "photo_weight_shuffle")
-LEANS_ON_GENDER = "leans_on_gender"
-SLICE_MARK = ".slice."                 # per-slice metrics: val_accuracy.slice.gender.female
-CONTENDER_PLOTS = {"plots/error_gallery.png": "gallery", "plots/predicted_vs_true.png": "predicted vs true"}
-SLICES = "slices.json"                 # a table in mlflow.log_table's format: {"columns": [...], "data": [[...]]}
+# What the training runs log besides the task's metrics (faceattr/views.py: how far a regression's answers
+# move when the gender input is swapped or unknown, or the photo shuffled) and the contenders' plots.
+RELIANCE = evaluate.GENDER_WEIGHTS
+CONTENDER_PLOTS = {views.GALLERY: "gallery", views.PREDICTED_VS_TRUE: "predicted vs true"}
 
 
 # --- the numbers ----------------------------------------------------------------------------------
@@ -232,11 +229,11 @@ def contender(role: str, version, runs_by_id: dict, compared: list[str]) -> Cont
         return Contender(role, version, None, facts, {}, None)
     run_id, metrics = run.info.run_id, run.data.metrics
     facts.update({"run": run.data.tags.get("mlflow.runName", run_id), "seed": seed_of(run),
-                  LEANS_ON_GENDER: run.data.tags.get(LEANS_ON_GENDER, "-")})
-    slice_keys = sorted(k for k in metrics if SLICE_MARK in k)
+                  views.LEANS_ON_GENDER: run.data.tags.get(views.LEANS_ON_GENDER, "-")})
+    slice_keys = sorted(k for k in metrics if evaluate.SLICE_MARK in k)
     facts.update({k: _number(metrics[k]) for k in [*compared, *slice_keys] if k in metrics})
     plots = {caption: tracking.read_artifact(run_id, path) for path, caption in CONTENDER_PLOTS.items()}
-    table = tracking.read_artifact(run_id, SLICES)
+    table = tracking.read_artifact(run_id, views.SLICES)
     return Contender(role, version, run, facts, {c: data_uri(png) if png else None for c, png in plots.items()},
                      _table(table) if table else None)
 

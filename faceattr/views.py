@@ -22,6 +22,12 @@ from faceattr.data.loading import Split
 from faceattr.data.manifest import GENDERS
 from faceattr.data.tfdata import model_inputs
 
+# What a run logs here, by name (faceattr/report.py reads them back).
+LEARNING_CURVES, PREDICTED_VS_TRUE = "plots/learning_curves.png", "plots/predicted_vs_true.png"
+GALLERY = "plots/error_gallery.png"
+SLICES = "slices.json"               # MLflow's table format: {"columns": [...], "data": [[...], ...]}
+LEANS_ON_GENDER = "leans_on_gender"  # tag, beside the collapse check's `collapsed`
+
 
 def show(run: tracking.Run, model, config: dict, splits: dict[str, Split], found: dict[str, np.ndarray],
          history: dict, served: dict) -> tuple[list[dict], dict[str, float], dict[str, str]]:
@@ -41,15 +47,15 @@ def show(run: tracking.Run, model, config: dict, splits: dict[str, Split], found
         weights = evaluate.gender_weight(lambda main, gender: _predict(model, task, val, main, gender),
                                          val.model_input[1], val.gender, _gender_groups(val), config["train"]["seed"])
         metrics.update(weights)
-        tags["leans_on_gender"] = str(evaluate.leans_on_gender(weights)).lower()
-    tracking.log_slices(run, rows, metrics)
+        tags[LEANS_ON_GENDER] = str(evaluate.leans_on_gender(weights)).lower()
+    tracking.log_slices(run, rows, metrics, SLICES)
     run.set_tags(tags)
-    figures = {"plots/learning_curves.png": plots.learning_curves(history, task.loss_baseline(val, train)),
-               "plots/predicted_vs_true.png": plots.predicted_vs_true(
+    figures = {LEARNING_CURVES: plots.learning_curves(history, task.loss_baseline(val, train)),
+               PREDICTED_VS_TRUE: plots.predicted_vs_true(
                    task.truth(val.labels), found["val"], val.frame.get("gender"), config["target"])}
     if evaluation["gallery"]:
         chosen = task.mistakes(found["val"], val.labels, val.frame, evaluation["gallery"], served)
-        figures["plots/error_gallery.png"] = plots.error_gallery(
+        figures[GALLERY] = plots.error_gallery(
             [val.images[i] for i, _ in chosen], [caption for _, caption in chosen],
             f"{config['name']}: the validation photos it gets most wrong")
     tracking.log_figures(run, figures)

@@ -333,13 +333,13 @@ def log_figures(run: Run, figures: dict) -> None:
         plt.close(fig)
 
 
-def log_slices(run: Run, rows: list[dict], metrics: dict[str, float]) -> None:
-    """The per-slice table (evaluate.slice_table's rows) as the table artifact `slices.json`
-    (MLflow's log_table format: {"columns": [...], "data": [[...], ...]}) and its metrics."""
+def log_slices(run: Run, rows: list[dict], metrics: dict[str, float], path: str) -> None:
+    """The per-slice table (evaluate.slice_table's rows) as the table artifact `path` (MLflow's
+    log_table format: {"columns": [...], "data": [[...], ...]}) and its metrics."""
     import pandas as pd
 
     if rows:
-        run.log_table(pd.DataFrame(rows), "slices.json")
+        run.log_table(pd.DataFrame(rows), path)
     run.log_metrics(metrics)
 
 

@@ -369,9 +369,9 @@ deviation (n-1) over its runs; a single run has none.</p>
 {% if uri %}<img alt="{{ c.role }} {{ caption }}" src="{{ uri }}">{% else %}<p class="note">no {{ caption }} logged</p>{% endif %}
 {% endfor %}
 <h4>slices</h4>
-{% if c.slices %}<table class="slices"><tr>{% for col in c.slices.columns %}<th>{{ col }}</th>{% endfor %}</tr>
+{% if c.slices %}<div class="wide"><table class="slices"><tr>{% for col in c.slices.columns %}<th>{{ col }}</th>{% endfor %}</tr>
 {% for row in c.slices.data %}<tr>{% for cell in row %}<td{% if cell is number %} class="num"{% endif %}>{{ cell | number if cell is number and cell is not boolean else cell }}</td>{% endfor %}</tr>{% endfor %}
-</table>{% else %}<p class="note">no slices logged</p>{% endif %}
+</table></div>{% else %}<p class="note">no slices logged</p>{% endif %}
 </section>
 {% endfor %}
 </div>

@@ -187,5 +187,7 @@ def test_report_of_real_training_runs_over_two_seeds(tracking, synthetic_cache, 
     assert "<td>0, 1</td>" in cells and 'alt="learning curves"' in page
     # both runs registered a version; none is champion yet: the newest is the challenger
     assert "no champion yet" in page and "challenger: version 2" in page
-    assert 'alt="challenger predicted vs true"' in page and "no gallery logged" in page
+    # the run views (faceattr/views.py) logged by real training: the gallery and the slices table
+    assert 'alt="challenger predicted vs true"' in page and 'alt="challenger gallery"' in page
+    assert "no gallery logged" not in page and '<table class="slices">' in page
     assert "No promotion of <code>eyes</code> yet" in page

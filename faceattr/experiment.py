@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from faceattr import evaluate, models, registry, serving, tasks, tracking, views
+from faceattr import evaluate, models, plots, registry, serving, tasks, tracking, views
 from faceattr.data import faces
 from faceattr.data.loading import Data, Split, crops_made_by, make_split, open_data
 from faceattr.data.regions import load_rgb
@@ -127,7 +127,7 @@ def fit_and_log(prepared: Prepared, run: tracking.Run, model: keras.Model | None
     metrics.update(shown)
     tags.update(shown_tags)
     if prepared.crop_check:
-        tracking.log_crop_check(run, prepared.crop_check, config["region"])
+        tracking.log_figures(run, {views.CROP_CHECK: plots.crop_check(prepared.crop_check, config["region"])})
     model_uri = None
     if log_model:
         info = run.log_model(model, config, input_example(config, splits["val"]), prepared.gender_model,

@@ -1,4 +1,5 @@
-"""The figures a training run shows a person: learning curves, predicted vs true, the error gallery.
+"""The figures a training run shows a person: learning curves, predicted vs true, the error gallery,
+the crop check.
 
 Each function returns a matplotlib Figure (tracking.log_figures writes and closes them). Constrained
 layout keeps axis labels and captions inside the PNG.
@@ -73,4 +74,24 @@ def error_gallery(images, captions: list[str], title: str, columns: int = 8) -> 
     if not len(images):
         axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle(title)
+    return fig
+
+
+def crop_check(rows: list, region: str) -> plt.Figure:
+    """Per photo (name, its training crops, the crops the served model cuts from the same whole photo or
+    why it cannot): the two side by side, so a person sees at a glance whether they match."""
+    fig, axes = plt.subplots(len(rows), 2, figsize=(6, 1.6 * len(rows)), squeeze=False)
+    for (name, trained, served), (left, right) in zip(rows, axes):
+        left.imshow(np.concatenate(list(trained), axis=1))
+        left.set_title(f"training: {name}"[:48], fontsize=7)
+        if isinstance(served, str):
+            right.text(0.5, 0.5, served, ha="center", va="center", wrap=True, fontsize=7)
+        else:
+            right.imshow(np.concatenate(list(served), axis=1))
+            right.set_title("served cut of the whole photo", fontsize=7)
+        for ax in (left, right):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(f"crop check, region {region}", fontsize=9)
+    fig.tight_layout()
     return fig

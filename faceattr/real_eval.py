@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from faceattr import config as config_module
 from faceattr import evaluate, experiment, tasks, tracking
 
@@ -60,13 +58,9 @@ def summarise(model, config: dict, prepared, served: dict) -> dict:
     scores = experiment.scores(model, config, test)
     out = evaluate.evaluate(task, scores, test, train, threshold, served)
     out["accuracy"] = out[task.accuracy_key]
-    genders = test.frame.get("gender")
-    for g in ("male", "female") if genders is not None else ():
-        rows = (genders == g).to_numpy()
-        if rows.any():
-            some = test.take(np.flatnonzero(rows))
-            out[f"accuracy_{g}"] = evaluate.evaluate(task, scores[rows], some, train, threshold, served)[task.accuracy_key]
-            out[f"n_{g}"] = int(rows.sum())
+    gender_only = evaluate.slice_labels(test.frame, {})   # the gender slices (views.py logs the same)
+    for row in evaluate.slice_table(task, scores, test, train, "test", gender_only, 0, served):
+        out[f"accuracy_{row['slice']}"], out[f"n_{row['slice']}"] = row[task.accuracy_key], row["n"]
     return out
 
 

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import keras
 import mlflow
-import numpy as np
 from mlflow.entities import RunTag
 
 from faceattr import config as config_module
-from faceattr import models, tasks
+from faceattr import models
 from faceattr.data.loading import Data
 from faceattr.tracking import packaging
 from faceattr.tracking.outbox import Recorder, remote_tracking
@@ -341,29 +340,3 @@ def log_slices(run: Run, rows: list[dict], metrics: dict[str, float], path: str)
     if rows:
         run.log_table(pd.DataFrame(rows), path)
     run.log_metrics(metrics)
-
-
-def log_crop_check(run: Run, rows: list[tuple[str, np.ndarray, np.ndarray | str]], region: str) -> None:
-    """`plots/crop_check.png`: per photo, its training crop(s) beside the crop(s) the served model cuts
-    from the same photo (or why it cannot), so a person sees at a glance whether they match."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(rows), 2, figsize=(6, 1.6 * len(rows)), squeeze=False)
-    for (name, trained, served), (left, right) in zip(rows, axes):
-        left.imshow(np.concatenate(list(trained), axis=1))
-        left.set_title(f"training: {name}"[:48], fontsize=7)
-        if isinstance(served, str):
-            right.text(0.5, 0.5, served, ha="center", va="center", wrap=True, fontsize=7)
-        else:
-            right.imshow(np.concatenate(list(served), axis=1))
-            right.set_title("served cut of the whole photo", fontsize=7)
-        for ax in (left, right):
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle(f"crop check, region {region}", fontsize=9)
-    fig.tight_layout()
-    run.log_figure(fig, "plots/crop_check.png")
-    plt.close(fig)

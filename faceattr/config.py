@@ -27,7 +27,8 @@ DEFAULTS: dict[str, Any] = {
     # persons: how many people the synthetic photos show (None: the generator's default)
     "data": {"source": "synthetic", "size": 2000, "seed": 0, "rounded": True, "persons": None,
              "image_region": None, "folders": None, "gender": "auto",
-             "split": "auto"},  # auto | person | phash | content: see data/loading.split_names
+             "split": "auto",  # auto | person | phash | content: see data/loading.split_names
+             "sets": None},    # several data sets at once (DataSet below); a YAML may write `data:` as their list
     "model": {"dropout": 0.25},
     "train": {"epochs": 40, "batch_size": 32, "learning_rate": 1e-3, "seed": 0,
               "lr_factor": 0.1, "lr_patience": 3, "min_lr": 1e-6,
@@ -37,7 +38,9 @@ DEFAULTS: dict[str, Any] = {
     # gallery: how many validation photos the error gallery shows (0: none, for photos a team may not copy
     # into its tracking store); slices: label columns to report metrics for besides gender, each with band
     # edges for numbers or null (evaluate.slice_labels); min_slice: smaller slices are reported, not gated
-    "evaluation": {"collapse_threshold": 0.25, "first_outputs": 15, "gallery": 16, "slices": {}, "min_slice": 20},
+    # landmark_baseline: log the eye / mouth aspect-ratio baseline on whole faces (evaluate.landmark_baseline)
+    "evaluation": {"collapse_threshold": 0.25, "first_outputs": 15, "gallery": 16, "slices": {}, "min_slice": 20,
+                   "landmark_baseline": False},
     "search": {},
 }
 
@@ -67,6 +70,9 @@ def load(name_or_path: str, overrides: dict[str, Any] | None = None) -> dict[str
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
+    if isinstance(raw.get("data"), list):   # `data: [set, set]`: the sets, every other data key its default
+        raw["data"] = {"sets": raw["data"]}
+    _resolve_sets(raw.get("data"), path.parent)
     config = _merge(copy.deepcopy(DEFAULTS), raw)
     given = {SHORTCUTS.get(k, k): v for k, v in (overrides or {}).items()
              if not (k in SHORTCUTS and v == "")}   # MLproject passes "" for a shortcut left at its default
@@ -75,6 +81,14 @@ def load(name_or_path: str, overrides: dict[str, Any] | None = None) -> dict[str
     for key, value in given.items():
         set_key(config, key, value)
     return validate(config, source=str(path))
+
+
+def _resolve_sets(data, folder: Path) -> None:
+    """A set's relative `source` is relative to the YAML naming it (as a policy's `photos.data` is), so a
+    shipped experiment finds `../../shared/data/<set>` from any working directory."""
+    for entry in (data or {}).get("sets") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("source"), str) and not Path(entry["source"]).is_absolute():
+            entry["source"] = str((folder / entry["source"]).resolve())
 
 
 def switch_backbone(config: dict, backbone: Any) -> None:
@@ -116,6 +130,8 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
         raise ConfigError(f"{source}: {key}: {why}")
 
     _check(Experiment, config, "", source)
+    if config["data"].get("sets"):   # every set's keys filled from DataSet's defaults (weight 1, ...)
+        config["data"]["sets"] = [DataSet.model_validate(entry).model_dump() for entry in config["data"]["sets"]]
     task = tasks.TASKS[config["task"]]
     if config["target"] not in task.targets:
         fail("target", f"{config['target']!r} is not a {task.name} target ({', '.join(task.targets)})")
@@ -180,6 +196,19 @@ def _even(value: int) -> int:
     return value
 
 
+class DataSet(_Section):
+    """One of several data sets an experiment trains on (data/loading.read_sets)."""
+    source: Annotated[str, Field(min_length=1)]   # a manifest CSV or folder (relative: to the YAML)
+    name: str | None = None                       # its name in slices and metrics (default: the folder's)
+    image_region: Literal[REGIONS] | None = None  # ready crops of a region, or `photo`: cut by landmarks
+    labels: dict[str, float | str] | None = None  # fixed label values for every photo ({mouth: 0.0})
+    weight: Annotated[float, Field(gt=0)] = 1.0   # each of its photos' sample weight in training
+    folders: dict[str, dict[str, Any]] | None = None
+    split: Literal["auto", "person", "phash", "content"] | None = None   # default: data.split
+    size: PositiveInt | None = None               # at most this many photos (a stable choice by path)
+    max_failure_share: Annotated[float, Field(ge=0, le=1)] = 0.1   # photos the landmark cut may miss
+
+
 class Data(_Section):
     source: Annotated[str, Field(min_length=1)]   # synthetic, or a manifest CSV / folder
     size: Annotated[int, Field(ge=10), AfterValidator(_even)]
@@ -193,6 +222,7 @@ class Data(_Section):
     person: str | int | None = None    # identity: the target person
     unseen_share: Share | None = None  # identity: share of the other people never seen in training
     holdout: Share | None = None       # identity: share of each seen person's photos held out
+    sets: Annotated[list[DataSet], Field(min_length=1)] | None = None   # several sets (then `source` is unused)
 
 
 class Augment(_Section):    # data/augment.py
@@ -233,6 +263,7 @@ class Evaluation(_Section):
     gallery: Annotated[int, Field(ge=0)]
     slices: dict[str, Annotated[list[float], Field(min_length=1), AfterValidator(_rising)] | None]
     min_slice: PositiveInt
+    landmark_baseline: bool = False
 
 
 class Search(_Section):    # what `faceattr tune` may vary (tuning/space.py)

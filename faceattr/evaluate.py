@@ -163,7 +163,8 @@ CATEGORY_LIMIT = 12    # ... unless it has at most this many values (then each v
 
 
 def slice_labels(frame, named: dict) -> dict:
-    """{column: each row's slice name} for `gender` (when the rows carry it) and every column `named`
+    """{column: each row's slice name} for `gender` (when the rows carry it), `set` (when the rows come
+    from several data sets: a person sees close-ups and whole faces apart) and every column `named`
     (`evaluation.slices`: band edges for a number, or None: its values, or quartile bands for a number
     with many values). Bands are half-open [low, high): `20-40`; below the first edge `under-0`, from
     the last one up `60-up`. Rows without a value get no slice (None)."""
@@ -173,6 +174,8 @@ def slice_labels(frame, named: dict) -> dict:
     if "gender" in frame and frame["gender"].isin(GENDERS).any():
         genders = frame["gender"].to_numpy(object)
         out["gender"] = np.where(np.isin(genders, GENDERS), genders, None)
+    if "set" in frame and frame["set"].nunique() > 1:
+        out["set"] = frame["set"].to_numpy(object)
     for column, edges in named.items():
         values = frame[column]
         numeric = pd.api.types.is_numeric_dtype(values)
@@ -218,6 +221,44 @@ SLICE_MARK = ".slice."
 def slice_metric_name(metric: str, column: str, slice_name: str) -> str:
     """`val_accuracy.slice.gender.female`: MLflow metric names allow no `=`, so dots join the parts."""
     return f"{metric}{SLICE_MARK}{column}.{slice_name}"
+
+
+# --- the landmark baseline: eye / mouth aspect ratios on whole faces -----------------------------------
+
+LANDMARK_BASELINE = "landmark_baseline_accuracy"
+
+
+def landmark_baseline(target: str, splits: dict) -> dict[str, float]:
+    """The training-free baseline of eyes and mouth on whole faces (features/landmarks.py: EAR, MAR), as
+    identity logs its cosine baseline: the ratio's threshold chosen on validation (decision_threshold;
+    the literature's value when validation's whole faces hold one class), its accuracy at the label's
+    side of 0.5 on validation and test (`landmark_baseline_accuracy`, `test_...`) and per set
+    (`...slice.set.<name>`, beside the model's own `accuracy_at_0_5` of that set). Empty when no
+    validation row is a whole face."""
+    from faceattr.features import landmarks
+
+    ratios = {name: landmarks.aspect_ratios(splits[name].frame, target) for name in ("val", "test")
+              if len(splits[name])}
+    if "val" not in ratios or np.isnan(ratios["val"]).all():
+        return {}
+    have = ~np.isnan(ratios["val"])
+    truth = np.asarray(splits["val"].labels, float).reshape(-1)[have] >= 0.5
+    threshold = (landmarks.DEFAULT_THRESHOLDS[target] if truth.all() or not truth.any()
+                 else decision_threshold(ratios["val"][have], truth))
+    out = {"landmark_baseline_threshold": float(threshold)}
+    for name, ratio in ratios.items():
+        have = ~np.isnan(ratio)
+        if not have.any():
+            continue
+        right = (ratio[have] >= threshold) == (np.asarray(splits[name].labels, float).reshape(-1)[have] >= 0.5)
+        metric = metric_name(name, LANDMARK_BASELINE)
+        out[metric] = float(right.mean())
+        out[metric_name(name, "landmark_baseline_photos")] = float(have.sum())
+        if "set" in splits[name].frame:
+            sets = splits[name].frame["set"].to_numpy(object)[have]
+            for set_name in sorted(set(sets)):
+                out[slice_metric_name(metric, "set", _slice_name(set_name))] = float(right[sets == set_name].mean())
+    return out
 
 
 # --- how much a regression reads its gender input rather than the photo -----------------------------

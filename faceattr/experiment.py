@@ -64,9 +64,10 @@ def prepare(config: dict) -> Prepared:
         if column not in data.frame:
             raise ConfigError(f"evaluation.slices.{column}: the data set {data.name} has no column {column!r} "
                               f"(it has {', '.join(c for c in data.frame.columns if not c.endswith('_box'))})")
-    descriptors, left_out = None, []
+    descriptors, left_out = None, list(data.left_out)
     if models.reads(config) == "descriptor":
-        data, descriptors, left_out = describe_data(data)
+        data, descriptors, missed = describe_data(data)
+        left_out += missed
     gender, source, gender_model = gender_inputs(config, data, _gender_champion)
     labels = task.labels(data.frame, config)
     splits = {name: make_split(data, name, labels, gender, descriptors) for name in SPLITS}
@@ -180,6 +181,8 @@ def assess(model: keras.Model, config: dict, splits: dict[str, Split]) -> Assess
         if name == "val":
             metrics["collapse_std_ratio"] = ratio
             tags = {"collapsed": str(collapsed).lower(), "collapse_threshold": str(threshold)}
+    if config["evaluation"]["landmark_baseline"]:
+        metrics.update(evaluate.landmark_baseline(config["target"], splits))
     if task.pooled_prefixes:  # figures over validation + test together (identity: seen/unseen people)
         pooled = Split.concat([splits[name] for name in found])
         judged = evaluate.evaluate(task, np.concatenate(list(found.values())), pooled, train, threshold, served)

@@ -165,28 +165,8 @@ def _process_chunk(chunk, out: str, cache: str) -> dict[int, dict]:
             continue
         loaded.append((index, image, sha1, region))
 
-    todo = []  # photos needing a detection: from the cache, else detect in batches of equal size
-    detections: dict[str, dict] = {}
-    for index, image, sha1, region in loaded:
-        if region == "photo" and sha1 not in detections:
-            hit = _cache_get(cache_dir, sha1)
-            if hit is not None:
-                detections[sha1] = {**hit, "cached": True}
-            elif sha1 not in (s for _, s in todo):
-                todo.append((image, sha1))
-    by_shape: dict[tuple, list] = {}
-    for image, sha1 in todo:
-        scale = min(1.0, faces.MAX_SIDE / max(image.size))
-        by_shape.setdefault((round(image.width * scale), round(image.height * scale)), []).append((image, sha1))
-    for group in by_shape.values():
-        try:
-            found = faces.detect([image for image, _ in group])
-        except Exception as exc:  # a detector crash on one odd image must not stop the run
-            found = [{"error": f"detector failed ({type(exc).__name__}: {exc})"} for _ in group]
-        for (_, sha1), detection in zip(group, found):
-            if "error" not in detection:
-                _cache_put(cache_dir, sha1, detection)
-            detections[sha1] = detection
+    photos = {sha1: image for _, image, sha1, region in loaded if region == "photo"}
+    detections = dict(zip(photos, faces.detect_photos(list(photos.values()), list(photos), cache_dir)))
 
     for index, image, sha1, region in loaded:
         name = f"{sha1[:20]}.png"
@@ -232,21 +212,6 @@ def _save(array, path: Path) -> None:
 def _scale_box(text: str, sx: float, sy: float) -> str:
     x0, y0, x1, y1 = parse_box(text)
     return f"{x0 * sx:.2f} {y0 * sy:.2f} {x1 * sx:.2f} {y1 * sy:.2f}"
-
-
-def _cache_get(cache_dir: Path, sha1: str) -> dict | None:
-    try:
-        return json.loads((cache_dir / sha1[:2] / f"{sha1}.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _cache_put(cache_dir: Path, sha1: str, detection: dict) -> None:
-    path = cache_dir / sha1[:2] / f"{sha1}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(detection))
-    os.replace(tmp, path)
 
 
 # --- outputs ---------------------------------------------------------------------------------------

@@ -16,20 +16,32 @@ eye centres 23 px apart, eye band 39 x 20.8, mouth square 26.4 = 1.6x the mouth 
 D is max(eye distance, 0.9 x eye-mouth distance), so a turned head (eyes close together) still gets
 a band wide enough to hold both eyes.
 
-Several faces: the label of a photo belongs to one person. The largest confident face is kept when it
-is clearly the subject (area >= SUBJECT_AREA_RATIO x the next confident face); otherwise the photo is
-rejected as ambiguous ("several faces") rather than guessing whose label it is.
+Several faces (the subject-face rule, `choose_face`): a photo answers for its subject, the person it was
+taken of. Among the confident faces, the subject is
+1. the largest, when its area is >= SUBJECT_AREA_RATIO x the next one's (clearly the biggest), or else
+2. the face whose box holds the photo's centre, when it is the only face that does and it is not small
+   next to the largest (area >= 1 / SUBJECT_AREA_RATIO of it): a portrait centres its subject, and a
+   stranger of similar size beside it does not hold the centre.
+Otherwise (two similar faces off the centre, or both over it) the photo is refused as ambiguous
+("several faces") rather than guessing whose label it is. The count of faces found travels with the
+boxes (`FACES`), so an answer can say how many there were.
+
+Detections are cached by file content (`detect_photos`): `faceattr prepare` and training from whole
+photos share one cache, so a photo is never detected twice.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from faceattr.data.cache import cache_root
 from faceattr.data.regions import REGION_SIZES, box_columns, crop_region, eye_boxes, lips_box, load_rgb, parse_box
 from faceattr.errors import DataError
 
@@ -37,6 +49,7 @@ DETECTOR = "mtcnn-1.0.0"
 MAX_SIDE = 1024            # photos are downscaled to this longer side before detection (cost ~ pixels)
 MIN_CONFIDENCE = 0.90      # faces below this are ignored (MTCNN's ONet threshold is 0.8)
 SUBJECT_AREA_RATIO = 2.0   # the largest face must be this much bigger than the next to be "the" subject
+FACES = "faces"           # the key of find_regions' answer holding how many confident faces the photo shows
 EYES_WIDTH_D, MOUTH_SIDE_W, MOUTH_SIDE_D, MOUTH_DOWN_W, FACE_SIDE_BOX = 1.8, 1.6, 1.2, 0.1, 1.15
 EYES_ASPECT = REGION_SIZES["eyes"][1] / REGION_SIZES["eyes"][0]   # 60:32
 
@@ -101,14 +114,72 @@ def _run_mtcnn(arrays: list[np.ndarray]) -> list[list[dict]]:
 
 
 def choose_face(detection: dict) -> dict:
-    """The subject's face from `detect`'s result for one image; NoFace / SeveralFaces otherwise."""
+    """The subject's face from `detect`'s result for one image (the rule in the module docstring);
+    NoFace / SeveralFaces otherwise. The face carries `faces`: how many confident faces were found."""
     faces = [f for f in detection["faces"] if f["confidence"] >= MIN_CONFIDENCE]
     if not faces:
         raise NoFace(f"no face found (confidence >= {MIN_CONFIDENCE})")
     faces.sort(key=_area, reverse=True)
+    subject = faces[0]
     if len(faces) > 1 and _area(faces[0]) < SUBJECT_AREA_RATIO * _area(faces[1]):
-        raise SeveralFaces(f"{len(faces)} faces of similar size: whose label is it is unclear")
-    return faces[0]
+        centred = [f for f in faces if _holds(f, detection["size"])]
+        if len(centred) != 1 or SUBJECT_AREA_RATIO * _area(centred[0]) < _area(faces[0]):
+            raise SeveralFaces(f"{len(faces)} faces of similar size, {len(centred)} of them over the photo's "
+                               f"centre: whose face it is is unclear")
+        subject = centred[0]
+    return {**subject, FACES: len(faces)}
+
+
+def _holds(face: dict, size) -> bool:
+    """Whether the face's box holds the centre of a photo of `size` (width, height)."""
+    x0, y0, x1, y1 = face["box"]
+    return x0 <= size[0] / 2 <= x1 and y0 <= size[1] / 2 <= y1
+
+
+def detection_cache() -> Path:
+    """Where detections are kept, by the photo's sha1: one folder per detector setting that changes them."""
+    return cache_root() / "detections" / f"{DETECTOR}-{MAX_SIDE}"
+
+
+def cached_detection(cache_dir: Path, sha1: str) -> dict | None:
+    try:
+        return json.loads((cache_dir / sha1[:2] / f"{sha1}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def store_detection(cache_dir: Path, sha1: str, detection: dict) -> None:
+    path = cache_dir / sha1[:2] / f"{sha1}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")   # written aside, renamed into place: readers never see half
+    tmp.write_text(json.dumps(detection))
+    os.replace(tmp, path)
+
+
+def detect_photos(images: list[Image.Image], digests: list[str], cache_dir: Path | None = None) -> list[dict]:
+    """`detect`'s result for each photo, from the cache by its content's sha1 (`digests`), else found by
+    MTCNN (photos of one size batched together) and stored. A detector crash on one odd photo gives
+    {"error": ...} for its group, not an exception."""
+    cache_dir = cache_dir or detection_cache()
+    found: dict[str, dict] = {}
+    todo: dict[tuple, dict[str, Image.Image]] = {}
+    for image, sha1 in zip(images, digests):
+        hit = found.get(sha1) or cached_detection(cache_dir, sha1)
+        if hit is not None:
+            found[sha1] = {**hit, "cached": True}
+            continue
+        scale = min(1.0, MAX_SIDE / max(image.size))
+        todo.setdefault((round(image.width * scale), round(image.height * scale)), {})[sha1] = image
+    for group in todo.values():
+        try:
+            detections = detect(list(group.values()))
+        except Exception as exc:  # noqa: BLE001 - one odd photo must not stop a data set
+            detections = [{"error": f"detector failed ({type(exc).__name__}: {exc})"} for _ in group]
+        for sha1, detection in zip(group, detections):
+            if "error" not in detection:
+                store_detection(cache_dir, sha1, detection)
+            found[sha1] = detection
+    return [found[sha1] for sha1 in digests]
 
 
 def region_boxes(face: dict) -> dict[str, str]:
@@ -133,13 +204,15 @@ def region_boxes(face: dict) -> dict[str, str]:
 
 
 def find_regions(image) -> dict[str, str]:
-    """A photo (path, bytes or PIL image) -> its region boxes; NoFace, SeveralFaces or DataError otherwise.
+    """A photo (path, bytes or PIL image) -> its subject's region boxes and, under FACES, how many faces
+    it shows; NoFace, SeveralFaces or DataError otherwise.
 
     The serving path: `boxes = find_regions(image)`, then `crop_region(image, region, boxes[column])` for
     each of `regions.box_columns(region)`.
     """
     rgb = load_rgb(image)
-    return region_boxes(choose_face(detect([rgb])[0]))
+    face = choose_face(detect([rgb])[0])
+    return {**region_boxes(face), FACES: str(face[FACES])}
 
 
 def cut(image: Image.Image, region: str, boxes: dict) -> np.ndarray:

@@ -1,4 +1,12 @@
-"""Open the data set an experiment names (the synthetic default or files), decode it and cut it into splits.
+"""Open the data an experiment names (the synthetic default, files, or several sets), decode it and cut
+it into splits.
+
+Several sets (`data.sets`, or `data:` as a list in the YAML) are read one by one, each with its own
+declared `image_region` (ready crops, or whole photos whose region boxes the landmark cut finds:
+data/faces.py, cached by content), fixed label values and sample weight; every row keeps its set's name
+(`set`, a slice of every run) and each set is split by its own rule (a person's or a scene's photos stay
+on one side within their set). Every set is read and checked before any photo is decoded for training:
+an error names `data[i]`.
 
 This is the only module that reads image files for training (prepare and serving read single
 photos through data/regions.py).
@@ -9,18 +17,19 @@ from __future__ import annotations
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from faceattr.data import manifest, synthetic
+from faceattr.data import faces, manifest, synthetic
 from faceattr.data.manifest import GENDERS
-from faceattr.data.regions import crop_region, load_rgb, parse_box
-from faceattr.errors import DataError
+from faceattr.data.regions import box_columns, crop_region, load_rgb, parse_box
+from faceattr.errors import ConfigError, DataError
 
 UNKNOWN_GENDER = (0.5, 0.5)      # the gender input when nothing better is known
+SET, WEIGHT = "set", "weight"    # each row's set name and its sample weight (several sets)
 
 
 @dataclass
@@ -30,6 +39,7 @@ class Data:
     source: str
     frame: pd.DataFrame
     images: np.ndarray          # every row's crop of the experiment's region, frame order
+    left_out: list = field(default_factory=list)   # whole photos the landmark cut found no subject in
 
     @property
     def digest(self) -> str:
@@ -40,7 +50,7 @@ class Data:
 
     def subset(self, keep: np.ndarray) -> "Data":
         """The rows where `keep` is true (e.g. the photos a face descriptor could be computed for)."""
-        return Data(self.name, self.source, self.frame[keep].reset_index(drop=True), self.images[keep])
+        return Data(self.name, self.source, self.frame[keep].reset_index(drop=True), self.images[keep], self.left_out)
 
 
 @dataclass
@@ -78,9 +88,16 @@ class Split:
 
 def open_data(config: dict, task) -> Data:
     """Read, validate (every bad row in one DataError, before any training) and decode the data;
-    `task.split` deals the rows (faceattr/tasks.py)."""
+    `task.split` deals the rows (faceattr/tasks.py), set by set when there are several."""
     data, target, region = config["data"], config["target"], config["region"]
-    if data["source"] == "synthetic":
+    left_out: list[dict] = []
+    if data.get("sets"):
+        if data["source"] != "synthetic":
+            raise ConfigError(f"data.source={data['source']!r} and a list of data sets: give one (the sets are in "
+                              f"the experiment's YAML; a copy of it can list other sets)")
+        frame, left_out = read_sets(data["sets"], target, region)
+        name = "+".join(dict.fromkeys(frame[SET]))
+    elif data["source"] == "synthetic":
         csv = synthetic.default_dataset(size=data["size"], seed=data["seed"], rounded=data["rounded"],
                                         n_persons=data["persons"])
         name = csv.parent.name
@@ -98,12 +115,110 @@ def open_data(config: dict, task) -> Data:
         raise DataError(f"{data['source']}: {len(frame)} images; at least 10 are needed to split and train")
     frame = manifest.one_row_per_cut(frame, region)
     images, digests = load_crops(frame, region)
-    splits, columns = task.split(frame, digests, images, data)
+    if data.get("sets"):   # each set by its own rule: a person's photos never straddle splits within it
+        splits, columns = [""] * len(frame), {}
+        for entry, rows in zip(data["sets"], _rows_of_sets(frame)):
+            dealt, extra = task.split(frame.iloc[rows], [digests[r] for r in rows], images[rows],
+                                      {**data, "split": entry["split"] or data["split"]})
+            for r, split in zip(rows, dealt):
+                splits[r] = split
+            for column, values in extra.items():
+                columns.setdefault(column, [None] * len(frame))
+                for r, value in zip(rows, values):
+                    columns[column][r] = value
+    else:
+        splits, columns = task.split(frame, digests, images, data)
     frame = frame.assign(**columns, content_sha1=digests, split=splits).reset_index(drop=True)
     for split in ("train", "val"):
         if not (frame["split"] == split).any():
-            raise DataError(f"{data['source']}: the {split} split is empty; use more images")
-    return Data(name=name, source=str(data["source"]), frame=frame, images=images)
+            raise DataError(f"{name}: the {split} split is empty; use more images")
+    source = ";".join(entry["source"] for entry in data["sets"]) if data.get("sets") else str(data["source"])
+    return Data(name=name, source=source, frame=frame, images=images, left_out=left_out)
+
+
+def _rows_of_sets(frame: pd.DataFrame) -> list[np.ndarray]:
+    """Each set's rows, in the order of `data.sets`."""
+    names = frame[SET].to_numpy(object)
+    return [np.flatnonzero(names == name) for name in dict.fromkeys(names)]
+
+
+def read_sets(sets: list[dict], target: str, region: str) -> tuple[pd.DataFrame, list[dict]]:
+    """Several data sets as one manifest with `set` and `weight` columns, and the photos left out.
+
+    First every set is read and its labels checked (a missing set or a set without the target's label
+    is a DataError naming `data[i]`), then each is validated (files decode, labels in range) and its whole
+    photos are cut by landmarks; only then does training decode anything."""
+    names = [entry.get("name") or _set_name(entry["source"]) for entry in sets]
+    if len(set(names)) < len(names):
+        raise DataError(f"data: two sets share the name {next(n for n in names if names.count(n) > 1)!r}; "
+                        f"give one a `name`")
+    read = []
+    for i, (entry, name) in enumerate(zip(sets, names)):
+        where = f"data[{i}] ({name}, {entry['source']})"
+        try:
+            frame = manifest.read_data_set(entry["source"], image_region=entry.get("image_region"),
+                                           folders=entry.get("folders"))
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        frame = frame.assign(**(entry.get("labels") or {}))
+        if target not in frame or frame[target].isna().all():
+            raise DataError(f"{where}: no `{target}` label (columns: {', '.join(frame.columns.drop(['row'], errors='ignore'))}); "
+                            f"give every photo one with `labels: {{{target}: VALUE}}`")
+        if entry.get("size"):   # a stable part: the same photos whatever the file's order
+            keep = sorted(frame.index, key=lambda r: hashlib.sha1(str(frame.at[r, "path"]).encode()).hexdigest())
+            frame = frame.loc[sorted(keep[:entry["size"]])]
+        read.append((where, entry, name, frame))
+    parts, left_out = [], []
+    for where, entry, name, frame in read:
+        uncut = region != "photo" and (frame["image_region"] == "photo").any() and \
+            any(c not in frame for c in box_columns(region))
+        try:
+            frame = manifest.validate(frame, targets=(target,), region="photo" if uncut else region, source=where)
+        except DataError as exc:
+            raise DataError(str(exc)) from None
+        if uncut:
+            frame, missed = cut_by_landmarks(frame, where, entry["max_failure_share"])
+            left_out += [{**m, SET: name} for m in missed]
+        parts.append(frame.assign(**{SET: name, WEIGHT: float(entry["weight"])}))
+    return pd.concat(parts, ignore_index=True), left_out
+
+
+def _set_name(source: str) -> str:
+    path = Path(source)
+    return path.stem if path.suffix else path.name
+
+
+def cut_by_landmarks(frame: pd.DataFrame, where: str, max_failure_share: float) -> tuple[pd.DataFrame, list[dict]]:
+    """Whole photos without region boxes get their subject's boxes (faces.region_boxes) and `faces` (how
+    many faces the photo shows), as `faceattr prepare` cuts them; detections are cached by content.
+    Photos without a clear subject are left out and listed; more than `max_failure_share` of them stop
+    the run with the list (as `prepare` stops), before any training."""
+    def decoded(path):
+        with open(path, "rb") as fh:
+            content = fh.read()
+        return load_rgb(content), hashlib.sha1(content).hexdigest()
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        images, digests = zip(*pool.map(decoded, frame["path"]))
+    found = faces.detect_photos(list(images), list(digests))
+    boxes, missed = [], []
+    for path, detection in zip(frame["path"], found):
+        try:
+            if "error" in detection:
+                raise faces.NoFace(detection["error"])
+            face = faces.choose_face(detection)
+            boxes.append({**faces.region_boxes(face), faces.FACES: face[faces.FACES]})
+        except DataError as exc:
+            boxes.append(None)
+            missed.append({"path": path, "reason": getattr(exc, "reason", "no face"), "detail": str(exc)})
+    if len(missed) > max_failure_share * len(frame):
+        lines = [f"  {m['path']}: {m['detail']}" for m in missed[:manifest.MAX_LISTED]]
+        raise DataError(f"{where}: the landmark cut found no clear subject in {len(missed)} of {len(frame)} photos "
+                        f"({len(missed) / len(frame):.1%}, above max_failure_share {max_failure_share:g}); "
+                        f"nothing was trained:\n" + "\n".join(lines))
+    kept = [b is not None for b in boxes]
+    cut = pd.DataFrame([b for b in boxes if b is not None], index=frame.index[kept])
+    return frame[kept].drop(columns=[c for c in cut if c in frame]).join(cut), missed
 
 
 def load_crops(frame: pd.DataFrame, region: str) -> tuple[np.ndarray, list[str]]:

@@ -190,6 +190,13 @@ def one_row_per_cut(df: pd.DataFrame, region: str) -> pd.DataFrame:
 
 def load_dataset(source, *, targets, region, image_region=None, folders=None, gender_map=None) -> pd.DataFrame:
     """Read and validate a data set: a CSV path, a folder with labels.csv, or a folder + `folders` mapping."""
+    df = read_data_set(source, targets=targets, image_region=image_region, folders=folders, gender_map=gender_map)
+    return validate(df, targets=targets, region=region, source=df.attrs["source"])
+
+
+def read_data_set(source, *, targets=(), image_region=None, folders=None, gender_map=None) -> pd.DataFrame:
+    """Read a data set without opening its images (validate does): a CSV path, a folder with labels.csv, or
+    a folder + `folders` mapping. `attrs["source"]`: the file or folder read, for messages."""
     path = Path(source)
     expected = "a labels CSV file, a folder containing labels.csv, or a folder of class sub-folders"
     if not path.exists():
@@ -202,7 +209,8 @@ def load_dataset(source, *, targets, region, image_region=None, folders=None, ge
             raise DataError(f"data set {source}: no labels.csv in this folder and no `folders` mapping given")
         df = read_manifest(csv_path, targets=targets, image_region=image_region, gender_map=gender_map)
         path = csv_path
-    return validate(df, targets=targets, region=region, source=path)
+    df.attrs["source"] = str(path)
+    return df
 
 
 # --- helpers ---------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from faceattr.data import augment as augmentation
-from faceattr.data.loading import Split
+from faceattr.data.loading import WEIGHT, Split
 
 
 def model_inputs(split: Split, with_gender: bool) -> dict[str, np.ndarray]:
@@ -22,15 +22,18 @@ def to_tf_dataset(split: Split, batch_size: int, with_gender: bool, shuffle_seed
     `augment` (`train.augment`, training split only): see faceattr/data/augment.py; it changes
     pixels, so a model reading face descriptors is not augmented.
     `class_weight` ({0: w0, 1: w1}): each row also carries its class's weight (validation judged by
-    the same balanced loss the training split is fitted with).
+    the same balanced loss the training split is fitted with), times its data set's `weight` (several
+    sets: data/loading.read_sets).
     """
     import tensorflow as tf
 
     name, values = split.model_input
     inputs = {name: values, "gender": split.gender} if with_gender else {name: values}
     columns = (inputs, split.labels)
-    if class_weight:
-        weights = np.where(np.asarray(split.labels).reshape(-1) >= 0.5, class_weight[1], class_weight[0])
+    if class_weight or WEIGHT in split.frame:
+        weights = split.frame[WEIGHT].to_numpy(np.float32) if WEIGHT in split.frame else np.ones(len(split), np.float32)
+        if class_weight:
+            weights = weights * np.where(np.asarray(split.labels).reshape(-1) >= 0.5, class_weight[1], class_weight[0])
         columns = (inputs, split.labels, weights.astype(np.float32))
     ds = tf.data.Dataset.from_tensor_slices(columns).cache()
     if shuffle_seed is not None:

@@ -353,6 +353,8 @@ class PhotoGate(_Section):
     """Whole photos judged through the served model (registry/promotion.py evaluate_photos)."""
     data: str | None = None                          # labelled whole photos (manifest CSV / folder); relative
                                                      # to the policy file; `--eval-photos` overrides
+    held_out: bool = False                           # or: the whole photos in the test split of the sets the
+                                                     # model trained on (fixed by person / content: never seen)
     thresholds: dict[str, Bound] = {}                # on photos_accuracy, photos_scored_share, photos_mae
 
 
@@ -362,6 +364,13 @@ class SliceRule(_Section):
     min_worst: float | None = None                   # the worst gated slice is at least this ...
     max_worst: float | None = None                   # ... or at most this (a loss)
     max_gap: Annotated[float, Field(ge=0)] | None = None   # best - worst gated slice of one column
+
+
+class BaselineRule(_Section):
+    """The model beats a training-free baseline its training run logged, overall and on every set where
+    both were measured (e.g. test_accuracy_at_0_5 against test_landmark_baseline_accuracy)."""
+    metric: str
+    baseline: str
 
 
 class Policy(_Section):
@@ -374,6 +383,7 @@ class Policy(_Section):
     margin: Margin = Margin()
     slices: SliceRule | None = None
     photos: PhotoGate | None = None
+    baseline: BaselineRule | None = None
 
 
 def validate_policy(raw: Any, source: str) -> Policy:
@@ -392,6 +402,8 @@ def validate_policy(raw: Any, source: str) -> Policy:
     if unknown:
         raise ConfigError(f"{source}: photos.thresholds.{unknown[0]}: not a whole-photo metric "
                           f"({', '.join(PHOTO_METRICS)})")
+    if policy.photos is not None and policy.photos.data and policy.photos.held_out:
+        raise ConfigError(f"{source}: photos: give data or held_out, not both")
     rule = policy.slices
     if rule is not None and rule.min_worst is None and rule.max_worst is None and rule.max_gap is None:
         raise ConfigError(f"{source}: slices: expected min_worst, max_worst and/or max_gap")

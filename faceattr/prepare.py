@@ -248,7 +248,9 @@ def _write_outputs(out: Path, frame: pd.DataFrame, records: pd.DataFrame, report
                "seconds": round(report.seconds, 2),
                "photos_per_second": round(report.total / report.seconds, 2) if report.seconds else None,
                "detector": faces.DETECTOR, "max_side": faces.MAX_SIDE, "min_confidence": faces.MIN_CONFIDENCE,
-               "several_faces_policy": f"largest face kept when >= {faces.SUBJECT_AREA_RATIO}x the next; else rejected"}
+               "several_faces_policy": f"the largest face when >= {faces.SUBJECT_AREA_RATIO}x the next, else the one face "
+                                               f"over the photo's centre (not under 1/{faces.SUBJECT_AREA_RATIO:g} of the "
+                                               f"largest); else rejected (data/faces.choose_face)"}
     (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 

@@ -54,6 +54,8 @@ class Policy:
     slices: dict | None = None                    # {"metric": "val_accuracy", "min_worst": 0.9, "max_gap": 0.05}
     photos: str | None = None                     # labelled whole photos judged through the served model
     photo_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)   # {"photos_accuracy": {"min": .9}}
+    photos_held_out: bool = False                 # the whole photos of the training sets' test split
+    baseline: dict | None = None                  # {"metric": "test_accuracy_at_0_5", "baseline": "test_landmark_..."}
 
     @classmethod
     def load(cls, model: str, path: str | Path | None = None) -> "Policy":
@@ -67,7 +69,8 @@ class Policy:
         checked = config_module.validate_policy(raw, str(path))
         gate = checked.photos or config_module.PhotoGate()
         photos = str((path.parent / gate.data).resolve()) if gate.data else None   # relative to the policy
-        return cls(photos=photos,
+        return cls(photos=photos, photos_held_out=gate.held_out,
+                   baseline=checked.baseline.model_dump() if checked.baseline else None,
                    photo_thresholds={k: b.model_dump(exclude_none=True) for k, b in gate.thresholds.items()},
                    model=checked.model or model, metric=checked.metric, higher_is_better=checked.higher_is_better,
                    thresholds={k: b.model_dump(exclude_none=True) for k, b in checked.thresholds.items()},
@@ -82,6 +85,9 @@ class Policy:
         for key, bound in {**self.thresholds, **self.photo_thresholds}.items():
             out.update({f"policy.{key}.{k}": v for k, v in bound.items()})
         out.update({f"policy.slices.{k}": v for k, v in (self.slices or {}).items()})
+        out.update({f"policy.baseline.{k}": v for k, v in (self.baseline or {}).items()})
+        if self.photos_held_out:
+            out["policy.photos.held_out"] = True
         return {k: str(v) for k, v in out.items()}
 
 
@@ -92,15 +98,18 @@ class Decision:
     evidence: list[str] = field(default_factory=list)   # what was compared
 
 
-def decide(policy: Policy, challenger: dict, champion: dict | None, slices: dict | None = None) -> Decision:
+def decide(policy: Policy, challenger: dict, champion: dict | None, slices: dict | None = None,
+           trained: dict | None = None) -> Decision:
     """Pure policy: absolute thresholds, the slices, the collapse check, then the margin over the
     champion (if any).
 
     `challenger`/`champion`: metrics of a fresh evaluation, with `collapsed` (bool) among them.
     `slices`: the challenger's gated slices of `policy.slices["metric"]`, {(column, slice): (value, n)}
-    (`training_slices`).
+    (`training_slices`). `trained`: the challenger's training-run metrics (the baseline rule reads them).
     """
     reasons, evidence = [], []
+    if policy.baseline:
+        reasons += baseline_reasons(policy.baseline, trained or {}, evidence)
     if policy.slices:
         reasons += slice_reasons(policy.slices, slices or {})
     if challenger.get("photos_refusal"):
@@ -165,6 +174,30 @@ def slice_reasons(rule: dict, slices: dict) -> list[str]:
                 reasons.append(f"{metric} differs by {gap:.4g} between slices {named(high)} and {named(low)}: "
                                f"above the maximum gap {rule['max_gap']}")
     return reasons
+
+
+def baseline_reasons(rule: dict, trained: dict, evidence: list) -> list[str]:
+    """Why the model does not beat the baseline (`rule`: metric, baseline) in its training run's metrics:
+    overall and per slice wherever both were logged (`<baseline>.slice.set.<name>` beside
+    `<metric>.slice.set.<name>`); the comparisons made go to `evidence`."""
+    metric, baseline = rule["metric"], rule["baseline"]
+    pairs = [(metric + name[len(baseline):], name) for name in sorted(trained) if name.startswith(baseline)
+             and (name == baseline or name.startswith(baseline + evaluate.SLICE_MARK))]
+    pairs = [(mine, theirs) for mine, theirs in pairs if mine in trained]
+    if not pairs:
+        return [f"{metric} cannot be compared with the baseline {baseline}: the training run logged no pair of them"]
+    reasons = []
+    for mine, theirs in pairs:
+        evidence.append(f"{mine} {trained[mine]:.4g} vs {theirs} {trained[theirs]:.4g}")
+        if not trained[mine] > trained[theirs]:
+            reasons.append(f"{mine} {trained[mine]:.4g} does not beat the training-free {theirs} {trained[theirs]:.4g}")
+    return reasons
+
+
+def training_metrics(version) -> dict:
+    """The metrics the version's training run logged."""
+    run = registry.client().get_run(version.run_id) if version.run_id else None
+    return dict(run.data.metrics) if run else {}
 
 
 def training_slices(version, metric: str) -> dict:
@@ -261,16 +294,27 @@ def evaluate_version(version, data: EvalSet, collapse_threshold: float) -> dict:
     return evaluate.evaluate(task, served.scores(inputs, gender), test, data.train, collapse_threshold, served.spec)
 
 
-def evaluate_photos(version, source: str, cfg: dict) -> dict:
-    """Whole-photo metrics of one version: every photo of `source` (whole photos labelled with the
-    model's target; validated before anything is scored) sent as `kind=photo` through the served model
+def photo_set(source: str, cfg: dict) -> pd.DataFrame:
+    """The labelled whole photos of `source` (a manifest or folder), validated before anything is scored."""
+    return manifest.load_dataset(source, targets=(cfg["target"],), region="photo", image_region="photo")
+
+
+def held_out_photos(data: EvalSet) -> pd.DataFrame:
+    """The whole photos in the test split of the sets the model trained on (one row a photo, however
+    many cuts it gave): splits are fixed by person or content, so no training run saw them."""
+    frame = data.test.frame
+    return frame[frame["image_region"] == "photo"].drop_duplicates("path").reset_index(drop=True)
+
+
+def evaluate_photos(version, frame: pd.DataFrame, cfg: dict) -> dict:
+    """Whole-photo metrics of one version: every photo of `frame` (whole photos labelled with the
+    model's target: photo_set, held_out_photos) sent as `kind=photo` through the served model
     (FaceattrModel.read + answer_photos, what the server runs), the bundled gender model reading faces.
 
     photos_n; photos_scored_share (photos it answered: no face or several faces count against it);
     photos_accuracy (on the label's side of 0.5) and photos_mae over the answered ones; or
     photos_refusal (the reason) when the model refuses whole photos."""
     task, target = tasks.of(cfg), cfg["target"]
-    frame = manifest.load_dataset(source, targets=(target,), region="photo", image_region="photo")
     served = serving.load(f"models:/{version.name}/{str(version.version)}")
     out = {"photos_n": len(frame)}
     refusal = photo_refusal(served.spec.get("crops"))
@@ -336,7 +380,7 @@ def promote(model: str, version: str | None = None, *, dry_run: bool = False, ev
     `eval_photos`: labelled whole photos the challenger is also judged on (default: the policy's)."""
     policy = policy or Policy.load(model)
     photos = eval_photos or policy.photos
-    if policy.photo_thresholds and not photos:
+    if policy.photo_thresholds and not photos and not policy.photos_held_out:
         raise ConfigError(f"the policy of {model!r} sets photos.thresholds but names no photos: add "
                           f"photos.data to it or pass --eval-photos PATH")
     with registry.promotion_lock(model):
@@ -354,11 +398,13 @@ def promote(model: str, version: str | None = None, *, dry_run: bool = False, ev
             data = eval_set(cfg, descriptors=any(reads(v) == "descriptor" for v in readers))
             threshold = policy.collapse_threshold or cfg["evaluation"]["collapse_threshold"]
             mine = evaluate_version(challenger, data, threshold)
-            if photos:
-                mine.update(evaluate_photos(challenger, photos, cfg))
+            if photos or policy.photos_held_out:
+                frame = photo_set(photos, cfg) if photos else held_out_photos(data)
+                photos = photos or f"held out: {len(frame)} whole photos of the test split of {data.name}"
+                mine.update(evaluate_photos(challenger, frame, cfg))
             theirs = evaluate_version(current, data, threshold) if current is not None else None
             slices = training_slices(challenger, policy.slices["metric"]) if policy.slices else None
-            decision = decide(policy, mine, theirs, slices)
+            decision = decide(policy, mine, theirs, slices, training_metrics(challenger) if policy.baseline else None)
             action = ("would-" if dry_run else "") + ("promote" if decision.promote else "refuse")
             action = {"promote": "promoted", "refuse": "refused"}.get(action, action)
             params = {"model": model, "challenger_version": str(challenger.version), "dry_run": str(dry_run),

@@ -232,7 +232,7 @@ def landmark_baseline(target: str, splits: dict) -> dict[str, float]:
     """The training-free baseline of eyes and mouth on whole faces (features/landmarks.py: EAR, MAR), as
     identity logs its cosine baseline: the ratio's threshold chosen on validation (decision_threshold;
     the literature's value when validation's whole faces hold one class), its accuracy at the label's
-    side of 0.5 on validation and test (`landmark_baseline_accuracy`, `test_...`) and per set
+    side of 0.5 on validation and test (`val_landmark_baseline_accuracy`, `test_...`) and per set
     (`...slice.set.<name>`, beside the model's own `accuracy_at_0_5` of that set). Empty when no
     validation row is a whole face."""
     from faceattr.features import landmarks

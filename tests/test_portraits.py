@@ -202,7 +202,7 @@ def test_eyes_photo_trains_on_close_ups_and_whole_faces_and_logs_the_landmark_ba
     metrics = outcome.metrics
     for name in ("eye-state", "eyes-whole", "lfw-attributes"):
         assert f"val_accuracy_at_0_5.slice.set.{name}" in metrics or f"val_photos.slice.set.{name}" in metrics
-    assert 0 <= metrics["landmark_baseline_accuracy"] <= 1
+    assert 0 <= metrics["val_landmark_baseline_accuracy"] <= 1 and 0 < metrics["landmark_baseline_threshold"] < 1
     assert "val_landmark_baseline_accuracy.slice.set.eyes-whole" in metrics
     assert "val_landmark_baseline_accuracy.slice.set.eye-state" not in metrics   # close-ups: no landmarks
 

@@ -6,10 +6,10 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from faceattr import tracking as tracking_module
+from faceattr import tracking
 
 
-def test_a_data_set_logged_by_two_processes_at_once_is_linked_not_lost(tracking):
+def test_a_data_set_logged_by_two_processes_at_once_is_linked_not_lost(mlflow_store):
     """Tuning workers log the same data set together; MLflow's check-then-insert can lose that race."""
     dataset = mlflow.data.from_pandas(pd.DataFrame({"a": [1, 2]}), source="x", name="n")
     real, calls = mlflow.log_input, []
@@ -21,6 +21,6 @@ def test_a_data_set_logged_by_two_processes_at_once_is_linked_not_lost(tracking)
         return real(*args, **kwargs)
 
     with mlflow.start_run() as run, mock.patch("mlflow.log_input", lost_race):
-        tracking_module._log_input(dataset)
+        tracking._log_input(dataset)
     assert len(calls) == 2
     assert [i.dataset.name for i in mlflow.get_run(run.info.run_id).inputs.dataset_inputs] == ["n"]

@@ -20,9 +20,10 @@ from pathlib import Path
 import keras
 import mlflow
 from mlflow.entities import RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from faceattr import config as config_module
-from faceattr import models
+from faceattr import models, names
 from faceattr.data.loading import Data
 from faceattr.tracking import packaging
 from faceattr.tracking.outbox import Recorder, remote_tracking
@@ -30,9 +31,8 @@ from faceattr.tracking.outbox import Recorder, remote_tracking
 
 
 EXPERIMENT_WE_SET = "FACEATTR_EXPERIMENT_ID"   # the experiment id `use_experiment` set in this process
-# What a run is, on every run that is not a plain training run: search, trial, repeat (faceattr/tuning.py),
-# report (faceattr/report.py). One tag name, so a reader can tell them apart without knowing who wrote them.
-ROLE = "faceattr.role"
+# MLflow's own tags, for the modules that do not import mlflow (report)
+RUN_NAME, PARENT = MLFLOW_RUN_NAME, MLFLOW_PARENT_RUN_ID
 
 
 def use_experiment(name: str) -> None:
@@ -128,7 +128,7 @@ def start_run(run_name: str, nested: bool = False, tags: dict | None = None, par
     `nested` runs are children of the active run or of `parent_run_id` (tuning's trials)."""
     with mlflow.start_run(run_name=_own_name(run_name, nested), nested=nested, parent_run_id=parent_run_id,
                           experiment_id=experiment_id) as active:
-        mlflow.set_tags({"mlflow.runName": run_name, **(tags or {})})
+        mlflow.set_tags({MLFLOW_RUN_NAME: run_name, **(tags or {})})
         yield Run(active.info.run_id, active.info.experiment_id)
 
 
@@ -147,7 +147,7 @@ def recorded_run(experiment: str, run_name: str, tags: dict | None = None):
     recorder.begin(experiment, run_name, tags or {})
     active = recorder.call("start run", mlflow.start_run, run_name=_own_name(run_name))
     if active is not None:
-        recorder.call("set tags", mlflow.set_tags, {"mlflow.runName": run_name, **(tags or {})})
+        recorder.call("set tags", mlflow.set_tags, {MLFLOW_RUN_NAME: run_name, **(tags or {})})
     run = Run(active.info.run_id if active else "", active.info.experiment_id if active else "", recorder)
     ok = False
     try:
@@ -221,9 +221,9 @@ class audit_run:
         experiment = client.get_experiment_by_name(self.experiment)
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(self.experiment)
         parent = os.environ.get("MLFLOW_RUN_ID")
-        tags = {"mlflow.runName": self.run_name, **self.tags}
+        tags = {MLFLOW_RUN_NAME: self.run_name, **self.tags}
         if parent:
-            tags["faceattr.launched_by_run"] = parent
+            tags[names.LAUNCHED_BY] = parent
         self.run = client.create_run(experiment_id, tags=tags)
         if parent:
             try:
@@ -257,8 +257,8 @@ class audit_run:
 
 def run_tags(config: dict, data: Data) -> dict[str, str]:
     """Tags that say what ran, the same names on every run."""
-    return {"faceattr.experiment": config["name"], "faceattr.data": data.name,
-            "faceattr.widths": models.widths(config), "faceattr.seed": str(config["train"]["seed"])}
+    return {names.EXPERIMENT: config["name"], names.DATA: data.name,
+            names.WIDTHS: models.widths(config), names.SEED: str(config["train"]["seed"])}
 
 
 def log_config(run: Run, config: dict) -> None:
@@ -320,7 +320,7 @@ class EpochMetrics(keras.callbacks.Callback):
 def log_results(run: Run, metrics: dict[str, float], tags: dict[str, str], first_outputs: list[float]) -> None:
     run.log_metrics(metrics)
     run.set_tags(tags)
-    run.log_dict({"first_training_outputs": first_outputs}, "collapse_check.json")
+    run.log_dict({"first_training_outputs": first_outputs}, names.COLLAPSE_CHECK)
 
 
 def log_figures(run: Run, figures: dict) -> None:

@@ -36,7 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from benchmarks.common import REPO, SHARED, append_results, machine  # noqa: E402
 
 # eye-state as faceattr/real_eval.py declares it: close-ups of one eye
-EYE_STATE = ["-P", "region=eye", "-P", "data.image_region=eye"]
+EYE_STATE = ["--region=eye", "--data.image_region=eye"]
 TIME_FIELDS = {"wall": r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)",
                "user": r"User time \(seconds\): (\S+)", "system": r"System time \(seconds\): (\S+)",
                "rss": r"Maximum resident set size \(kbytes\): (\d+)"}
@@ -123,8 +123,8 @@ def main() -> None:
         uri = f"sqlite:///{tmp / 'mlflow.db'}"
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "FACEATTR_CACHE": str(tmp / "cache"),
                "PYTHONPATH": str(Path(args.code).resolve()), "TF_CPP_MIN_LOG_LEVEL": "2"}
-        sides = {"faceattr": [sys.executable, "-m", "faceattr", "train", "eyes", "-P", f"data={data}",
-                              "-P", f"epochs={args.epochs}", "-P", "train.verbose=0", *EYE_STATE],
+        sides = {"faceattr": [sys.executable, "-m", "faceattr", "train", "eyes", "--data", str(data),
+                              "--epochs", str(args.epochs), "--train.verbose=0", *EYE_STATE],
                  "plain": [sys.executable, str(Path(__file__).resolve()), "--plain", "--data", str(data),
                            "--epochs", str(args.epochs)]}
         head = machine()

@@ -106,14 +106,15 @@ def test_a_whole_photo_is_scored_per_eye_with_the_mean_as_the_answer():
     path = next((shared_data("utkface-gender") / "images").glob("*.jpg"))
     model = served_eye({"region": "eye", "made_by": "ready"})
     raw = path.read_bytes()
-    cuts, _ = model.read(raw, "photo")
+    cuts = model.read(raw, "photo").inputs
     image, boxes = load_rgb(raw), faces.find_regions(raw)
     expected = [crop_region(image, "eye", parse_box(boxes[c])) for c in box_columns("eye")]
     assert cuts.shape == (2, 48, 48, 3) and all(np.array_equal(a, b) for a, b in zip(cuts, expected))
     photo, crop = base64.b64encode(raw).decode(), base64.b64encode(_png(expected[0])).decode()
     out = model.predict(None, pd.DataFrame({"image": [photo, crop], "kind": ["photo", "crop"]}))
     each = model.scores(cuts)
-    assert list(out.columns) == ["eyes", "eyes_left", "eyes_right"]
+    assert list(out.columns) == ["eyes", "eyes_left", "eyes_right", "faces"]   # faces: the photo's face count
+    assert out.loc[0, "faces"] == int(boxes["faces"]) and pd.isna(out.loc[1, "faces"])
     assert out.loc[0, ["eyes_left", "eyes_right"]].tolist() == pytest.approx(each.tolist(), abs=1e-6)
     assert out.loc[0, "eyes"] == pytest.approx(each.mean(), abs=1e-6)
     assert out.loc[1, "eyes"] == pytest.approx(each[0], abs=1e-5)              # the same eye, sent as a crop

@@ -18,7 +18,7 @@ from faceattr.data.tfdata import to_tf_dataset
 from faceattr.errors import DataError
 from faceattr.features import landmarks
 
-from conftest import require_face_features, shared_data
+from helpers import require_face_features, shared_data
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -51,7 +51,7 @@ def experiment_file(tmp_path, sets):
     return path
 
 
-def test_two_sets_train_split_apart_and_report_per_set_metrics(tmp_path, tracking, synthetic_cache):
+def test_two_sets_train_split_apart_and_report_per_set_metrics(tmp_path, mlflow_store, synthetic_cache):
     photos = synthetic.default_dataset(size=60, seed=1)          # whole photos with boxes and people
     crops = eye_crops(tmp_path / "crops", seed=2)                   # ready eye bands, no people
     path = experiment_file(tmp_path, [
@@ -131,14 +131,19 @@ def test_a_truly_ambiguous_photo_is_refused(found):
         faces.choose_face({"size": [250, 250], "faces": found})
 
 
-def test_the_rule_on_a_photo_with_two_real_faces():
-    """Two real LFW portraits pasted on one canvas: the centred one is the subject; MTCNN sees both."""
+def two_faces() -> Image.Image:
+    """Two real LFW portraits pasted on one canvas: one over the centre, one beside it of similar size."""
     folder = shared_data("lfw-attributes")
     names = pd.read_csv(folder / "labels.csv")["path"][:2]
     canvas = Image.new("RGB", (500, 300), (128, 128, 128))
     canvas.paste(Image.open(folder / names[0]).resize((200, 200)), (150, 50))    # the centre
     canvas.paste(Image.open(folder / names[1]).resize((150, 150)), (340, 140))   # beside it, similar size
-    boxes = faces.find_regions(canvas)
+    return canvas
+
+
+def test_the_rule_on_a_photo_with_two_real_faces():
+    """The centred face is the subject; MTCNN sees both."""
+    boxes = faces.find_regions(two_faces())
     assert boxes[faces.FACES] == "2"
     x0, y0, x1, y1 = parse_box(boxes["face_box"])
     assert x0 < 250 < x1 and y0 < 150 < y1
@@ -191,7 +196,7 @@ def test_landmarks_read_open_and_closed_eyes_of_real_faces():
 # --- eyes-photo end to end on small parts of the shared sets ----------------------------------------------
 
 @pytest.mark.slow
-def test_eyes_photo_trains_on_close_ups_and_whole_faces_and_logs_the_landmark_baseline(tracking):
+def test_eyes_photo_trains_on_close_ups_and_whole_faces_and_logs_the_landmark_baseline(mlflow_store):
     for name in ("eye-state", "eyes-whole", "lfw-attributes"):
         shared_data(name)
     require_face_features()
@@ -225,3 +230,23 @@ def test_promotion_requires_beating_the_landmark_baseline_on_every_set():
     trained["test_accuracy_at_0_5.slice.set.eyes-whole"] = 0.95
     assert promotion.decide(policy, judged, None, slices, trained).promote
     assert not promotion.decide(policy, judged, None, slices, {}).promote   # nothing to compare: refused
+
+
+def test_the_served_answer_says_how_many_faces_a_photo_shows(tmp_path):
+    from faceattr import models
+    from faceattr.serving import FaceattrModel
+    from faceattr.serving.batch import score
+
+    cfg = config.load("eyes-photo")
+    model = FaceattrModel()
+    model.spec = {"name": "eyes-photo", "task": cfg["task"], "target": cfg["target"], "region": cfg["region"],
+                  "gender_model": False}
+    model.model, model.gender_model = models.build(cfg), None
+    two_faces().save(tmp_path / "two.png")
+    one = shared_data("lfw-attributes") / pd.read_csv(shared_data("lfw-attributes") / "labels.csv")["path"][5]
+    rows = pd.DataFrame({"path": [str(tmp_path / "two.png"), str(one), str(tmp_path / "two.png")],
+                         "kind": ["photo", "photo", "crop"]})
+    out = score(model, rows, progress=False)
+    assert (out["error"] == "").all()
+    assert out["faces"].tolist()[:2] == [2, faces.choose_face(faces.detect([Image.open(one).convert("RGB")])[0])[faces.FACES]]
+    assert pd.isna(out["faces"][2])   # a crop: no face was searched

@@ -95,7 +95,7 @@ def test_whole_photos_are_cropped_like_prepare_and_read_by_the_bundled_gender_mo
     model.model.get_layer("dense_final").bias.assign([0.5])   # answers inside 0..1, where the clip keeps them
     model.gender_model = models.build(config.load("gender"))
     raw = path.read_bytes()
-    (mouth,), face = model.read(raw, "photo")      # one cut: the mouth
+    (mouth,), face, _ = model.read(raw, "photo")   # one cut: the mouth
     boxes = faces.find_regions(raw)           # the prepare path: the same boxes, the same crop code
     assert np.array_equal(mouth, crop_region(load_rgb(raw), "mouth", parse_box(boxes["mouth_box"])))
     assert face.shape == (60, 60, 3)

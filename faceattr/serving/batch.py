@@ -46,17 +46,17 @@ def score(model, rows: pd.DataFrame, batch_size: int = 64, progress: bool = True
     with tqdm(total=len(records), unit="photo", disable=not progress, desc="scoring") as bar:
         for start in range(0, len(records), batch_size):
             chunk = records[start:start + batch_size]
-            crops, face_crops, good = [], [], []
+            readings, good = [], []
             for offset, row in enumerate(chunk):
                 try:
-                    crop, face = model.read(row["path"], row.get("kind"))
-                    crops.append(crop)
-                    face_crops.append(face)
+                    readings.append(model.read(row["path"], row.get("kind")))
                     good.append(start + offset)
                 except DataError as exc:
                     out.iat[start + offset, out.columns.get_loc("error")] = str(exc)
             if good:
-                found = model.answer_photos(crops, model.gender(rows.iloc[good], face_crops))
+                found = model.answer_photos([r.inputs for r in readings],
+                                            model.gender(rows.iloc[good], [r.face for r in readings]),
+                                            [r.faces for r in readings])
                 for column in found:
                     if column not in out:
                         out[column] = pd.Series([None] * len(out), dtype=object)

@@ -25,6 +25,7 @@ import binascii
 import io
 import json
 import os
+from typing import NamedTuple
 
 import mlflow.pyfunc
 import numpy as np
@@ -36,6 +37,7 @@ from mlflow.types import ColSpec, Schema
 
 from faceattr import models, tasks
 from faceattr.data import faces
+from faceattr.data.faces import FACES
 from faceattr.data.regions import CUTS, REGION_SIZES, crop_region, load_rgb, parse_box, photo_refusal
 from faceattr.errors import DataError
 from faceattr.features.face_descriptor import DIMENSIONS, describe
@@ -52,6 +54,7 @@ def signature(spec: dict) -> ModelSignature:
                      ColSpec("string", "gender", required=False), ColSpec("double", "p_female", required=False)])
     columns = [ColSpec(kind, name) for kind, name in tasks.of(spec).answer_columns(spec["target"])]
     columns += [ColSpec("double", name, required=False) for name in cut_columns(spec)]
+    columns.append(ColSpec("long", FACES, required=False))   # faces a whole photo showed (data/faces.py)
     return ModelSignature(inputs=inputs, outputs=Schema(columns))
 
 
@@ -73,6 +76,17 @@ def encode_image(pixels: np.ndarray, fmt: str = "PNG") -> str:
 def bad_request(message: str) -> MlflowException:
     """Raised for a request the model cannot answer: the scoring server turns it into HTTP 400."""
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+class Reading(NamedTuple):
+    """What `FaceattrModel.read` makes of one photo."""
+    inputs: np.ndarray             # the model's inputs, one per cut
+    face: np.ndarray | None        # the bundled gender model's input, or None
+    faces: int | None = None       # how many faces a whole photo shows (None: a crop, or no face searched)
+
+
+def _count(boxes: dict) -> int | None:
+    return int(boxes[FACES]) if FACES in boxes else None
 
 
 class FaceattrModel(mlflow.pyfunc.PythonModel):
@@ -119,17 +133,20 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
             raise bad_request(f"{len(frame)} photos in one request; send at most {MAX_ROWS} per request")
         read = [self._read(i, row) for i, row in enumerate(frame.to_dict("records"))]
         try:
-            gender = self.gender(frame, [face for _, face in read])
+            gender = self.gender(frame, [r.face for r in read])
         except DataError as exc:
             raise bad_request(str(exc)) from exc
-        return self.answer_photos([inputs for inputs, _ in read], gender)
+        return self.answer_photos([r.inputs for r in read], gender, [r.faces for r in read])
 
-    def answer_photos(self, inputs: list[np.ndarray], gender: np.ndarray | None = None) -> pd.DataFrame:
+    def answer_photos(self, inputs: list[np.ndarray], gender: np.ndarray | None = None,
+                      faces_found: list | None = None) -> pd.DataFrame:
         """The answer per photo from each photo's model inputs as `read` gives them (one per cut).
 
         A photo cut more than once (each eye) is scored per cut; its answer is the mean of its cuts'
         scores (an eye-openness for the person: a wink reads 0.5) and each cut's own score is in its
-        column (cut_columns; empty for a ready crop, which is one cut)."""
+        column (cut_columns; empty for a ready crop, which is one cut). `faces_found` (each Reading's
+        `faces`): the answer's `faces` column, how many faces each whole photo showed (the subject
+        answered for; empty for a crop), when any photo was searched for faces."""
         counts = np.array([len(x) for x in inputs])
         if gender is not None:
             gender = np.repeat(np.asarray(gender, np.float32), counts, axis=0)
@@ -141,6 +158,8 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
         for j, column in enumerate(columns):
             answer[column] = np.nan
             answer.loc[cut, column] = per_cut[first[cut] + j]
+        if faces_found is not None and any(n is not None for n in faces_found):
+            answer[FACES] = pd.array(faces_found, dtype="Int64")
         return answer
 
     def predict_arrays(self, inputs: np.ndarray, gender: np.ndarray | None = None) -> pd.DataFrame:
@@ -179,10 +198,10 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
         except DataError as exc:
             raise bad_request(f"row {i}: {exc}") from exc
 
-    def read(self, raw, kind: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Photo bytes (or a path) -> (the model's inputs, one per cut: (cuts, H, W, 3) crops of its region,
-        resized as in training, or (1, 128) the photo's face descriptor; the bundled gender model's input
-        from the photo's face, or None). Whole photos go through the same face detection and crop code as
+    def read(self, raw, kind: str | None = None) -> "Reading":
+        """Photo bytes (or a path) -> a Reading: the model's inputs, one per cut ((cuts, H, W, 3) crops of
+        its region, resized as in training, or (1, 128) the photo's face descriptor), the bundled gender
+        model's input from the photo's face (or None), and how many faces a whole photo shows. Whole photos go through the same face detection and crop code as
         `faceattr prepare` and training: one crop per box of `regions.box_columns(region)` (each eye).
         DataError if the photo is unusable (unreadable, no face, ...) or if the model must not read whole
         photos (regions.photo_refusal: its training crops do not look like this cut)."""
@@ -197,10 +216,11 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
         except DataError as exc:
             raise DataError(f"`image` is not a JPEG/PNG photo: {exc}") from exc
         if self.reads == "descriptor":   # a crop is searched whole; a photo's face is found as prepare finds it
-            box = parse_box(faces.find_regions(image)["face_box"]) if kind == "photo" else None
-            return describe(np.asarray(image), box)[None], None
+            boxes = faces.find_regions(image) if kind == "photo" else {}
+            box = parse_box(boxes["face_box"]) if boxes else None
+            return Reading(describe(np.asarray(image), box)[None], None, _count(boxes))
         if kind == "crop":
-            return crop_region(image, region)[None], None
+            return Reading(crop_region(image, region)[None], None)
         boxes = {}
         if region != "photo":
             boxes = faces.find_regions(image)           # NoFace / SeveralFaces are the sender's problem
@@ -209,7 +229,7 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
                 boxes = faces.find_regions(image)
             except DataError:
                 boxes = {}
-        return faces.cut(image, region, boxes), self._gender_input(image, boxes.get("face_box"))
+        return Reading(faces.cut(image, region, boxes), self._gender_input(image, boxes.get("face_box")), _count(boxes))
 
     def _gender_input(self, image, face_box: str | None) -> np.ndarray | None:
         """What the bundled gender model reads of this photo's face: its face crop or its descriptor."""

@@ -115,9 +115,9 @@ def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_m
     else:
         assert params["model.backbone"] == extra["backbone"]
         assert params.get("model.input_size", "32") == "32"
-        assert params["class_weights"].startswith("0:") and params["data.person"] == served.spec["person"]
+        assert params["class_weights"].startswith("0:") and params["data.person"] == served.record.person
         assert {"val_accuracy", "val_roc_auc", "seen_accuracy", "unseen_accuracy", "test_accuracy"} <= set(metrics)
-        threshold = served.spec["threshold"]   # chosen on validation, served and logged
+        threshold = served.record.threshold   # chosen on validation, served and logged
         assert metrics["served_threshold"] == pytest.approx(threshold)
         assert (out["person"] == params["data.person"]).all() and (out["is_person"] == (out["p_person"] >= threshold)).all()
         truth = evaluate.identity_metrics(out["p_person"], val.labels, val.frame["group"], threshold)

@@ -18,7 +18,6 @@ from faceattr.data.loading import Data, Split, crops_made_by, make_split, open_d
 from faceattr.data.regions import load_rgb
 from faceattr.data.tfdata import model_inputs
 from faceattr.errors import ConfigError, DataError
-from faceattr.features.face_descriptor import describe_data, example_face
 from faceattr.gender_input import gender_inputs
 from faceattr.train import fit
 
@@ -68,10 +67,8 @@ def prepare(config: dict) -> Prepared:
         if column not in data.frame:
             raise ConfigError(f"evaluation.slices.{column}: the data set {data.name} has no column {column!r} "
                               f"(it has {', '.join(c for c in data.frame.columns if not c.endswith('_box'))})")
-    descriptors, left_out = None, list(data.left_out)
-    if models.reads(config) == "descriptor":
-        data, descriptors, missed = describe_data(data)
-        left_out += missed
+    data, descriptors, left_out = models.input_kind(config).prepare(data)   # descriptors: None for crops
+    left_out = [*data.left_out, *left_out]   # whole photos without a clear subject, then faces dlib could not read
     gender, source, gender_model = gender_inputs(config, data, _gender_champion)
     labels = task.labels(data.frame, config)
     splits = {name: make_split(data, name, labels, gender, descriptors) for name in SPLITS}
@@ -230,13 +227,9 @@ def assess(model: keras.Model, config: dict, splits: dict[str, Split]) -> Assess
 
 
 def input_example(config: dict, split: Split):
-    """One request row as a served model takes it: a base64 PNG crop, or the photo for a model reading
-    face descriptors (and, for regressions, a gender)."""
-    if split.descriptors is not None:   # the face at full resolution: the descriptor is computed from it
-        image = serving.encode_image(example_face(split.frame))
-    else:
-        image = serving.encode_image(split.images[0])
-    row = {"image": image, "kind": "crop"}
+    """One request row as a served model takes it: PNG bytes of what its input kind reads (a crop, or a
+    face at full resolution for a model reading face descriptors), and for regressions a gender."""
+    row = {"image": serving.image_bytes(models.input_kind(config).example(split)), "kind": "crop"}
     if tasks.of(config).reads_gender:
         row["gender"] = "female"
     return pd.DataFrame([row])

@@ -64,8 +64,11 @@ class Task:
 
     def calibrate(self, val_scores, val) -> dict:
         """Settings of the served answer chosen on the validation split once the model is fitted; the
-        served model's spec keeps them and every evaluation of the model uses them (none here)."""
+        served model's record keeps them and every evaluation of the model uses them (none here)."""
         return {}
+
+    # What `calibrate` gives a model logged before it chose anything on validation (record.read fills it in).
+    served_before: dict = {}
 
     def baselines(self, split, train) -> dict:
         """Training-free baselines a model must beat, beside its metrics (the regressions' per-gender
@@ -224,10 +227,13 @@ class Identity(Task):
         other value."""
         return {"threshold": evaluate.decision_threshold(val_scores, np.asarray(val.labels) >= 0.5)}
 
+    served_before = {"threshold": 0.5}   # the fixed threshold before it was chosen on validation
+
     @staticmethod
     def threshold(served: dict) -> float:
-        """The served decision threshold; 0.5 for models logged before it was chosen on validation."""
-        return float(served.get("threshold", 0.5))
+        """The served decision threshold (`calibrate`); before one is chosen (a model logged before
+        thresholds were chosen on validation: record.read; a bare evaluation), the fixed one."""
+        return float(served.get("threshold", Identity.served_before["threshold"]))
 
     def baselines(self, split, train):
         """With face descriptors: the ROC AUC of "cosine similarity to the mean descriptor of the target's

@@ -233,14 +233,13 @@ def test_promotion_requires_beating_the_landmark_baseline_on_every_set():
 
 
 def test_the_served_answer_says_how_many_faces_a_photo_shows(tmp_path):
-    from faceattr import models
+    from faceattr import models, record
     from faceattr.serving import FaceattrModel
     from faceattr.serving.batch import score
 
     cfg = config.load("eyes-photo")
-    model = FaceattrModel()
-    model.spec = {"name": "eyes-photo", "task": cfg["task"], "target": cfg["target"], "region": cfg["region"],
-                  "gender_model": False}
+    model = FaceattrModel()   # an untrained eyes-photo model, as load_context builds it (no MLflow needed)
+    model.record = record.make(cfg)
     model.model, model.gender_model = models.build(cfg), None
     two_faces().save(tmp_path / "two.png")
     one = shared_data("lfw-attributes") / pd.read_csv(shared_data("lfw-attributes") / "labels.csv")["path"][5]

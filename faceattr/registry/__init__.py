@@ -239,6 +239,14 @@ def _transition(name: str, version: str, stage: str, archive_existing_versions: 
                 client().transition_model_version_stage(name, str(other.version), "Archived")
 
 
+def model_file(version, path: str) -> Path | None:
+    """A file of a version's logged model (e.g. `artifacts/record.json`), downloaded; None if it has none."""
+    try:
+        return Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}/{path}"))
+    except (MlflowException, OSError):
+        return None
+
+
 def record(name: str, version: str, tags: dict[str, str], description: str | None = None) -> None:
     """Tags (and the description) on a version: the evidence of a decision."""
     for key, value in tags.items():

@@ -24,13 +24,11 @@ import pandas as pd
 import yaml
 
 from faceattr import config as config_module
-from faceattr import evaluate, models, names, registry, serving, tasks, tracking
+from faceattr import evaluate, names, record, registry, serving, tasks, tracking
 from faceattr.data import manifest
-from faceattr.data.regions import photo_refusal
 from faceattr.data.loading import (UNKNOWN_GENDER, Split, gender_one_hot, has_gender_labels, make_split, open_data,
                                    shows_faces)
 from faceattr.errors import ConfigError, DataError
-from faceattr.features.face_descriptor import describe_data
 from faceattr.gender_input import rows_gender
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "registry"
@@ -239,13 +237,15 @@ def training_config(version, eval_data: str | None = None) -> dict:
     return cfg
 
 
-def eval_set(cfg: dict, descriptors: bool = False) -> EvalSet:
-    """The held-out test rows of the data set `cfg` names (and its training rows, for the baseline);
-    with `descriptors`, only the photos with a usable face, and their face descriptors."""
+def eval_set(cfg: dict, versions=()) -> EvalSet:
+    """The held-out test rows of the data set `cfg` names (and its training rows, for the baseline), with
+    what the models of `versions` read computed from them (their records' input kinds, models/inputs.py):
+    a model reading face descriptors is judged on the photos with a usable face, and so is its rival."""
     task = tasks.of(cfg)
     data, found = open_data(cfg, task), None
-    if descriptors:
-        data, found, _ = describe_data(data, progress=False)
+    for kind in {record_of(version).kind for version in versions}:
+        data, computed, _ = kind.prepare(data, progress=False)
+        found = computed if computed is not None else found
     if len(data.rows("test")) == 0:
         raise DataError(f"{cfg['data']['source']}: the test split is empty: nothing to evaluate on; use more images")
     labels = task.labels(data.frame, cfg)
@@ -267,8 +267,9 @@ def evaluate_version(version, data: EvalSet, collapse_threshold: float) -> dict:
             gender = rows_gender(served.gender_model, test.frame)
         elif source == "labels" and has_gender_labels(test.frame):
             gender = gender_one_hot(test.frame)
-    inputs = test.descriptors if served.reads == "descriptor" else test.images
-    return evaluate.evaluate(task, served.scores(inputs, gender), test, data.train, collapse_threshold, served.spec)
+    inputs = served.record.kind.of_split(test)
+    return evaluate.evaluate(task, served.scores(inputs, gender), test, data.train, collapse_threshold,
+                             served.record.settings)
 
 
 def photo_set(source: str, cfg: dict) -> pd.DataFrame:
@@ -294,7 +295,7 @@ def evaluate_photos(version, frame: pd.DataFrame, cfg: dict) -> dict:
     task, target = tasks.of(cfg), cfg["target"]
     served = serving.load(f"models:/{version.name}/{str(version.version)}")
     out = {"photos_n": len(frame)}
-    refusal = photo_refusal(served.spec.get("crops"))
+    refusal = served.record.photo_refusal()
     if refusal:
         return {**out, "photos_scored_share": 0.0, "photos_refusal": refusal}
     from faceattr.serving.batch import score
@@ -311,11 +312,14 @@ def evaluate_photos(version, frame: pd.DataFrame, cfg: dict) -> dict:
     return out
 
 
-def reads(version) -> str:
-    """What a version's model reads, by its training run's `model.backbone`: `image` or `descriptor`
-    (a run without the param used its task's default backbone, and those all read images)."""
-    params = registry.client().get_run(version.run_id).data.params if version.run_id else {}
-    return models.backbone_reads(params["model.backbone"]) if "model.backbone" in params else "image"
+def record_of(version) -> record.ModelRecord:
+    """What a version's model is and reads: the record its logged model carries (faceattr/record.py;
+    `spec.json` in models logged before the record)."""
+    for name in (names.RECORD, names.SPEC):
+        path = registry.model_file(version, f"artifacts/{name}")
+        if path is not None:
+            return record.read(json.loads(path.read_text()), f"version {version.version} of {version.name!r}: {name}")
+    raise DataError(f"version {version.version} of {version.name!r}: its logged model has no {names.RECORD}")
 
 
 # --- the commands -----------------------------------------------------------------------------
@@ -370,9 +374,8 @@ def promote(model: str, version: str | None = None, *, dry_run: bool = False, ev
                 return Result("already-champion", str(challenger.version), str(current.version), None,
                               run.run_id, repaired)
             cfg = training_config(challenger, eval_data)
-            # A model reading face descriptors is judged on the photos with a usable face; its rival too.
             readers = [challenger] + ([current] if current is not None else [])
-            data = eval_set(cfg, descriptors=any(reads(v) == "descriptor" for v in readers))
+            data = eval_set(cfg, readers)
             threshold = policy.collapse_threshold or cfg["evaluation"]["collapse_threshold"]
             mine = evaluate_version(challenger, data, threshold)
             if photos or policy.photos_held_out:

@@ -13,7 +13,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from faceattr import names
 from faceattr.errors import FaceattrError
 from faceattr.tracking.outbox import JOURNAL, SYNCED, read_journal
-from faceattr.tracking.packaging import log_saved_model
+from faceattr.tracking.packaging import kept_model, log_saved_model
 
 
 def sync(path: str | Path, force: bool = False) -> dict:
@@ -58,7 +58,7 @@ def sync(path: str | Path, force: bool = False) -> dict:
     if artifacts.is_dir():
         client.log_artifacts(run_id, str(artifacts))
     version = model_uri = None
-    if (path / "model" / names.SPEC).is_file():
+    if kept_model(path / "model"):
         with mlflow.start_run(run_id=run_id):
             info = log_saved_model(path / "model")
             model_uri = info.model_uri

@@ -50,7 +50,7 @@ def test_photos_in_values_out_and_the_predict_is_compiled_once():
     photos = [crop(), crop(50, 90, 1, "JPEG")]
     out = model.predict(None, pd.DataFrame({"image": photos, "kind": "crop",
                                             "gender": ["female", None], "p_female": [None, 0.3]}))
-    assert list(out.columns) == ["eyes", "error"] and len(out) == 2 and list(out["error"]) == ["", ""]
+    assert list(out.columns) == ["eyes", "faces", "error"] and len(out) == 2 and list(out["error"]) == ["", ""]
     # the values are the Keras model's on the crops resized to the region, with each row's gender input
     # ([p_male, p_female]), clipped to 0..1
     from faceattr.data.regions import crop_region, load_rgb
@@ -66,7 +66,7 @@ def test_photos_in_values_out_and_the_predict_is_compiled_once():
     # warm-up traced batch sizes 1 and 2; every later size reuses the shape-relaxed trace
     assert model.model.predict_function.experimental_get_tracing_count() == traces
     gender = served("gender").predict(None, pd.DataFrame({"image": [crop(60, 60)]}))
-    assert list(gender.columns) == ["p_female", "gender", "error"] and gender["gender"][0] in ("male", "female")
+    assert list(gender.columns) == ["p_female", "gender", "faces", "error"] and gender["gender"][0] in ("male", "female")
     as_bytes = model.predict(None, pd.DataFrame({"image": [base64.b64decode(p) for p in photos], "kind": "crop",
                                                  "gender": ["female", None], "p_female": [None, 0.3]}))
     assert as_bytes.equals(out)        # a binary column (Python, Spark) answers as its base64 does
@@ -100,7 +100,7 @@ def test_a_bad_row_gets_its_reason_and_the_others_their_answers(row, message):
     good = {"image": crop(), "gender": "female"}
     out = model.predict(None, pd.DataFrame([good, row, good]))
     alone = model.predict(None, pd.DataFrame([good]))
-    assert list(out.columns) == ["eyes", "error"]
+    assert list(out.columns) == ["eyes", "faces", "error"]
     assert out["error"][0] == out["error"][2] == "" and message in out["error"][1]
     assert out["eyes"][1] is None and out["eyes"][0] == out["eyes"][2] == pytest.approx(alone["eyes"][0], abs=1e-5)
     answer = json.loads(out.to_json(orient="records"))
@@ -119,7 +119,7 @@ def test_missing_values_are_null_in_the_json_answer():
     model = FaceattrModel()
     model.record, model.model, model.gender_model = record.make(cfg), models.build(cfg), None
     out = model.predict(None, pd.DataFrame({"image": [crop(), crop(seed=1)]}))
-    assert list(out.columns) == ["eyes", "eyes_left", "eyes_right", "error"]
+    assert list(out.columns) == ["eyes", "eyes_left", "eyes_right", "faces", "error"]
     assert out["eyes_left"].tolist() == out["eyes_right"].tolist() == [None, None]
     text = io.StringIO()
     predictions_to_json(out, text)
@@ -173,7 +173,7 @@ def test_predict_cli_scores_a_folder_and_reports_a_corrupt_file(mlflow_store, tm
     assert main(["predict", str(photos), "--model", info.model_uri, "--out", str(out), "--batch-size", "2"]) == 0
     assert "scored 3 of 4 photos" in capsys.readouterr().out
     preds = pd.read_csv(out, keep_default_na=False)
-    assert list(preds.columns) == ["path", "kind", "eyes", "error"]
+    assert list(preds.columns) == ["path", "kind", "eyes", "faces", "error"]
     broken = preds[preds["path"].str.endswith("broken.jpg")].iloc[0]
     assert "unreadable image" in broken["error"] and broken["eyes"] == ""
     assert preds[preds["error"] == ""]["eyes"].astype(float).between(0, 1).all()

@@ -20,7 +20,7 @@ import yaml
 from faceattr import config, evaluate, experiment, models, tasks
 from faceattr import tracking
 from faceattr.data.manifest import GENDERS
-from faceattr.data.regions import REGION_SIZES
+from faceattr.data.regions import CUTS, REGION_SIZES
 from faceattr.serving import image_bytes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,6 +32,9 @@ TINY = {"epochs": 1, "batch_size": 32, "data.size": 20, "train.verbose": 0}
 IDENTITY = {"data.persons": 4}
 # keras.applications backbones from scratch at a small input size
 BACKBONE = {"mobilenetv2": {"weights": "none", "model.input_size": 32}, "vgg16": {"weights": "none", "model.input_size": 32}}
+# the photo experiments list shared data sets (tests/test_portraits.py trains them on parts of those): here
+# their model, region and landmark baseline run on the synthetic photos, which have no lfw-attributes slices
+SETS = {"data.sets": None, "evaluation.slices": {}}
 
 
 def _cases():
@@ -40,7 +43,8 @@ def _cases():
         cfg = config.load(str(path))
         own = cfg["model"].get("backbone", tasks.of(cfg).backbones[0])
         for backbone in tasks.of(cfg).backbones:
-            extra = {**(IDENTITY if cfg["task"] == "identity" else {}), **BACKBONE.get(backbone, {})}
+            extra = {**(IDENTITY if cfg["task"] == "identity" else {}), **BACKBONE.get(backbone, {}),
+                     **(SETS if cfg["data"]["sets"] else {})}
             if backbone != own or cfg["task"] == "identity":
                 extra["backbone"] = backbone
             yield pytest.param(path, extra, id=path.stem if backbone == own else f"{path.stem}-{backbone}")
@@ -75,7 +79,8 @@ def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_m
     assert int(params["model.parameters"]) == outcome.model.count_params() > 0
     assert params["data.digest"] and params["gender_source"]
     left_out = int(params.get("data.left_out", 0))   # dlib-resnet: photos without a usable face
-    assert int(params["data.n_train"]) + int(params["data.n_val"]) + int(params["data.n_test"]) == 20 - left_out
+    cuts = len(CUTS.get(cfg["region"], (None,)))   # region eye: a row per eye of each photo
+    assert int(params["data.n_train"]) + int(params["data.n_val"]) + int(params["data.n_test"]) == (20 - left_out) * cuts
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [0]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0]
     assert metrics["epochs_trained"] == 1

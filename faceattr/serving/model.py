@@ -72,7 +72,7 @@ def cut_columns(model: record.ModelRecord) -> list[str]:
 
 def answer_names(model: record.ModelRecord) -> list[str]:
     """The answer's value columns, in order (the signature's outputs without `error`)."""
-    return [name for _, name in tasks.of(model.settings).answer_columns(model.target)] + cut_columns(model)
+    return [name for _, name in tasks.of(model.settings).answer_columns(model.target)] + cut_columns(model) + [FACES]
 
 
 def image_bytes(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
@@ -152,11 +152,8 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
         answer = pd.DataFrame(index=range(len(reads)), columns=answer_names(self.record), dtype=object)
         if good:
             gender = self.gender(frame.iloc[good], [reads[i][1] for i in good])
-            found = self.answer_photos([reads[i][0] for i in good], gender)
+            found = self.answer_photos([reads[i][0] for i in good], gender, [reads[i].faces for i in good])
             answer = found.set_axis(good).reindex(range(len(reads)))[answer.columns]
-        counts = [None if isinstance(found, DataError) else found.faces for found in reads]
-        if any(n is not None for n in counts):     # a whole photo: how many faces it showed
-            answer[FACES] = pd.array(counts, dtype="Int64")
         answer = answer.astype(object).where(answer.notna(), None)
         answer[ERROR] = [str(found) if isinstance(found, DataError) else "" for found in reads]
         return answer
@@ -167,8 +164,8 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
 
         A photo cut more than once (each eye) is scored per cut; its answer is the mean of its cuts'
         scores (an eye-openness for the person: a wink reads 0.5) and each cut's own score is in its
-        column (cut_columns; NaN for a ready crop, which is one cut). `faces_found` (each Reading's `faces`,
-        for `faceattr predict`): the `faces` column, when any photo was searched for faces."""
+        column (cut_columns; NaN for a ready crop, which is one cut). `faces_found` (each Reading's `faces`):
+        the `faces` column, how many faces a whole photo showed (empty for a crop: none was searched)."""
         counts = np.array([len(x) for x in inputs])
         if gender is not None:
             gender = np.repeat(np.asarray(gender, np.float32), counts, axis=0)
@@ -180,8 +177,7 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
         for j, column in enumerate(columns):
             answer[column] = np.nan
             answer.loc[cut, column] = per_cut[first[cut] + j]
-        if faces_found is not None and any(n is not None for n in faces_found):
-            answer[FACES] = pd.array(faces_found, dtype="Int64")
+        answer[FACES] = pd.array(faces_found or [None] * len(inputs), dtype="Int64")
         return answer
 
     def predict_arrays(self, inputs: np.ndarray, gender: np.ndarray | None = None) -> pd.DataFrame:

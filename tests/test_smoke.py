@@ -15,6 +15,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import expit, logit
 
 from faceattr import config, evaluate, experiment, models, tasks
 from faceattr import tracking
@@ -64,8 +65,8 @@ def widest_margin_threshold(scores, target) -> float:
     best = min(1.0, max(cuts, key=lambda s: (round(np.mean(scores[target] >= s) - np.mean(scores[~target] >= s), 9), s)))
     below = scores[scores < best]
     reject = below.max() if below.size else best
-    logit = lambda p: np.log(np.clip(p, 1e-7, 1 - 1e-7) / (1 - np.clip(p, 1e-7, 1 - 1e-7)))
-    return float(1 / (1 + np.exp(-(logit(best) + logit(reject)) / 2)))
+    accept, reject = np.clip([best, reject], 1e-7, 1 - 1e-7)
+    return float(expit((logit(accept) + logit(reject)) / 2))
 
 
 def _served_answers(served, cfg, split) -> pd.DataFrame:

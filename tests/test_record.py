@@ -72,3 +72,32 @@ def test_a_new_record_round_trips_and_keeps_what_training_chose():
 def test_a_record_faceattr_cannot_read_is_refused_naming_why(raw, message):
     with pytest.raises(DataError, match=message):
         record.read(raw, "models:/eyes/1")
+
+
+def test_a_model_kept_in_the_outbox_is_logged_by_sync_with_its_record(mlflow_store, tmp_path):
+    """Offline, log_model keeps the Keras file, the record and the input example (its image bytes as
+    base64 text); `faceattr sync` logs the same model from them: the same record, the same answer."""
+    from types import SimpleNamespace
+
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    from faceattr import models
+    from faceattr.serving import image_bytes, load
+    from faceattr.tracking import packaging
+
+    cfg = config.load("identity", {"person": "p0003"})
+    model = models.build(cfg)
+    pixels = np.random.default_rng(0).integers(0, 255, (*model.inputs[0].shape[1:3], 3), dtype=np.uint8)
+    example = pd.DataFrame({"image": [image_bytes(pixels)], "kind": ["crop"]})
+    offline = SimpleNamespace(call=lambda *args, **kwargs: None, dir=tmp_path)     # every tracking call failed
+    assert packaging.log_model(offline, model, cfg, example, served={"threshold": 0.42}, made_by="faceattr") is None
+    assert packaging.kept_model(tmp_path / "model")
+    with mlflow.start_run():
+        info = packaging.log_saved_model(tmp_path / "model")
+    served = load(info.model_uri)
+    assert served.record == record.make(cfg, served={"threshold": 0.42}, made_by="faceattr")
+    answer = served.predict(None, example)
+    assert answer["p_person"][0] == pytest.approx(float(model.predict_on_batch({"image": pixels[None].astype("float32")})[0, 0]), abs=1e-5)
+    assert answer["is_person"][0] == (answer["p_person"][0] >= 0.42)

@@ -356,3 +356,11 @@ def test_the_champion_alias_moves_with_the_stage_in_step_and_no_stage_warning(ml
     assert client.get_model_version_by_alias("eyes", registry.CHAMPION).current_stage == registry.PRODUCTION
     with pytest.warns(FutureWarning):
         client.transition_model_version_stage("eyes", "1", "Archived")
+
+
+def test_importing_the_served_model_prints_no_type_hint_warning(tmp_path):
+    """predict is annotated (model_input: pd.DataFrame), so MLflow has nothing to warn about on import."""
+    done = subprocess.run([sys.executable, "-W", "always", "-c", "import faceattr.serving"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "type hint" not in done.stderr.lower(), done.stderr[-2000:]

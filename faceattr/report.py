@@ -25,6 +25,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
+from faceattr import config as config_module
 from faceattr import evaluate, names, registry, tasks, tracking
 from faceattr.errors import FaceattrError
 from faceattr.registry import promotion
@@ -130,7 +131,8 @@ def group_runs(runs: list) -> list[Group]:
     """Configurations, in the order of their first run; each labelled by the params that differ between them."""
     by_params: dict[tuple, list] = {}
     for run in runs:
-        key = tuple(sorted((k, v) for k, v in run.data.params.items() if k not in SEED_PARAMS))
+        config = config_module.flatten(tracking.run_config(run))   # the experiment's own config
+        key = tuple(sorted((k, str(v)) for k, v in config.items() if k not in SEED_PARAMS))
         by_params.setdefault(key, []).append(run)
     groups = [Group(i + 1, dict(key), members) for i, (key, members) in enumerate(by_params.items())]
     keys = set().union(*(g.params for g in groups))

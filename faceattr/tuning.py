@@ -211,6 +211,7 @@ def tune(config: dict, tuner: str = "hyperband", max_trials: int = 10, factor: i
     prepared = experiment.prepare(config)
     # A worker never wipes the shared project directory: only the chief (or a lone tuner) may.
     tuner_obj = make_tuner(tuner, prepared, project_dir, max_trials, factor, overwrite=fresh and not worker)
+    tracking.system_metrics_node(tuner_obj.tuner_id)   # chief or worker: its own system metrics
     if worker:
         return _work(tuner_obj, prepared, project_dir, parent_run_id or os.environ.get(PARENT_ENV))
     state = _state(project_dir, tuner)

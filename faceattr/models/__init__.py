@@ -20,12 +20,12 @@ BACKBONES = {"cnn": cnn, "mobilenetv2": transfer, "vgg16": transfer, "dlib-resne
 
 
 def backbone_of(config: dict):
-    return BACKBONES[config["model"].get("backbone", tasks.of(config).backbones[0])]
+    return BACKBONES[config["model"]["backbone"]]
 
 
 def input_kind(config: dict):
     """What the model takes (faceattr/models/inputs.py): the backbone's `READS`, else the region's crop."""
-    return backbone_input(config["model"].get("backbone", tasks.of(config).backbones[0]))
+    return backbone_input(config["model"]["backbone"])
 
 
 def backbone_input(backbone: str):
@@ -45,11 +45,11 @@ def widths(config: dict) -> str:
 
 def declare(hp, config: dict) -> None:
     """Declare the hyperparameters the experiment's `search:` section names (absent keys stay fixed)."""
-    search = config.get("search") or {}
+    search = config["search"]
     backbone_of(config).declare(hp, config["model"], search)
-    if search.get("dropout"):
+    if search["dropout"]:
         hp.Float("dropout", *search["dropout"])
-    if search.get("learning_rate"):
+    if search["learning_rate"]:
         hp.Float("learning_rate", *search["learning_rate"], sampling="log")
 
 

@@ -20,7 +20,7 @@ READS = inputs.DESCRIPTOR     # the model's input (models.input_kind)
 
 
 def head_widths(model: dict) -> list[int]:
-    return [] if model.get("head", "auto") == "auto" else list(model["head"])
+    return [] if model["head"] == "auto" else list(model["head"])
 
 
 def build(model: dict, region: str, name: str, task) -> keras.Model:
@@ -43,7 +43,7 @@ def describe(model: dict) -> str:
 
 def declare(hp, model: dict, search: dict) -> None:
     """The hidden layer's width (`search.head`)."""
-    if search.get("head"):
+    if search["head"]:
         hp.Choice("head", sorted(set(search["head"])))
 
 

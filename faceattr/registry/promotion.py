@@ -33,8 +33,6 @@ from faceattr.gender_input import rows_gender
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "registry"
 REFUSED = 3           # exit code of a refused promotion (config/data/registry errors are 2)
-# data.* params that name the data set and its split (identity: the target person and the seen/unseen deal)
-_DATA_KEYS = set(config_module.DEFAULTS["data"]) | {"person", "unseen_share", "holdout"}
 
 
 # --- policy -----------------------------------------------------------------------------------
@@ -193,34 +191,13 @@ class EvalSet:
 
 
 def training_config(version, eval_data: str | None = None) -> dict:
-    """The experiment config a version was trained with (its run's data.* params), data overridable."""
+    """The experiment config a version was trained with (its run's config.json: tracking.run_config),
+    data overridable."""
     run = registry.client().get_run(version.run_id) if version.run_id else None
     if run is None:
         raise DataError(f"version {str(version.version)} of {version.name!r} has no training run to recover its data "
                         f"from; pass --eval-data")
-    params = run.data.params
-    name = run.data.tags.get(names.EXPERIMENT, version.name)
-    overrides: dict = {}
-    folders: dict = {}
-    for key, value in params.items():
-        parts = key.split(".")
-        if parts[0] != "data" or len(parts) < 2 or parts[1] not in _DATA_KEYS:
-            continue
-        value = None if value == "None" else value
-        if parts[1] == "folders" and len(parts) > 2:
-            node = folders
-            for part in parts[2:-1]:
-                node = node.setdefault(part, {})
-            node[parts[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
-        elif len(parts) == 2:
-            overrides[key] = value
-    if "model.backbone" in params:   # the backbone decides what the model reads (crops or descriptors)
-        overrides["model.backbone"] = params["model.backbone"]
-    if "region" in params:           # the crop it reads (`-P region=eye` on an experiment made for `eyes`)
-        overrides["region"] = params["region"]
-    cfg = config_module.load(name, {k: v for k, v in overrides.items() if k != "data.folders"})
-    if folders:
-        cfg["data"]["folders"] = folders
+    cfg = tracking.run_config(run)
     if eval_data:
         cfg["data"]["source"] = eval_data
         cfg["data"]["folders"] = None

@@ -117,7 +117,7 @@ def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_m
     assert len(val) == int(params["data.n_val"]) > 0
     out = _served_answers(served, cfg, val)
     # how its training crops were made: synthetic photos are whole photos, cut by faceattr
-    assert served.spec["crops"] == {"region": cfg["region"], "made_by": "photo"}
+    assert served.record.crops.model_dump() == {"region": cfg["region"], "made_by": "photo"}
     if cfg["task"] == "regression":
         assert {"val_mse", "baseline_mse", "baseline_ratio", "test_mse"} <= set(metrics)
         assert params["gender_source"] == "labels"   # training registers a gender model, never promotes one

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from faceattr import evaluate, models, plots, registry, serving, tasks, tracking, views
+from faceattr import evaluate, models, names, plots, registry, serving, tasks, tracking, views
 from faceattr.data import faces
 from faceattr.data.loading import Data, Split, crops_made_by, make_split, open_data
 from faceattr.data.regions import load_rgb
@@ -139,7 +139,7 @@ def fit_and_log(prepared: Prepared, run: tracking.Run, model: keras.Model | None
     kind = evaluate.baseline_kind(splits["train"].frame.get("gender", []), splits["val"].frame.get("gender", []))
     keras.utils.set_random_seed(config["train"]["seed"])
     model = model if model is not None else models.build(config)
-    params = {"gender_source": prepared.gender_source, "baseline_kind": kind, "model.parameters": model.count_params()}
+    params = {names.GENDER_SOURCE: prepared.gender_source, "baseline_kind": kind, "model.parameters": model.count_params()}
     if prepared.left_out:   # photos without a usable face (face-descriptor backbones): counted, listed
         params["data.left_out"] = len(prepared.left_out)
         run.log_dict({"left_out": prepared.left_out}, "data/left_out.json")
@@ -159,7 +159,7 @@ def fit_and_log(prepared: Prepared, run: tracking.Run, model: keras.Model | None
         with timings.stage("views"):
             drawn = views.show(run, model, config, splits, assessed.scores, history.history, assessed.served)
             if prepared.crop_check:
-                tracking.log_figures(run, {views.CROP_CHECK: plots.crop_check(prepared.crop_check, config["region"])})
+                tracking.log_figures(run, {names.CROP_CHECK: plots.crop_check(prepared.crop_check, config["region"])})
             return drawn
 
     model_uri = model_id = None
@@ -221,12 +221,12 @@ def assess(model: keras.Model, config: dict, splits: dict[str, Split]) -> Assess
     by_split = {}
     for name in found:
         judged = evaluate.evaluate(task, found[name], splits[name], train, threshold, served)
-        collapsed, ratio = judged.pop("collapsed"), judged.pop("collapse_std_ratio")
+        collapsed, ratio = judged.pop(names.COLLAPSED), judged.pop("collapse_std_ratio")
         by_split[name] = [evaluate.metric_name(name, k) for k in judged]
         metrics.update({evaluate.metric_name(name, k): v for k, v in judged.items()})
         if name == "val":
             metrics["collapse_std_ratio"] = ratio
-            tags = {"collapsed": str(collapsed).lower(), "collapse_threshold": str(threshold)}
+            tags = {names.COLLAPSED: str(collapsed).lower(), "collapse_threshold": str(threshold)}
     if task.pooled_prefixes:  # figures over validation + test together (identity: seen/unseen people)
         pooled = Split.concat([splits[name] for name in found])
         judged = evaluate.evaluate(task, np.concatenate(list(found.values())), pooled, train, threshold, served)

@@ -21,13 +21,8 @@ from faceattr import evaluate, plots, tasks, tracking
 from faceattr.data.loading import Split
 from faceattr.data.manifest import GENDERS
 from faceattr.data.tfdata import model_inputs
-
-# What a run logs here, by name (faceattr/report.py reads them back).
-LEARNING_CURVES, PREDICTED_VS_TRUE = "plots/learning_curves.png", "plots/predicted_vs_true.png"
-GALLERY = "plots/error_gallery.png"
-CROP_CHECK = "plots/crop_check.png"  # training crops beside the served cut of the same photos
-SLICES = "slices.json"               # MLflow's table format: {"columns": [...], "data": [[...], ...]}
-LEANS_ON_GENDER = "leans_on_gender"  # tag, beside the collapse check's `collapsed`
+# What a run logs here, by name (faceattr/report.py reads them back)
+from faceattr.names import GALLERY, LEANS_ON_GENDER, LEARNING_CURVES, PREDICTED_VS_TRUE, SLICES
 
 
 def show(run: tracking.Run, model, config: dict, splits: dict[str, Split], found: dict[str, np.ndarray],

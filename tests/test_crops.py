@@ -8,7 +8,7 @@ import base64
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import shared_data
+from helpers import shared_data
 from PIL import Image
 
 from faceattr import config, experiment, models, tasks
@@ -170,7 +170,7 @@ def test_a_policy_names_whole_photo_metrics_it_knows(tmp_path):
 
 
 @pytest.mark.slow
-def test_promotion_on_whole_photos_refuses_the_skewed_model_and_passes_the_matched_one(tracking, synthetic_cache,
+def test_promotion_on_whole_photos_refuses_the_skewed_model_and_passes_the_matched_one(mlflow_store, synthetic_cache,
                                                                                       tmp_path):
     """Two eyes models on the same synthetic faces: one trained on ready single-eye crops declared as the
     two-eye band (the skew of issue 16: refused whole photos, so refused as champion), one on whole photos

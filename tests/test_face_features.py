@@ -29,7 +29,7 @@ def test_switching_to_dlib_resnet_starts_from_its_defaults():
 
 
 @pytest.mark.slow
-def test_dlib_gender_trains_logs_and_serves_from_photos(tracking, synthetic_cache):
+def test_dlib_gender_trains_logs_and_serves_from_photos(mlflow_store, synthetic_cache):
     import mlflow
 
     outcome = experiment.train(config.load("gender", {**SMALL, "model.backbone": "dlib-resnet"}))
@@ -79,7 +79,7 @@ def test_a_data_set_of_faceless_photos_is_refused_listing_each_file(tmp_path, sy
 
 
 @pytest.mark.slow
-def test_identity_logs_the_cosine_baseline_beside_the_head(tracking, synthetic_cache):
+def test_identity_logs_the_cosine_baseline_beside_the_head(mlflow_store, synthetic_cache):
     import mlflow
 
     cfg = config.load("identity", {"backbone": "dlib-resnet", "weights": "", "data.size": 60, "data.persons": 6,
@@ -91,7 +91,7 @@ def test_identity_logs_the_cosine_baseline_beside_the_head(tracking, synthetic_c
 
 
 @pytest.mark.slow
-def test_a_regression_reads_its_gender_from_a_dlib_champion(tracking, synthetic_cache):
+def test_a_regression_reads_its_gender_from_a_dlib_champion(mlflow_store, synthetic_cache):
     from faceattr.registry import promotion
 
     gender = experiment.train(config.load("gender", {**SMALL, "data.size": 100, "epochs": 3,

@@ -13,7 +13,7 @@ from faceattr.data.splits import identity_split_names
 from faceattr.data.tfdata import to_tf_dataset
 from faceattr.errors import ConfigError, FaceattrError
 
-from conftest import shared_data
+from helpers import shared_data
 
 
 def _people_frame(n_people=20, photos=10):
@@ -221,7 +221,7 @@ def test_imagenet_offline_says_which_option(monkeypatch):
 
 
 @pytest.mark.slow
-def test_tiny_identity_run_logs_seen_and_unseen_accuracy(tracking, synthetic_cache):
+def test_tiny_identity_run_logs_seen_and_unseen_accuracy(mlflow_store, synthetic_cache):
     import mlflow
 
     from faceattr.experiment import prepare, train
@@ -294,7 +294,7 @@ def test_identity_search_space_and_policy():
 
 
 @pytest.mark.slow
-def test_identity_is_tuned_registered_promoted_and_served_like_the_others(tracking, synthetic_cache, tmp_path):
+def test_identity_is_tuned_registered_promoted_and_served_like_the_others(mlflow_store, synthetic_cache, tmp_path):
     from faceattr import registry, serving, tuning
     from faceattr.registry import promotion as promote
 

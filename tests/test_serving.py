@@ -16,13 +16,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import require_mlflow_serve, shared_data, wait_for_port
+from helpers import require_mlflow_serve, shared_data, wait_for_port
 from mlflow.exceptions import MlflowException
 from PIL import Image
 
 from faceattr import config, experiment, models, registry, tasks
 from faceattr.registry import promotion as promote
-from faceattr import tracking as tracking_module
+from faceattr import tracking
 from faceattr.cli import main
 from faceattr.serving import FaceattrModel, encode_image
 
@@ -118,9 +118,9 @@ def test_make_request_builds_a_ready_request(tmp_path):
     assert base64.b64decode(rows[0]["image"]) == (tmp_path / "a.jpg").read_bytes()
 
 
-def test_predict_cli_scores_a_folder_and_reports_a_corrupt_file(tracking, tmp_path, capsys):
+def test_predict_cli_scores_a_folder_and_reports_a_corrupt_file(mlflow_store, tmp_path, capsys):
     cfg = config.load("eyes")
-    with tracking_module.start_run("eyes-untrained") as run:
+    with tracking.start_run("eyes-untrained") as run:
         info = run.log_model(models.build(cfg), cfg, pd.DataFrame([{"image": crop(), "kind": "crop"}]))
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -167,7 +167,7 @@ def serve(model_uri, cwd, env, log: Path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_train_promote_refuse_promote_and_serve_production(tracking, synthetic_cache, tmp_path, monkeypatch):
+def test_train_promote_refuse_promote_and_serve_production(mlflow_store, synthetic_cache, tmp_path, monkeypatch):
     # mouth learns within a few epochs on 200 photos (eyes needs more), so the versions differ honestly
     lax = promote.Policy(model="mouth", metric="mse", higher_is_better=False,
                          thresholds={"baseline_ratio": {"min": 0.5}}, require_no_collapse=False, margin={"relative": 0.02})

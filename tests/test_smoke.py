@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from faceattr import config, evaluate, experiment, models, tasks
-from faceattr import tracking as tracking_module
+from faceattr import tracking
 from faceattr.data.manifest import GENDERS
 from faceattr.data.regions import REGION_SIZES
 from faceattr.serving import encode_image
@@ -59,7 +59,7 @@ def _served_answers(served, cfg, split) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("path, extra", _cases())
-def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_tracking, synthetic_cache):
+def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_mlflow_store, synthetic_cache):
     cfg = config.load(str(path), {**TINY, **extra})
     outcome = experiment.train(cfg, register=True)
     client = mlflow.MlflowClient()
@@ -171,7 +171,7 @@ def _example(cfg) -> pd.DataFrame:
     return pd.DataFrame([row, {**row, "image": encode_image(255 - pixels)}])
 
 
-def test_a_logged_model_loads_and_answers_where_faceattr_cannot_be_imported(module_tracking, tmp_path):
+def test_a_logged_model_loads_and_answers_where_faceattr_cannot_be_imported(module_mlflow_store, tmp_path):
     """Logged models are loaded and queried by a python that cannot import faceattr, so the model's own copy
     of the code must do it: a regression carrying its gender model, and a VGG16 identity model (its custom
     preprocessing layer must be registered by that copy before Keras can load it)."""
@@ -180,7 +180,7 @@ def test_a_logged_model_loads_and_answers_where_faceattr_cannot_be_imported(modu
              ("identity", {**IDENTITY, **BACKBONE["vgg16"], "backbone": "vgg16", "person": "p0001"}, None)]
     for name, extra, bundled in cases:
         cfg = config.load(name, extra)
-        with tracking_module.start_run(f"{name}-untrained") as run:
+        with tracking.start_run(f"{name}-untrained") as run:
             info = run.log_model(models.build(cfg), cfg, _example(cfg), bundled)
         uris.append(info.model_uri)
         local = mlflow.pyfunc.load_model(info.model_uri)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from faceattr import config as config_module
-from faceattr import evaluate, models, registry, serving, tasks, tracking
+from faceattr import evaluate, models, names, registry, serving, tasks, tracking
 from faceattr.data import manifest
 from faceattr.data.regions import photo_refusal
 from faceattr.data.loading import (UNKNOWN_GENDER, Split, gender_one_hot, has_gender_labels, make_split, open_data,
@@ -68,7 +68,7 @@ def decide(policy: Policy, challenger: dict, champion: dict | None, slices: dict
             reasons.append(f"{key} {value:.4g} is below the minimum {bound.min}")
         if bound.max is not None and not value <= bound.max:
             reasons.append(f"{key} {value:.4g} is above the maximum {bound.max}")
-    if policy.require_no_collapse and challenger.get("collapsed"):
+    if policy.require_no_collapse and challenger.get(names.COLLAPSED):
         reasons.append(f"collapsed: its outputs spread only {challenger.get('collapse_std_ratio', float('nan')):.3g} "
                        f"of the labels' spread")
     metric = policy.metric
@@ -184,7 +184,7 @@ def evaluate_version(version, data: EvalSet, collapse_threshold: float) -> dict:
     test, task = data.test, tasks.of(data.config)
     gender = None
     if task.reads_gender:
-        source = registry.client().get_run(version.run_id).data.params.get("gender_source", "") \
+        source = registry.client().get_run(version.run_id).data.params.get(names.GENDER_SOURCE, "") \
             if version.run_id else ""
         if served.gender_model is not None and shows_faces(test.frame):
             gender = rows_gender(served.gender_model, test.frame)
@@ -309,21 +309,21 @@ def promote(model: str, version: str | None = None, *, dry_run: bool = False, ev
                             run.run_id, repaired, mine, theirs or {})
             if dry_run:
                 return result
-            stamp = {"faceattr.decided_at": registry.now(), "faceattr.decided_by": registry.who(),
-                     "faceattr.promote_run_id": run.run_id, "faceattr.decision": action,
-                     "faceattr.eval_data": f"{data.name} ({data.digest}, {len(data.test)} test rows)",
-                     f"faceattr.{policy.metric}": f"{mine[policy.metric]:.6g}"}
+            stamp = {names.DECIDED_AT: registry.now(), names.DECIDED_BY: registry.who(),
+                     names.PROMOTE_RUN: run.run_id, names.DECISION: action,
+                     names.EVAL_DATA: f"{data.name} ({data.digest}, {len(data.test)} test rows)",
+                     names.PREFIX + policy.metric: f"{mine[policy.metric]:.6g}"}
             if theirs:
-                stamp["faceattr.champion_" + policy.metric] = f"{theirs[policy.metric]:.6g}"
-            by = f"by {stamp['faceattr.decided_by']} at {stamp['faceattr.decided_at']}, run {run.run_id}"
+                stamp[names.PREFIX + "champion_" + policy.metric] = f"{theirs[policy.metric]:.6g}"
+            by = f"by {stamp[names.DECIDED_BY]} at {stamp[names.DECIDED_AT]}, run {run.run_id}"
             if decision.promote:
                 stamp[registry.PREVIOUS] = str(current.version) if current else "none"
-                stamp["faceattr.beat_champion"] = str(current.version) if current else "none (first champion)"
-                registry.record(model, str(challenger.version), {**stamp, "faceattr.reasons": "-"},
+                stamp[names.BEAT_CHAMPION] = str(current.version) if current else "none (first champion)"
+                registry.record(model, str(challenger.version), {**stamp, names.REASONS: "-"},
                                 f"Promoted {by}: {'; '.join(decision.evidence)}")
                 registry.move_champion(model, str(challenger.version))
             else:
-                registry.record(model, str(challenger.version), {**stamp, "faceattr.reasons": "; ".join(decision.reasons)},
+                registry.record(model, str(challenger.version), {**stamp, names.REASONS: "; ".join(decision.reasons)},
                                 f"Refused {by}: {'; '.join(decision.reasons)} ({'; '.join(decision.evidence)})")
             return result
 
@@ -344,8 +344,8 @@ def rollback(model: str) -> Result:
             _log(run, {"decision": "rolled-back", "reasons": f"rollback requested by {registry.who()}"},
                  {"model": model, "from_version": str(current.version), "to_version": str(target.version)}, {})
             by = f"by {registry.who()} at {registry.now()}, run {run.run_id}"
-            registry.record(model, str(current.version), {"faceattr.rolled_back": by})
-            registry.record(model, str(target.version), {"faceattr.restored": f"replacing version {str(current.version)} {by}"},
+            registry.record(model, str(current.version), {names.ROLLED_BACK: by})
+            registry.record(model, str(target.version), {names.RESTORED: f"replacing version {str(current.version)} {by}"},
                             f"Champion again after a rollback of version {str(current.version)} {by}")
             registry.move_champion(model, str(target.version))
             return Result("rolled-back", str(target.version), str(current.version), None, run.run_id, repaired)
@@ -367,12 +367,12 @@ def audit_experiment(model: str) -> str:
 def _audit_run(model: str, action: str, version: str):
     """The decision's run in experiment `promote-<model>` (tracking.audit_run)."""
     return tracking.audit_run(audit_experiment(model), f"{action}-{model}-v{version}",
-                              {"faceattr.action": action, "faceattr.model": model, "faceattr.user": registry.who()},
-                              link_tag="faceattr.promote_run_id", record="promotion.json")
+                              {names.ACTION: action, names.MODEL_NAME: model, names.USER: registry.who()},
+                              link_tag=names.PROMOTE_RUN, record=names.PROMOTION)
 
 
 def _log(run, tags: dict, params: dict, metrics: dict) -> None:
-    run.log({f"faceattr.{k}" if k in ("decision", "reasons", "evidence") else k: v for k, v in tags.items()},
+    run.log({names.PREFIX + k if k in ("decision", "reasons", "evidence") else k: v for k, v in tags.items()},
             params, metrics)
 
 

@@ -20,22 +20,21 @@ from pathlib import Path
 import keras
 import mlflow
 from mlflow.entities import RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from faceattr import config as config_module
-from faceattr import models
+from faceattr import models, names
 from faceattr.data.loading import Data
 from faceattr.tracking import packaging
 from faceattr.tracking.outbox import Recorder, remote_tracking
 
 
 
-CONFIG = "config.json"   # the run's validated config, whole (log_config, run_config)
 # The MLflow input context of each split's data set; evaluation metrics of a split are linked to it.
 SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 EXPERIMENT_WE_SET = "FACEATTR_EXPERIMENT_ID"   # the experiment id `use_experiment` set in this process
-# What a run is, on every run that is not a plain training run: search, trial, repeat (faceattr/tuning.py),
-# report (faceattr/report.py). One tag name, so a reader can tell them apart without knowing who wrote them.
-ROLE = "faceattr.role"
+# MLflow's own tags, for the modules that do not import mlflow (report)
+RUN_NAME, PARENT = MLFLOW_RUN_NAME, MLFLOW_PARENT_RUN_ID
 
 
 def use_experiment(name: str) -> None:
@@ -138,7 +137,7 @@ def start_run(run_name: str, nested: bool = False, tags: dict | None = None, par
     Every run trains: MLflow samples its CPU and memory (system metrics; psutil)."""
     with mlflow.start_run(run_name=_own_name(run_name, nested), nested=nested, parent_run_id=parent_run_id,
                           experiment_id=experiment_id, log_system_metrics=True) as active:
-        mlflow.set_tags({"mlflow.runName": run_name, **(tags or {})})
+        mlflow.set_tags({MLFLOW_RUN_NAME: run_name, **(tags or {})})
         yield Run(active.info.run_id, active.info.experiment_id)
 
 
@@ -157,7 +156,7 @@ def recorded_run(experiment: str, run_name: str, tags: dict | None = None):
     recorder.begin(experiment, run_name, tags or {})
     active = recorder.call("start run", mlflow.start_run, run_name=_own_name(run_name), log_system_metrics=True)
     if active is not None:
-        recorder.call("set tags", mlflow.set_tags, {"mlflow.runName": run_name, **(tags or {})})
+        recorder.call("set tags", mlflow.set_tags, {MLFLOW_RUN_NAME: run_name, **(tags or {})})
     run = Run(active.info.run_id if active else "", active.info.experiment_id if active else "", recorder)
     ok = False
     try:
@@ -237,9 +236,9 @@ class audit_run:
         experiment = client.get_experiment_by_name(self.experiment)
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(self.experiment)
         parent = os.environ.get("MLFLOW_RUN_ID")
-        tags = {"mlflow.runName": self.run_name, **self.tags}
+        tags = {MLFLOW_RUN_NAME: self.run_name, **self.tags}
         if parent:
-            tags["faceattr.launched_by_run"] = parent
+            tags[names.LAUNCHED_BY] = parent
         self.run = client.create_run(experiment_id, tags=tags)
         if parent:
             try:
@@ -273,8 +272,8 @@ class audit_run:
 
 def run_tags(config: dict, data: Data) -> dict[str, str]:
     """Tags that say what ran, the same names on every run."""
-    return {"faceattr.experiment": config["name"], "faceattr.data": data.name,
-            "faceattr.widths": models.widths(config), "faceattr.seed": str(config["train"]["seed"])}
+    return {names.EXPERIMENT: config["name"], names.DATA: data.name,
+            names.WIDTHS: models.widths(config), names.SEED: str(config["train"]["seed"])}
 
 
 def log_config(run: Run, config: dict) -> None:
@@ -287,14 +286,14 @@ def log_config(run: Run, config: dict) -> None:
     found = run.recorder.call("get run", mlflow.get_run, run.run_id) if run.run_id else None
     logged = found.data.params if found else {}
     run.log_params({k: str(v) for k, v in config_module.flatten(config).items() if k not in logged})
-    run.log_dict(config, CONFIG)
+    run.log_dict(config, names.CONFIG)
 
 
 def run_config(run) -> dict:
     """The validated config an MLflow run (a search result or `get_run`'s) was trained with: its
     config.json; for a run logged before runs carried one, rebuilt from its params
     (config.from_params): the one place such older runs are read."""
-    found = read_artifact(run.info.run_id, CONFIG)
+    found = read_artifact(run.info.run_id, names.CONFIG)
     if found is not None:
         return json.loads(found)
     return config_module.from_params(run.data.params, source=f"run {run.info.run_id}'s params")
@@ -354,12 +353,12 @@ def log_results(run: Run, metrics: dict[str, float], tags: dict[str, str], first
     """The evaluation's metrics, tags and collapse check. `by_split` ({"val": [metric names], ..}): those
     metrics are linked to the split's data set; all are linked to the logged model `model_id`, if any."""
     by_split = by_split or {}
-    for split, names in by_split.items():
-        run.log_metrics({k: metrics[k] for k in names}, model_id=model_id, split=split)
-    linked = {k for names in by_split.values() for k in names}
+    for split, keys in by_split.items():
+        run.log_metrics({k: metrics[k] for k in keys}, model_id=model_id, split=split)
+    linked = {k for keys in by_split.values() for k in keys}
     run.log_metrics({k: v for k, v in metrics.items() if k not in linked}, model_id=model_id)
     run.set_tags(tags)
-    run.log_dict({"first_training_outputs": first_outputs}, "collapse_check.json")
+    run.log_dict({"first_training_outputs": first_outputs}, names.COLLAPSE_CHECK)
 
 
 def log_figures(run: Run, figures: dict) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 import mlflow
 
-from faceattr import models, tasks
+from faceattr import models, names, tasks
 from faceattr.tracking.outbox import Recorder
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -43,11 +43,11 @@ def log_model(recorder: Recorder, model: keras.Model, config: dict, input_exampl
     if gender_model is not None and models.input_name(gender_model) == "descriptor":
         spec["gender_input"] = "descriptor"
     with tempfile.TemporaryDirectory() as tmp:
-        artifacts = {"keras_model": str(Path(tmp, "model.keras")), "spec": str(Path(tmp, "spec.json"))}
+        artifacts = {"keras_model": str(Path(tmp, names.MODEL)), "spec": str(Path(tmp, names.SPEC))}
         model.save(artifacts["keras_model"])
         Path(artifacts["spec"]).write_text(json.dumps(spec))
         if gender_model is not None:
-            artifacts["gender_model"] = str(Path(tmp, "gender_model.keras"))
+            artifacts["gender_model"] = str(Path(tmp, names.GENDER_MODEL))
             gender_model.save(artifacts["gender_model"])
         info = recorder.call("log model", _log_pyfunc, artifacts, spec, input_example)
         if info is None:   # offline: keep what `faceattr sync` needs to log the same model
@@ -55,7 +55,7 @@ def log_model(recorder: Recorder, model: keras.Model, config: dict, input_exampl
             keep.mkdir(exist_ok=True)
             for path in artifacts.values():
                 shutil.copy2(path, keep / Path(path).name)
-            input_example.to_json(keep / "input_example.json", orient="split")
+            input_example.to_json(keep / names.INPUT_EXAMPLE, orient="split")
             print(f"faceattr: the trained model is kept in {keep}", file=sys.stderr)
         return info
 
@@ -74,9 +74,9 @@ def log_saved_model(folder: Path):
     import pandas as pd
 
     folder = Path(folder)
-    spec = json.loads((folder / "spec.json").read_text())
-    artifacts = {"keras_model": str(folder / "model.keras"), "spec": str(folder / "spec.json")}
-    if (folder / "gender_model.keras").is_file():
-        artifacts["gender_model"] = str(folder / "gender_model.keras")
-    example = pd.read_json(folder / "input_example.json", orient="split", dtype=False)
+    spec = json.loads((folder / names.SPEC).read_text())
+    artifacts = {"keras_model": str(folder / names.MODEL), "spec": str(folder / names.SPEC)}
+    if (folder / names.GENDER_MODEL).is_file():
+        artifacts["gender_model"] = str(folder / names.GENDER_MODEL)
+    example = pd.read_json(folder / names.INPUT_EXAMPLE, orient="split", dtype=False)
     return _log_pyfunc(artifacts, spec, example)

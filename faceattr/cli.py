@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from faceattr import config as config_module
+from faceattr import names
 from faceattr.errors import FaceattrError
 
 
@@ -56,8 +57,8 @@ def cmd_train(args, extra) -> int:
     outcome = train(load_config(args, extra), register=getattr(args, "register", True))
     shown = {k: round(v, 4) for k, v in outcome.metrics.items()
              if k in ("val_mse", "baseline_ratio", "val_accuracy", "test_mse", "test_accuracy", "collapse_std_ratio")}
-    leans = outcome.tags.get("leans_on_gender")   # regressions only (faceattr/views.py)
-    print(f"faceattr: done: {shown} collapsed={outcome.tags['collapsed']}"
+    leans = outcome.tags.get(names.LEANS_ON_GENDER)   # regressions only (faceattr/views.py)
+    print(f"faceattr: done: {shown} collapsed={outcome.tags[names.COLLAPSED]}"
           + (f" leans_on_gender={leans}" if leans else "") + f" model={outcome.model_uri}"
           + (f" registered={outcome.version}" if outcome.version else ""))
     if getattr(outcome, "outbox", None):   # training succeeded; tracking did not (faceattr/tracking/outbox.py)
@@ -160,13 +161,13 @@ def cmd_tune(args, extra) -> int:
 # --- registry: promote, predict, pipeline (faceattr/registry/promotion.py, serving/batch.py, workflow.py) ---
 def add_registry_parsers(sub) -> None:
     promote = sub.add_parser("promote", help="judge a registered version against the champion; move "
-                                             "Production/@champion if it wins (exit 3: refused)")
+                                             "@champion (and stage Production) if it wins (exit 3: refused)")
     promote.add_argument("model", help="registered model (eyes, mouth, background, gender)")
     promote.add_argument("--version", default="", help="version to judge (default: the newest)")
     promote.add_argument("--dry-run", dest="dry_run", nargs="?", const="true", default="false",
                          help="decide and report, move nothing")
     promote.add_argument("--rollback", nargs="?", const="true", default="false",
-                         help="move Production/@champion back to the champion the current one replaced")
+                         help="move @champion (and Production) back to the champion the current one replaced")
     promote.add_argument("--eval-data", dest="eval_data", default="",
                          help="evaluate on the test split of this manifest/folder instead of the challenger's data")
     promote.add_argument("--policy", default="", help="policy YAML (default registry/MODEL.yaml)")
@@ -177,7 +178,7 @@ def add_registry_parsers(sub) -> None:
 
     predict = sub.add_parser("predict", help="score a folder of photos or a manifest CSV into a CSV")
     predict.add_argument("source", help="folder of JPEG/PNG files, or a manifest CSV with a `path` column")
-    predict.add_argument("--model", required=True, help="model URI, e.g. models:/eyes/Production")
+    predict.add_argument("--model", required=True, help="model URI, e.g. models:/eyes@champion")
     predict.add_argument("--out", default="preds.csv", help="output CSV (default preds.csv)")
     predict.add_argument("--kind", default="crop", choices=("crop", "photo"),
                          help="the files are ready crops of the model's region (default) or whole photos")
@@ -288,7 +289,7 @@ def add_report_parser(sub) -> None:
     report = sub.add_parser("report", help="one self-contained HTML page comparing an experiment's runs "
                                            "(mean ± std over seeds, curves, champion vs challenger, promotions)")
     report.add_argument("experiment", help="MLflow experiment name (eyes, gender, ...)")
-    report.add_argument("--out", default="report.html", help="the HTML file to write (default report.html)")
+    report.add_argument("--out", default=names.REPORT_FILE, help=f"the HTML file to write (default {names.REPORT_FILE})")
     report.set_defaults(func=cmd_report)
 
 

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from faceattr import registry
-from faceattr.tracking import ROLE, read_artifact
+from faceattr.names import ROLE
+from faceattr.tracking import read_artifact
 from faceattr.cli import main
 from faceattr.registry import promotion
 

@@ -164,8 +164,8 @@ def test_a_gender_slice_of_exactly_min_slice_photos_is_gated(runs):
 
 def test_the_logged_model_records_how_its_crops_were_made(runs):
     """Synthetic photos are whole photos: the mouth model learnt faceattr's cut of them."""
-    spec = serving.load(runs.trained.model_uri).spec
-    assert spec["crops"] == {"region": "mouth", "made_by": "photo"}
+    crops = serving.load(runs.trained.model_uri).record.crops
+    assert crops.model_dump() == {"region": "mouth", "made_by": "photo"}
 
 
 def test_a_regression_reads_the_registered_gender_champion(runs):

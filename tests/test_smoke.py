@@ -15,13 +15,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from scipy.special import expit, logit
 
 from faceattr import config, evaluate, experiment, models, tasks
 from faceattr import tracking
 from faceattr.data.manifest import GENDERS
 from faceattr.data.regions import REGION_SIZES
-from faceattr.serving import encode_image
+from faceattr.serving import image_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 # every shipped experiment, so a new YAML is smoke-tested without touching this file
@@ -117,7 +118,7 @@ def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_m
     assert len(val) == int(params["data.n_val"]) > 0
     out = _served_answers(served, cfg, val)
     # how its training crops were made: synthetic photos are whole photos, cut by faceattr
-    assert served.spec["crops"] == {"region": cfg["region"], "made_by": "photo"}
+    assert served.record.crops.model_dump() == {"region": cfg["region"], "made_by": "photo"}
     if cfg["task"] == "regression":
         assert {"val_mse", "baseline_mse", "baseline_ratio", "test_mse"} <= set(metrics)
         assert params["gender_source"] == "labels"   # training registers a gender model, never promotes one
@@ -133,9 +134,9 @@ def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_m
     else:
         assert params["model.backbone"] == extra["backbone"]
         assert params.get("model.input_size", "32") == "32"
-        assert params["class_weights"].startswith("0:") and params["data.person"] == served.spec["person"]
+        assert params["class_weights"].startswith("0:") and params["data.person"] == served.record.person
         assert {"val_accuracy", "val_roc_auc", "seen_accuracy", "unseen_accuracy", "test_accuracy"} <= set(metrics)
-        threshold = served.spec["threshold"]   # chosen on validation, served and logged
+        threshold = served.record.threshold   # chosen on validation, served and logged
         assert threshold == pytest.approx(widest_margin_threshold(out["p_person"], val.labels >= 0.5), rel=1e-4)
         assert metrics["served_threshold"] == pytest.approx(threshold)
         assert (out["person"] == params["data.person"]).all() and (out["is_person"] == (out["p_person"] >= threshold)).all()
@@ -184,16 +185,17 @@ CHILD = textwrap.dedent("""
 def _example(cfg) -> pd.DataFrame:
     height, width = REGION_SIZES[cfg["region"]]
     pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    row = {"image": encode_image(pixels), "kind": "crop"}
+    row = {"image": image_bytes(pixels), "kind": "crop"}     # the signature's image column is binary
     if cfg["task"] == "regression":
         row["gender"] = "female"
-    return pd.DataFrame([row, {**row, "image": encode_image(255 - pixels)}])
+    return pd.DataFrame([row, {**row, "image": image_bytes(255 - pixels)}])
 
 
 def test_a_logged_model_loads_and_answers_where_faceattr_cannot_be_imported(module_mlflow_store, tmp_path):
     """Logged models are loaded and queried by a python that cannot import faceattr, so the model's own copy
     of the code must do it: a regression carrying its gender model, and a VGG16 identity model (its custom
-    preprocessing layer must be registered by that copy before Keras can load it)."""
+    preprocessing layer must be registered by that copy before Keras can load it). Nothing is unpickled
+    (MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false): the model is logged from code (serving/entry.py)."""
     uris, expected = [], {}
     cases = [("mouth", {}, models.build(config.load("gender"))),
              ("identity", {**IDENTITY, **BACKBONE["vgg16"], "backbone": "vgg16", "person": "p0001"}, None)]
@@ -202,12 +204,17 @@ def test_a_logged_model_loads_and_answers_where_faceattr_cannot_be_imported(modu
         with tracking.start_run(f"{name}-untrained") as run:
             info = run.log_model(models.build(cfg), cfg, _example(cfg), bundled)
         uris.append(info.model_uri)
+        folder = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / name)))
+        flavor = yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["python_function"]
+        assert Path(flavor["model_code_path"]).name == "entry.py" and (folder / "entry.py").is_file()
+        assert not list(folder.rglob("*.pkl")) and "python_model" not in flavor      # nothing pickled
         local = mlflow.pyfunc.load_model(info.model_uri)
         assert (local.unwrap_python_model().gender_model is not None) == (bundled is not None)
         expected[info.model_uri] = local.predict(local.input_example).to_dict("list")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
     done = subprocess.run([sys.executable, "-c", CHILD, str(REPO), *uris], cwd=elsewhere, env=env,
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-4000:]

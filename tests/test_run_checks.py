@@ -63,7 +63,8 @@ def keras_scores(model, images, gender) -> np.ndarray:
 
 def champion_gender(gender_keras, frame) -> np.ndarray:
     """What the gender champion says of these rows: its Keras model on their face crops."""
-    return np.asarray(gender_keras.predict({"image": load_crops(frame, "face")[0].astype(np.float32)}, verbose=0), np.float64)
+    faces = load_crops(frame, "face")[0].astype(np.float32)
+    return np.asarray(gender_keras.predict({"image": faces}, verbose=0), np.float64)
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +108,13 @@ def _train_and_promote(folder):
     second = promotion.promote("mouth", flat.version, policy=policy)
     return SimpleNamespace(cfg=cfg, splits=splits, min_slice=min_slice, trained=trained, flat=flat,
                            constant=constant, gender_version=gender_version, first=first, second=second,
-                           run=client.get_run(mlflow.get_logged_model(trained.model_uri.split("/")[-1]).source_run_id),
-                           flat_run=client.get_run(mlflow.get_logged_model(flat.model_uri.split("/")[-1]).source_run_id),
+                           run=run_of(trained), flat_run=run_of(flat),
                            gender_keras=serving.load(f"models:/gender/{gender_version}").model)
+
+
+def run_of(outcome):
+    """The training run that logged an outcome's model."""
+    return mlflow.MlflowClient().get_run(mlflow.get_logged_model(outcome.model_uri.split("/")[-1]).source_run_id)
 
 
 def per_gender_baseline(train, split) -> float:

@@ -63,7 +63,8 @@ def widest_margin_threshold(scores, target) -> float:
     scores, target = np.asarray(scores, np.float64), np.asarray(target, bool)
     assert target.any() and not target.all(), "validation must hold the target person and others"
     cuts = [*sorted(set(scores)), np.inf]
-    best = min(1.0, max(cuts, key=lambda s: (round(np.mean(scores[target] >= s) - np.mean(scores[~target] >= s), 9), s)))
+    balanced = {s: round(np.mean(scores[target] >= s) - np.mean(scores[~target] >= s), 9) for s in cuts}
+    best = min(1.0, max(cuts, key=lambda s: (balanced[s], s)))
     below = scores[scores < best]
     reject = below.max() if below.size else best
     accept, reject = np.clip([best, reject], 1e-7, 1 - 1e-7)

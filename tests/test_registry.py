@@ -19,7 +19,7 @@ from faceattr.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 POLICY = promote.Policy(model="eyes", metric="mse", higher_is_better=False,
-                        thresholds={"baseline_ratio": {"min": 1.5}}, margin_relative=0.02)
+                        thresholds={"baseline_ratio": {"min": 1.5}}, margin={"relative": 0.02})
 
 
 def good(mse, **extra):
@@ -57,8 +57,8 @@ def test_margin_over_the_champion():
 def test_shipped_policies_load_and_bad_ones_are_clear(tmp_path):
     for name in ("eyes", "mouth", "background", "gender"):
         policy = promote.Policy.load(name)
-        assert policy.margin_relative == 0.02 and policy.require_no_collapse
-    assert promote.Policy.load("eyes").thresholds == {"baseline_ratio": {"min": 1.5}}
+        assert policy.margin.relative == 0.02 and policy.require_no_collapse
+    assert promote.Policy.load("eyes").thresholds["baseline_ratio"].model_dump(exclude_none=True) == {"min": 1.5}
     bad = tmp_path / "p.yaml"
     bad.write_text("metric: mse\nhigher_is_better: false\nmargn: {relative: 0.1}\n")
     with pytest.raises(ConfigError, match="margn"):
@@ -155,7 +155,7 @@ PROMOTER = textwrap.dedent("""
 
     promote.evaluate_version = evaluate_version
     policy = promote.Policy(model="eyes", metric="mse", higher_is_better=False,
-                            thresholds={"baseline_ratio": {"min": 1.5}}, margin_relative=0.02)
+                            thresholds={"baseline_ratio": {"min": 1.5}}, margin={"relative": 0.02})
     result = promote.promote("eyes", sys.argv[1], policy=policy)
     print("ACTION", result.action, result.champion)
     sys.exit(result.exit_code)

@@ -212,7 +212,7 @@ def serve(model_uri, cwd, env, log: Path):
 def test_train_promote_refuse_promote_and_serve_production(mlflow_store, synthetic_cache, tmp_path, monkeypatch):
     # mouth learns within a few epochs on 200 photos (eyes needs more), so the versions differ honestly
     lax = promote.Policy(model="mouth", metric="mse", higher_is_better=False,
-                         thresholds={"baseline_ratio": {"min": 0.5}}, require_no_collapse=False, margin_relative=0.02)
+                         thresholds={"baseline_ratio": {"min": 0.5}}, require_no_collapse=False, margin={"relative": 0.02})
     tiny = {"data.size": 200, "train.verbose": 0}
     first = experiment.train(config.load("mouth", {**tiny, "epochs": 2}))
     assert first.version is not None and str(first.version) == "1"        # train registers a version

@@ -307,7 +307,7 @@ BACKBONE_DEFAULTS = {
 }
 
 
-# --- promotion policies (registry/<model>.yaml, read by registry/promotion.py) ---
+# --- promotion policies (registry/<model>.yaml, read by faceattr/promotion.py) ---
 
 class Bound(_Section):
     min: float | None = None
@@ -319,11 +319,11 @@ class Margin(_Section):
     absolute: Annotated[float, Field(ge=0)] = 0.0    # ... and by this much
 
 
-PHOTO_METRICS = ("photos_accuracy", "photos_scored_share", "photos_mae")   # registry/promotion.evaluate_photos
+PHOTO_METRICS = ("photos_accuracy", "photos_scored_share", "photos_mae")   # promotion.judge_photos
 
 
 class PhotoGate(_Section):
-    """Whole photos judged through the served model (registry/promotion.py evaluate_photos)."""
+    """Whole photos judged through the served model (promotion.judge_photos)."""
     data: str | None = None                          # labelled whole photos (manifest CSV / folder); relative
                                                      # to the policy file; `--eval-photos` overrides
     thresholds: dict[str, Bound] = {}                # on photos_accuracy, photos_scored_share, photos_mae
@@ -338,7 +338,7 @@ class SliceRule(_Section):
 
 
 class Policy(_Section):
-    """A promotion policy: `registry/<model>.yaml` (`Policy.load`), judged by registry/promotion.decide."""
+    """A promotion policy: `registry/<model>.yaml` (`Policy.load`), judged by promotion.decide."""
     model: str | None = None
     metric: str                                      # compared between champion and challenger
     higher_is_better: bool

@@ -60,7 +60,7 @@ class Outcome:
     slices: list = field(default_factory=list)   # the slices.json rows (views.show)
 
 
-def prepare(config: dict) -> Prepared:
+def gather(config: dict) -> Prepared:
     """Load and validate the data (errors before any compute), pick the gender input, split."""
     task = tasks.of(config)
     data = open_data(config, task)
@@ -109,7 +109,7 @@ def train(config: dict, register: bool = True) -> Outcome:
     timings = Timings()
     timings.seconds["startup"] = time.time() - psutil.Process().create_time()   # imports, config: before the run
     with timings.stage("data"):
-        prepared = prepare(config)
+        prepared = gather(config)
     tracking.use_experiment(config["name"])
     run_name = f"{config['name']}-{models.widths(config)}-s{config['train']['seed']}"
     with tracking.recorded_run(config["name"], run_name, tags=tracking.run_tags(config, prepared.data)) as run:

@@ -17,7 +17,7 @@ from faceattr.data.loading import crops_made_by, open_data
 from faceattr.data.manifest import load_dataset, one_row_per_cut
 from faceattr.data.regions import box_columns, crop_region, eye_boxes, lips_box, load_rgb, parse_box, photo_refusal
 from faceattr.errors import DataError
-from faceattr.registry import promotion as promote
+from faceattr import promotion as promote
 from faceattr.serving import FaceattrModel
 
 

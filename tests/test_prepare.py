@@ -9,7 +9,7 @@ from PIL import Image
 
 from faceattr.data import faces
 from faceattr.data.regions import REGION_SIZES, crop_region, parse_box
-from faceattr.prepare import EXIT_TOO_MANY_FAILURES, prepare
+from faceattr.data.prepare import EXIT_TOO_MANY_FAILURES, prepare
 from helpers import shared_data
 
 

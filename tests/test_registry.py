@@ -13,7 +13,7 @@ import pytest
 from helpers import subprocess_env
 
 from faceattr import registry
-from faceattr.registry import promotion as promote
+from faceattr import promotion as promote
 from faceattr.cli import main
 from faceattr.errors import ConfigError
 
@@ -141,19 +141,19 @@ def test_lock_file_sits_next_to_the_sqlite_store(mlflow_store, tmp_path, monkeyp
 PROMOTER = textwrap.dedent("""
     import sys, time
     from types import SimpleNamespace
-    from faceattr.registry import promotion as promote
+    from faceattr import promotion as promote
 
     SCORES = {"1": 0.05, "2": 0.04, "3": 0.03}
     promote.training_config = lambda version, eval_data=None: {
         "data": {"source": "fake"}, "evaluation": {"collapse_threshold": 0.25}}
     promote.eval_set = lambda cfg, descriptors=False: SimpleNamespace(name="fake", digest="0", test=[0] * 10)
 
-    def evaluate_version(version, data, threshold):
+    def judge_version(version, data, threshold):
         time.sleep(0.5)   # a real evaluation takes time: widen the race window
         return {"mse": SCORES[str(version.version)], "baseline_ratio": 2.0, "collapsed": False,
                 "collapse_std_ratio": 0.9}
 
-    promote.evaluate_version = evaluate_version
+    promote.judge_version = judge_version
     policy = promote.Policy(model="eyes", metric="mse", higher_is_better=False,
                             thresholds={"baseline_ratio": {"min": 1.5}}, margin={"relative": 0.02})
     result = promote.promote("eyes", sys.argv[1], policy=policy)

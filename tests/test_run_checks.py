@@ -21,7 +21,7 @@ import pytest
 from faceattr import config, experiment, models, serving, tracking
 from faceattr.data.loading import load_crops
 from faceattr.data.regions import REGION_SIZES
-from faceattr.registry import promotion
+from faceattr import promotion
 from helpers import store_in
 
 RUN = {"data.size": 60, "epochs": 1, "train.verbose": 0, "evaluation.gallery": 0}
@@ -88,7 +88,7 @@ def _train_and_promote(folder):
     client.set_registered_model_alias("gender", "champion", gender_version)
 
     probe = config.load("mouth", RUN)
-    splits = experiment.prepare(probe).splits
+    splits = experiment.gather(probe).splits
     counts = splits["val"].frame["gender"].value_counts()
     assert len(counts) == 2 and counts.iloc[0] > counts.iloc[1], f"the data no longer fit these checks: {counts}"
     min_slice = int(counts.iloc[0])          # the larger gender's validation slice has exactly min_slice photos
@@ -175,7 +175,7 @@ def test_the_logged_model_records_how_its_crops_were_made(runs):
 
 def test_a_regression_reads_the_registered_gender_champion(runs):
     assert runs.run.data.params["gender_source"] == f"model:gender/{runs.gender_version}"
-    split = runs.splits["train"]   # what the run fitted on (prepared after the champion was registered)
+    split = runs.splits["train"]   # what the run fitted on (gathered after the champion was registered)
     said = champion_gender(runs.gender_keras, split.frame)
     labels = np.eye(2)[(split.frame["gender"] == "female").to_numpy(int)]
     assert np.abs(said - labels).max() > 0.1                # the champion's answers are not the labels

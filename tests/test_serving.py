@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from PIL import Image
 
 from faceattr import config, experiment, models, record, registry, tasks
-from faceattr.registry import promotion as promote
+from faceattr import promotion as promote
 from faceattr import tracking
 from faceattr.cli import main
 from faceattr.serving import FaceattrModel, encode_image, image_bytes
@@ -246,7 +246,7 @@ def test_train_promote_refuse_promote_and_serve_production(mlflow_store, synthet
            "PYTHONPATH": ""}
     proc, port = serve("models:/mouth/Production", elsewhere, env, tmp_path / "serve.log")
     try:
-        frame = experiment.prepare(config.load("mouth", tiny)).splits["test"].frame
+        frame = experiment.gather(config.load("mouth", tiny)).splits["test"].frame
         photo = Image.open(frame["path"][0])
         from faceattr.data.regions import crop_region, parse_box
         mouth = crop_region(photo, "mouth", parse_box(frame["mouth_box"][0]))

@@ -115,7 +115,7 @@ def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_m
     answer = pyfunc.predict(pyfunc.input_example)
     assert list(answer.columns) == [c["name"] for c in model_info.signature.outputs.to_dict()]
     served = pyfunc.unwrap_python_model()
-    val = experiment.prepare(cfg).splits["val"]   # the same deterministic split the run used
+    val = experiment.gather(cfg).splits["val"]   # the same deterministic split the run used
     assert len(val) == int(params["data.n_val"]) > 0
     out = _served_answers(served, cfg, val)
     # how its training crops were made: synthetic photos are whole photos, cut by faceattr

@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 from faceattr import config as config_module
 from faceattr import names, tracking
 from faceattr.data.loading import Data
-from faceattr.registry import promotion
+from faceattr import promotion
 
 
 def test_a_data_set_logged_by_two_processes_at_once_is_linked_not_lost(mlflow_store):

@@ -177,7 +177,7 @@ def eval_set(cfg: dict, versions=()) -> EvalSet:
                    make_split(data, "train", labels, no_gender, found))
 
 
-def evaluate_version(version, data: EvalSet, collapse_threshold: float) -> dict:
+def judge_version(version, data: EvalSet, collapse_threshold: float) -> dict:
     """Fresh metrics of one registered version on `data`, through the served model's predict path,
     with the gender input it was trained with: its bundled gender model, the labels, or unknown."""
     served = serving.load(f"models:/{version.name}/{str(version.version)}")
@@ -195,7 +195,7 @@ def evaluate_version(version, data: EvalSet, collapse_threshold: float) -> dict:
                              served.record.settings)
 
 
-def evaluate_photos(version, source: str, cfg: dict) -> dict:
+def judge_photos(version, source: str, cfg: dict) -> dict:
     """Whole-photo metrics of one version: every photo of `source` (whole photos labelled with the
     model's target; validated before anything is scored) sent as `kind=photo` through the served model
     (FaceattrModel.read + answer_photos, what the server runs), the bundled gender model reading faces.
@@ -289,10 +289,10 @@ def promote(model: str, version: str | None = None, *, dry_run: bool = False, ev
             readers = [challenger] + ([current] if current is not None else [])
             data = eval_set(cfg, readers)
             threshold = policy.collapse_threshold or cfg["evaluation"]["collapse_threshold"]
-            mine = evaluate_version(challenger, data, threshold)
+            mine = judge_version(challenger, data, threshold)
             if photos:
-                mine.update(evaluate_photos(challenger, photos, cfg))
-            theirs = evaluate_version(current, data, threshold) if current is not None else None
+                mine.update(judge_photos(challenger, photos, cfg))
+            theirs = judge_version(current, data, threshold) if current is not None else None
             slices = training_slices(challenger, policy.slices.metric) if policy.slices else None
             decision = decide(policy, mine, theirs, slices)
             action = ("would-" if dry_run else "") + ("promote" if decision.promote else "refuse")

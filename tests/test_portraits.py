@@ -197,7 +197,7 @@ def test_landmarks_read_open_and_closed_eyes_of_real_faces():
 
 @pytest.mark.slow
 def test_eyes_photo_trains_on_close_ups_and_whole_faces_and_is_judged_on_held_out_photos(mlflow_store):
-    from faceattr.registry import promotion
+    from faceattr import promotion
 
     for name in ("eye-state", "eyes-whole", "lfw-attributes"):
         shared_data(name)
@@ -221,7 +221,7 @@ def test_eyes_photo_trains_on_close_ups_and_whole_faces_and_is_judged_on_held_ou
 
 
 def test_promotion_requires_beating_the_landmark_baseline_on_every_set():
-    from faceattr.registry import promotion
+    from faceattr import promotion
 
     policy = promotion.Policy.load("eyes-photo")
     judged = {"accuracy_at_0_5": 0.97, "baseline_ratio": 3.0, "collapsed": False, "photos_accuracy": 0.98,

@@ -60,7 +60,7 @@ def test_two_sets_train_split_apart_and_report_per_set_metrics(tmp_path, mlflow_
     cfg = config.load(str(path), {"epochs": 1, "train.verbose": 0})
     assert cfg["data"]["sets"][1]["source"] == str(crops.resolve())   # relative to the YAML
 
-    prepared = experiment.prepare(cfg)
+    prepared = experiment.gather(cfg)
     frame = prepared.data.frame
     assert frame["set"].value_counts().to_dict() == {"photos": 60, "crops": 40}
     # each set is split on its own, and apart: one person's photos and one file's content on one side
@@ -94,13 +94,13 @@ def test_a_missing_set_or_label_is_named_by_its_index_before_anything_trains(tmp
     missing = config.load(str(experiment_file(tmp_path, [{"source": str(photos)},
                                                          {"source": str(tmp_path / "nowhere")}])))
     with pytest.raises(DataError, match=r"data\[1\] \(nowhere.*not found"):
-        experiment.prepare(missing)
+        experiment.gather(missing)
     (tmp_path / "exp" / "two-sets.yaml").unlink()
     (tmp_path / "exp").rmdir()
     pd.read_csv(crops / "labels.csv").drop(columns="eyes").to_csv(crops / "labels.csv", index=False)
     unlabelled = config.load(str(experiment_file(tmp_path, [{"source": str(photos)}, {"source": str(crops)}])))
     with pytest.raises(DataError, match=r"data\[1\] \(crops.*no `eyes` label"):
-        experiment.prepare(unlabelled)
+        experiment.gather(unlabelled)
 
 
 # --- the subject-face rule ---------------------------------------------------------------------------

@@ -118,7 +118,11 @@ def decision_threshold(scores, labels) -> float:
     if y.all() or not y.any():
         return 0.5
     fpr, tpr, thresholds = skm.roc_curve(y, s, drop_intermediate=False)
-    accept = min(float(thresholds[np.argmax(tpr - fpr)]), 1.0)   # the first (highest) of the best
+    # J in whole counts (TP * N - FP * P = J * P * N): float TPR - FPR makes equal cuts differ by rounding
+    # noise, and then the noise, not the rule, picks among the ties
+    positives, negatives = int(y.sum()), int((~y).sum())
+    j = np.rint(tpr * positives) * negatives - np.rint(fpr * negatives) * positives
+    accept = min(float(thresholds[np.argmax(j)]), 1.0)   # the first (highest) of the best
     rejected = s[s < accept]
     reject = float(rejected.max()) if rejected.size else accept
     eps = 1e-7

@@ -75,3 +75,27 @@ def test_decision_threshold_is_the_widest_margin_on_validation():
     t = evaluate.decision_threshold([0.2, 0.5, 0.6, 0.9], [0, 1, 0, 1])
     assert t == pytest.approx(expit((logit(0.9) + logit(0.6)) / 2))
     assert evaluate.decision_threshold([0.2, 0.7], [1, 1]) == 0.5
+
+
+def test_decision_threshold_takes_the_highest_of_exactly_tied_cuts():
+    """Ties in balanced accuracy are decided by the rule (the highest cut), never by float noise: the best
+    cut worked out here in exact fractions over every score, on small sets with many exact ties."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        n = int(rng.integers(4, 14))
+        scores = rng.integers(1, 20, n) / 20.0               # a coarse grid: many exact ties of J
+        labels = rng.integers(0, 2, n).astype(bool)
+        if labels.all() or not labels.any():
+            continue
+        P, N = int(labels.sum()), int((~labels).sum())
+
+        def j(cut):
+            return Fraction(int((scores[labels] >= cut).sum()), P) - Fraction(int((scores[~labels] >= cut).sum()), N)
+
+        best = min(1.0, max([*sorted(set(scores)), np.inf], key=lambda cut: (j(cut), cut)))   # inf: accept none
+        rejected = scores[scores < best]
+        accept, reject = np.clip([best, rejected.max() if rejected.size else best], 1e-7, 1 - 1e-7)
+        expected = 1 / (1 + np.sqrt((1 - accept) / accept * (1 - reject) / reject))   # midway in log-odds
+        assert evaluate.decision_threshold(scores, labels) == pytest.approx(expected, rel=1e-6), (scores, labels)

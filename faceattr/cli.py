@@ -56,9 +56,16 @@ def import_tensorflow() -> None:
 
 def quiet_libraries() -> None:
     """What every command printed before its own output besides TensorFlow's lines: MLflow's notices and
-    its CloudPickle warning about `python_model` (faceattr's served model is that object by design)."""
-    for notice in MLFLOW_NOTICES:
-        warnings.filterwarnings("ignore", message=notice, category=UserWarning)
+    its CloudPickle warning about `python_model` (faceattr's served model is that object by design).
+    The notices are dropped where warnings are shown (`warnings.showwarning`): MLflow raises the first
+    inside its own `catch_warnings` with a filter of its own, which a filter of ours cannot outrank."""
+    shown = warnings.showwarning
+
+    def show(message, *args, **kwargs):
+        if not any(re.match(notice, str(message)) for notice in MLFLOW_NOTICES):
+            shown(message, *args, **kwargs)
+
+    warnings.showwarning = show
     logging.getLogger("mlflow.pyfunc").addFilter(lambda record: "CloudPickle" not in record.getMessage())
 
 

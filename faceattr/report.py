@@ -374,7 +374,7 @@ TEMPLATE = PAGE.from_string("""<!doctype html>
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px 32px; color: #1d2330; max-width: 1320px; }
 h1 { font-size: 24px; margin-bottom: 4px; } h2 { font-size: 18px; margin-top: 32px; border-bottom: 1px solid #ccd; }
 .note { color: #5a6270; } table { border-collapse: collapse; margin: 8px 0; }
-th, td { border: 1px solid #d5d9e0; padding: 4px 8px; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
+th, td { border: 1px solid #d5d9e0; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #eef1f6; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 6px; }
 .side { display: flex; gap: 24px; align-items: flex-start; } .side > section { flex: 1; min-width: 0; }
@@ -383,7 +383,8 @@ th { background: #eef1f6; } td.num { text-align: right; font-variant-numeric: ta
 details { margin: 4px 0; } code { font-size: 0.9em; overflow-wrap: anywhere; }
 /* the contenders' plots take the full width below their facts, two columns only from 1800 px on, so a
    gallery's captions stay readable at a laptop's 1400 px */
-.side { flex-direction: column; } @media (min-width: 1800px) { .side { flex-direction: row; } }
+.side { flex-direction: column; align-items: stretch; }
+@media (min-width: 1800px) { .side { flex-direction: row; align-items: flex-start; } }
 </style></head><body>
 <h1>faceattr report: experiment <code>{{ e.experiment }}</code></h1>
 <p class="note">Made {{ e.made_at }}. {{ e.groups | map(attribute='runs') | map('length') | sum }} training runs in

@@ -7,7 +7,6 @@ Extra `--section.key value` arguments override any key of the experiment YAML; t
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
 import os
 import re
@@ -72,7 +71,7 @@ def quiet_libraries() -> None:
 OVERRIDES_HELP = ("Any other --section.key VALUE (or --section.key=VALUE) overrides that key of the experiment "
                   "YAML, e.g. --model.dense_0 64 --train.learning_rate 3e-4 --data.size 500; "
                   "`mlflow run . -e NAME -P section.key=VALUE` reaches it the same way. A key the experiment "
-                  "does not have is an error, and so is an abbreviated option (--epoch for --epochs).")
+                  "does not have is an error, and so is an abbreviated option (--epoch is not --epochs).")
 
 
 class Parser(argparse.ArgumentParser):
@@ -104,18 +103,6 @@ def parse_overrides(extra: list[str]) -> dict[str, str]:
     return out
 
 
-def check_overrides(overrides: dict[str, str], args: argparse.Namespace) -> None:
-    """An override without a section (`--epoch`) is a shortcut (config.SHORTCUTS) or a top-level key of the
-    experiment (`--region`); anything else is a mistyped option: an error naming it and the nearest
-    option, before any data is read."""
-    known = set(config_module.SHORTCUTS) | set(config_module.Experiment.model_fields)
-    for key in overrides:
-        if "." not in key and key not in known:
-            near = difflib.get_close_matches(key, sorted(known | set(vars(args))), n=1)
-            hint = f" (did you mean --{near[0].replace('_', '-')}?)" if near else ""
-            raise FaceattrError(f"unknown option --{key}{hint}. {OVERRIDES_HELP}")
-
-
 def common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("experiment", help=f"experiment name ({', '.join(config_module.available())}) or YAML path")
     parser.add_argument("--epochs", help="most epochs to train (early stopping may end sooner)")
@@ -127,9 +114,7 @@ def common_options(parser: argparse.ArgumentParser) -> None:
 def load_config(args, extra: list[str]) -> dict:
     overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "data", "seed")
                  if getattr(args, k, None) not in (None, "")}
-    given = parse_overrides(extra)
-    check_overrides(given, args)
-    overrides.update(given)
+    overrides.update(parse_overrides(extra))   # config.load names a key the experiment does not have
     return config_module.load(args.experiment, overrides)
 
 

@@ -65,8 +65,9 @@ def caption_ink_height(png: bytes) -> int:
 
 
 def a_champion_with_a_gallery(tmp_path) -> tuple[str, str, bytes]:
-    """An eyes experiment with two configurations over seeds, the first run registered and champion with a
-    real error gallery (plots.error_gallery, as a training run logs it) and a wide slices table."""
+    """An eyes experiment with two configurations over seeds; the first run registered and champion with a
+    real error gallery (plots.error_gallery, as a training run logs it) and a wide slices table, a run of the
+    second registered as the challenger with the same gallery."""
     client = mlflow.MlflowClient()
     experiment_id = client.create_experiment("eyes")
     runs = [training_run(client, experiment_id, dense, seed, 0.03 + seed / 100)
@@ -91,6 +92,10 @@ def a_champion_with_a_gallery(tmp_path) -> tuple[str, str, bytes]:
     client.create_model_version("eyes", f"{client.get_run(champion).info.artifact_uri}/model", run_id=champion)
     registry.record("eyes", "1", {registry.PREVIOUS: "none"})
     registry.move_champion("eyes", "1")
+    challenger = runs[2]   # with the same gallery: the page shows both contenders' galleries
+    client.log_artifact(challenger, str(tmp_path / "error_gallery.png"), "plots")
+    client.log_text(challenger, "x", "model/placeholder.txt")
+    client.create_model_version("eyes", f"{client.get_run(challenger).info.artifact_uri}/model", run_id=challenger)
     return experiment_id, champion, gallery
 
 
@@ -102,7 +107,7 @@ def test_report_reads_well_at_1400_px(tracking, tmp_path, browser):
     page.goto(out.as_uri())
     shown = page.evaluate("""() => {
         const root = document.documentElement;
-        const img = document.querySelector('img[alt="champion gallery"]');
+        const img = document.querySelector('img[alt="challenger gallery"]');
         return {page: [root.scrollWidth, root.clientWidth],
                 tables: [...document.querySelectorAll('table')].map(t => t.closest('.wide')
                         ? t.closest('.wide').getBoundingClientRect().right : t.getBoundingClientRect().right),

@@ -27,9 +27,9 @@ def test_bad_parameter_is_a_clear_error(capsys):
 
 
 @pytest.mark.parametrize("argv, named", [
-    (["train", "eyes", "--epoch", "1"], "unknown option --epoch (did you mean --epochs?)"),  # argparse took it
-    (["train", "eyes", "--epochs", "40", "--epoch", "1"], "unknown option --epoch"),   # mlflow run -P epoch=1
-    (["train", "eyes", "--batch", "8"], "unknown option --batch"),
+    (["train", "eyes", "--epoch", "1"], "unknown parameter 'epoch'"),   # argparse took it as --epochs 1
+    (["train", "eyes", "--epochs", "40", "--epoch", "1"], "unknown parameter 'epoch'"),   # mlflow run -P epoch=1
+    (["train", "eyes", "--batch", "8"], "unknown parameter 'batch'"),
     (["report", "eyes", "--ou", "x.html"], "--ou"),
     (["promote", "eyes", "--dry", "true"], "--dry"),
 ])

@@ -22,6 +22,7 @@ for _name, _value in {"TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_LOGGING_LEVEL": "WARN
     os.environ.setdefault(_name, _value)
 
 from faceattr import config as config_module  # noqa: E402
+from faceattr import names  # noqa: E402
 from faceattr.errors import FaceattrError  # noqa: E402
 
 # TensorFlow's import-time C++ lines: INFO/WARNING records (I1204 ..., W1204 ...), absl's notice before
@@ -126,8 +127,8 @@ def cmd_train(args, extra) -> int:
     outcome = train(load_config(args, extra), register=args.register, few_photos=args.register_few_photos)
     shown = {k: round(v, 4) for k, v in outcome.metrics.items()
              if k in ("val_mse", "baseline_ratio", "val_accuracy", "test_mse", "test_accuracy", "collapse_std_ratio")}
-    leans = outcome.tags.get("leans_on_gender")   # regressions only (faceattr/views.py)
-    print(f"faceattr: done: {shown} collapsed={outcome.tags['collapsed']}"
+    leans = outcome.tags.get(names.LEANS_ON_GENDER)   # regressions only (faceattr/views.py)
+    print(f"faceattr: done: {shown} collapsed={outcome.tags[names.COLLAPSED]}"
           + (f" leans_on_gender={leans}" if leans else "") + f" model={outcome.model_uri}"
           + (f" registered={outcome.version}" if outcome.version else ""))
     if outcome.not_registered:
@@ -372,7 +373,7 @@ def add_report_parser(sub) -> None:
     report = sub.add_parser("report", help="one self-contained HTML page comparing an experiment's runs "
                                            "(mean ± std over seeds, curves, champion vs challenger, promotions)")
     report.add_argument("experiment", help="MLflow experiment name (eyes, gender, ...)")
-    report.add_argument("--out", default="report.html", help="the HTML file to write (default report.html)")
+    report.add_argument("--out", default=names.REPORT_FILE, help=f"the HTML file to write (default {names.REPORT_FILE})")
     report.set_defaults(func=cmd_report)
 
 

@@ -6,7 +6,7 @@ the task's headline metrics; tuning searches summarised, one row per search inst
 every run's learning curves overlaid; the registered champion and challenger side by side with the
 plots and slices their runs logged; the promotion history. Plots are inline PNG data URIs and the
 styles are inline, so the file opens offline and in MLflow's artifact viewer, where it is logged as
-`report.html` of a run in the experiment `faceattr-reports` (REPORTS), not in the experiment it
+`report.html` of a run in the experiment `faceattr-reports` (names.REPORTS), not in the experiment it
 compares: MLflow has no hidden runs, so a report run among the training runs would sit in their list,
 their compare view and their charts; in its own experiment every report is one click away.
 
@@ -33,23 +33,16 @@ import jinja2
 import numpy as np
 
 from faceattr import config as config_module
-from faceattr import evaluate, registry, tasks, tracking, views
+from faceattr import evaluate, names, registry, tasks, tracking
 from faceattr.errors import FaceattrError
 from faceattr.registry import promotion
 
-REPORT_FILE = "report.html"            # the artifact of the report run
-REPORTS = "faceattr-reports"           # the MLflow experiment report runs are logged in
-REPORTED = "faceattr.reported"         # tag of a report run: the experiment it compares
-REPORT_ROLE = "report"                 # tracking.ROLE of the report run (stores from before REPORTS hold
-                                       # them among the training runs: left out)
-REPEAT_ROLE = "repeat"                 # a nested run that is a seed repeat of one configuration (tuning)
-PARENT = "mlflow.parentRunId"
 SEED_PARAMS = ("train.seed", "seed")   # `seed`: the -P shortcut `mlflow run` logs beside train.seed
 CURVES = ("loss", "val_loss")          # per-epoch metrics (tracking.EpochMetrics)
 # What the training runs log besides the task's metrics (faceattr/views.py: how far a regression's answers
 # move when the gender input is swapped or unknown, or the photo shuffled) and the contenders' plots.
 RELIANCE = evaluate.GENDER_WEIGHTS
-CONTENDER_PLOTS = {views.GALLERY: "gallery", views.PREDICTED_VS_TRUE: "predicted vs true"}
+CONTENDER_PLOTS = {names.GALLERY: "gallery", names.PREDICTED_VS_TRUE: "predicted vs true"}
 
 
 # --- the numbers ----------------------------------------------------------------------------------
@@ -148,32 +141,13 @@ def compared_metrics(runs: list) -> list[str]:
     return [k for k in dict.fromkeys(wanted) if k in logged]
 
 
-# Params a training run logs that are not keys of its experiment config: what it computed (tracking.log_data,
-# experiment.fit_and_log). `mlflow run`'s own -P params (epochs, seed, ...) have no config section.
-COMPUTED = {"data.name", "data.digest", "data.rows", "data.n_train", "data.n_val", "data.n_test", "data.left_out",
-            "model.parameters", "model.trainable_parameters"}
-
-
-def experiment_config(run) -> dict[str, str]:
-    """The run's experiment config as flat `section.key` strings: its params that are config keys (the
-    config's top-level names), without what it computed and without the launcher's params. Every
-    grouping decision reads this one function."""
-    fields = set(config_module.Experiment.model_fields)   # name, task, ..., and the sections data, model, ...
-    sections = set(config_module.DEFAULTS)                  # `-P data=...` is the launcher's, not a section
-
-    def from_config(key: str) -> bool:
-        section, dot, _ = key.partition(".")
-        return section in fields and (bool(dot) or section not in sections) and key not in COMPUTED
-
-    return {k: v for k, v in run.data.params.items() if from_config(k)}
-
-
 def group_runs(runs: list) -> list[Group]:
     """Configurations, in the order of their first run; each labelled by the config keys that differ
     between them."""
     by_params: dict[tuple, list] = {}
     for run in runs:
-        key = tuple(sorted((k, v) for k, v in experiment_config(run).items() if k not in SEED_PARAMS))
+        config = config_module.flatten(tracking.run_config(run))   # the experiment's own config
+        key = tuple(sorted((k, str(v)) for k, v in config.items() if k not in SEED_PARAMS))
         by_params.setdefault(key, []).append(run)
     groups = [Group(i + 1, dict(key), members) for i, (key, members) in enumerate(by_params.items())]
     keys = set().union(*(g.params for g in groups))
@@ -189,16 +163,16 @@ def sort_runs(runs: list) -> tuple[list, list[Search], dict[str, int]]:
     like any run; its parent is a search, not a configuration. A training run that did not finish
     (FAILED, KILLED, RUNNING) has no metrics to judge, often no params: it is counted, not compared."""
     left_out: Counter = Counter()
-    reports = [r for r in runs if r.data.tags.get(tracking.ROLE) == REPORT_ROLE]
+    reports = [r for r in runs if r.data.tags.get(names.ROLE) == names.REPORT]
     if reports:
         left_out["report run(s) among the training runs"] = len(reports)
     runs = [r for r in runs if r not in reports]
     children: dict[str, list] = {}
     for run in runs:
-        parent = run.data.tags.get(PARENT)
-        if parent and run.data.tags.get(tracking.ROLE) != REPEAT_ROLE:
+        parent = run.data.tags.get(tracking.PARENT)
+        if parent and run.data.tags.get(names.ROLE) != names.REPEAT:
             children.setdefault(parent, []).append(run)
-    parents = {r.info.run_id for r in runs if r.data.tags.get(tracking.ROLE) == "search"} | set(children)
+    parents = {r.info.run_id for r in runs if r.data.tags.get(names.ROLE) == names.SEARCH} | set(children)
     nested = {r.info.run_id for kids in children.values() for r in kids}
     training = [r for r in runs if r.info.run_id not in parents | nested]
     for run in training:
@@ -286,16 +260,16 @@ def contenders(model: str, runs_by_id: dict, compared: list[str]) -> tuple[list[
 def contender(role: str, version, runs_by_id: dict, compared: list[str]) -> Contender:
     run = runs_by_id.get(version.run_id) or (tracking.get_run(version.run_id) if version.run_id else None)
     facts = {"version": str(version.version), "stage": version.current_stage,
-             "aliases": ", ".join(version.aliases) or "-", "decision": version.tags.get("faceattr.decision", "-")}
+             "aliases": ", ".join(version.aliases) or "-", "decision": version.tags.get(names.DECISION, "-")}
     if run is None:
         return Contender(role, version, None, facts, {}, None)
     run_id, metrics = run.info.run_id, run.data.metrics
-    facts.update({"run": run.data.tags.get("mlflow.runName", run_id), "seed": seed_of(run),
-                  views.LEANS_ON_GENDER: run.data.tags.get(views.LEANS_ON_GENDER, "-")})
+    facts.update({"run": run.data.tags.get(tracking.RUN_NAME, run_id), "seed": seed_of(run),
+                  names.LEANS_ON_GENDER: run.data.tags.get(names.LEANS_ON_GENDER, "-")})
     slice_keys = sorted(k for k in metrics if evaluate.SLICE_MARK in k)
     facts.update({k: _number(metrics[k]) for k in [*compared, *slice_keys] if k in metrics})
     plots = {caption: tracking.read_artifact(run_id, path) for path, caption in CONTENDER_PLOTS.items()}
-    table = tracking.read_artifact(run_id, views.SLICES)
+    table = tracking.read_artifact(run_id, names.SLICES)
     return Contender(role, version, run, facts, {c: data_uri(png) if png else None for c, png in plots.items()},
                      _table(table) if table else None)
 
@@ -313,13 +287,13 @@ def decisions(model: str) -> list[dict]:
         metric = params.get("policy.metric")
         rows.append({
             "when": datetime.fromtimestamp(run.info.start_time / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-            "action": tags.get("faceattr.action", "-"), "decision": tags.get("faceattr.decision", run.info.status),
+            "action": tags.get(names.ACTION, "-"), "decision": tags.get(names.DECISION, run.info.status),
             "version": params.get("challenger_version", params.get("to_version", "-")),
             "champion": params.get("champion_version", params.get("from_version", "-")),
             "metric": metric or "-",
             "challenger_value": metrics.get(f"challenger_{metric}"), "champion_value": metrics.get(f"champion_{metric}"),
-            "reasons": tags.get("faceattr.reasons", "-"), "user": tags.get("faceattr.user", "-"),
-            "run": tags.get("mlflow.runName", run.info.run_id)})
+            "reasons": tags.get(names.REASONS, "-"), "user": tags.get(names.USER, "-"),
+            "run": tags.get(tracking.RUN_NAME, run.info.run_id)})
     return rows
 
 
@@ -339,7 +313,7 @@ def gather(experiment: str) -> Evidence:
     groups = group_runs(training) if training else []
     # The registered model is named after the faceattr experiment the runs ran (experiment.py), which
     # `mlflow run --experiment-name` may have logged under another MLflow experiment name.
-    named = Counter(r.data.tags.get("faceattr.experiment") for r in runs if r.data.tags.get("faceattr.experiment"))
+    named = Counter(r.data.tags.get(names.EXPERIMENT) for r in runs if r.data.tags.get(names.EXPERIMENT))
     model = named.most_common(1)[0][0] if named else experiment
     found, note = contenders(model, {r.info.run_id: r for r in runs}, compared)
     return Evidence(experiment, model, compared, groups, searches, learning_curves(groups), found, note,
@@ -405,7 +379,7 @@ sample standard deviation (n-1) over distinct seeds; a single seed has none.</p>
 </table></div>
 {% for g in e.groups %}
 <details><summary>C{{ g.number }}: params and runs</summary>
-<p>{% for run in g.runs %}<code>{{ run.data.tags.get('mlflow.runName', run.info.run_id) }}</code> {% endfor %}</p>
+<p>{% for run in g.runs %}<code>{{ run.data.tags.get(run_name, run.info.run_id) }}</code> {% endfor %}</p>
 <div class="wide"><table>{% for k, v in g.params | dictsort %}<tr><td><code>{{ k }}</code></td><td>{{ v }}</td></tr>{% endfor %}</table></div>
 </details>
 {% endfor %}
@@ -416,7 +390,7 @@ sample standard deviation (n-1) over distinct seeds; a single seed has none.</p>
 <div class="wide"><table class="searches"><tr><th>search run</th><th>status</th><th>nested runs</th><th>finished</th>
 {% for k in e.compared %}<th>best {{ k }}</th>{% endfor %}</tr>
 {% for s in e.searches %}
-<tr><td>{{ s.run.data.tags.get('mlflow.runName', s.run.info.run_id) }}</td><td>{{ s.run.info.status }}</td>
+<tr><td>{{ s.run.data.tags.get(run_name, s.run.info.run_id) }}</td><td>{{ s.run.info.status }}</td>
 <td class="num">{{ s.children | length }}</td>
 <td class="num">{{ s.children | selectattr('info.status', 'equalto', 'FINISHED') | list | length }}</td>
 {% for k in e.compared %}<td class="num">{{ s.best.get(k) | number }}</td>{% endfor %}</tr>
@@ -462,18 +436,18 @@ sample standard deviation (n-1) over distinct seeds; a single seed has none.</p>
 
 
 def render(evidence: Evidence) -> str:
-    return TEMPLATE.render(e=evidence)
+    return TEMPLATE.render(e=evidence, run_name=tracking.RUN_NAME)
 
 
-def write_report(experiment: str, out: str | Path = REPORT_FILE) -> tuple[Path, str]:
+def write_report(experiment: str, out: str | Path = names.REPORT_FILE) -> tuple[Path, str]:
     """Write the page for `experiment` to `out` and log it as `report.html` of a new run `report-EXPERIMENT`
-    in the experiment REPORTS (see the module docstring); returns (path, the report run's id)."""
+    in the experiment names.REPORTS (see the module docstring); returns (path, the report run's id)."""
     evidence = gather(experiment)
     page = render(evidence)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
-    with tracking.start_run(f"report-{experiment}", tags={tracking.ROLE: REPORT_ROLE, REPORTED: experiment},
-                            experiment_id=tracking.ensure_experiment(REPORTS)) as run:
-        run.log_text(page, REPORT_FILE)
+    with tracking.start_run(f"{names.REPORT}-{experiment}", tags={names.ROLE: names.REPORT, names.REPORTED: experiment},
+                            experiment_id=tracking.ensure_experiment(names.REPORTS)) as run:
+        run.log_text(page, names.REPORT_FILE)
     return out, run.run_id

@@ -19,7 +19,7 @@ import matplotlib
 import mlflow
 import numpy as np
 import pytest
-from conftest import require, subprocess_env, wait_for_port
+from helpers import require, subprocess_env, wait_for_port
 from PIL import Image
 from test_report import training_run
 from test_serving import serve
@@ -99,7 +99,7 @@ def a_champion_with_a_gallery(tmp_path) -> tuple[str, str, bytes]:
     return experiment_id, champion, gallery
 
 
-def test_report_reads_well_at_1400_px(tracking, tmp_path, browser):
+def test_report_reads_well_at_1400_px(mlflow_store, tmp_path, browser):
     _, _, gallery = a_champion_with_a_gallery(tmp_path)
     out = tmp_path / "report.html"
     assert main(["report", "eyes", "--out", str(out)]) == 0
@@ -126,12 +126,12 @@ def test_report_reads_well_at_1400_px(tracking, tmp_path, browser):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_mlflow_ui_shows_a_finished_training_run(tracking, tmp_path, browser):
+def test_mlflow_ui_shows_a_finished_training_run(mlflow_store, tmp_path, browser):
     experiment_id, run_id, _ = a_champion_with_a_gallery(tmp_path)
-    env = subprocess_env(tmp_path, MLFLOW_TRACKING_URI=tracking)
+    env = subprocess_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_store)
     log = tmp_path / "mlflow-ui.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking,
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", mlflow_store,
                                  "-h", "127.0.0.1", "-p", "0", "-w", "1"], cwd=tmp_path, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -150,7 +150,7 @@ def test_mlflow_ui_shows_a_finished_training_run(tracking, tmp_path, browser):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_a_served_answer_is_json_to_the_browser(tracking, synthetic_cache, tmp_path, browser):
+def test_a_served_answer_is_json_to_the_browser(mlflow_store, synthetic_cache, tmp_path, browser):
     """Needs the NaN -> null fix of the served answer (helper "record", branch record): until it is
     merged this test fails, as it should: Chromium's JSON.parse rejects the bare NaN of eyes_left."""
     # region `eye` answers each eye of a whole photo too (eyes_left, eyes_right): a ready crop has neither
@@ -158,7 +158,7 @@ def test_a_served_answer_is_json_to_the_browser(tracking, synthetic_cache, tmp_p
                                                     "train.verbose": 0}), register=False)
     crop = np.asarray(Image.new("RGB", (48, 48), (150, 120, 100)))
     body = f'{{"dataframe_records": [{{"image": "{serving.encode_image(crop)}", "kind": "crop"}}]}}'
-    proc, port = serve(outcome.model_uri, tmp_path, subprocess_env(tmp_path, MLFLOW_TRACKING_URI=tracking),
+    proc, port = serve(outcome.model_uri, tmp_path, subprocess_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_store),
                        tmp_path / "serve.log")
     try:
         page = browser.new_page(viewport={"width": 900, "height": 120})

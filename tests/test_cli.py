@@ -6,7 +6,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import subprocess_env
+from helpers import subprocess_env
 from PIL import Image
 
 from faceattr.cli import main
@@ -33,7 +33,7 @@ def test_bad_parameter_is_a_clear_error(capsys):
     (["report", "eyes", "--ou", "x.html"], "--ou"),
     (["promote", "eyes", "--dry", "true"], "--dry"),
 ])
-def test_unknown_or_abbreviated_option_is_an_error_naming_it(argv, named, tracking, capsys):
+def test_unknown_or_abbreviated_option_is_an_error_naming_it(argv, named, mlflow_store, capsys):
     assert main(argv) == 2
     assert named in capsys.readouterr().err
     assert mlflow.search_runs(search_all_experiments=True).empty   # refused before anything ran
@@ -57,7 +57,7 @@ def test_a_command_prints_its_own_output_not_the_libraries_chatter(tmp_path):
     assert "no MLflow experiment named 'nose'" in done.stderr
 
 
-def test_bad_manifest_lists_every_bad_row_and_trains_nothing(tmp_path, tracking, capsys):
+def test_bad_manifest_lists_every_bad_row_and_trains_nothing(tmp_path, mlflow_store, capsys):
     images = tmp_path / "images"
     images.mkdir()
     for name in ("good1", "good2", "corrupt", "high", "nan"):
@@ -107,7 +107,7 @@ def test_mlflow_run_entry_point_trains_and_logs_into_the_named_experiment(tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_small_folder_logs_what_it_used_and_is_not_registered_unless_asked(tmp_path, tracking, capsys):
+def test_a_small_folder_logs_what_it_used_and_is_not_registered_unless_asked(tmp_path, mlflow_store, capsys):
     """29 ready crops: the run logs the 29 rows it read and no synthetic `data.size`; the model is not
     registered under the shared name unless --register-few-photos asks for it."""
     images = tmp_path / "images"

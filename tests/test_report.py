@@ -12,10 +12,12 @@ import pytest
 from PIL import Image
 
 from faceattr import registry
-from faceattr.tracking import ROLE, read_artifact
+from faceattr.names import ROLE
+from faceattr.tracking import read_artifact
 from faceattr.cli import main
 from faceattr.registry import promotion
-from faceattr.report import REPORTS, loss_limits
+from faceattr.names import REPORTS
+from faceattr.report import loss_limits
 
 # Two configurations over seeds; the third is a search's seed repeats. val_mse per seed.
 CONFIGS = {"64": {0: 0.031, 1: 0.027, 2: 0.035}, "128": {0: 0.022, 1: 0.026}}
@@ -55,7 +57,7 @@ def logged_artifacts(client, run_id, tmp_path):
 
 
 @pytest.fixture
-def experiment(tracking, tmp_path):
+def experiment(mlflow_store, tmp_path):
     client = mlflow.MlflowClient()
     experiment_id = client.create_experiment("eyes")
     runs = {(dense, seed): training_run(client, experiment_id, dense, seed, mse)
@@ -163,7 +165,7 @@ def test_report_compares_configurations_over_seeds_and_is_logged(experiment, tmp
     assert "version 3" in section(page, "champion") and "version 2" in section(page, "challenger")
 
 
-def test_only_finished_runs_are_judged_by_their_experiment_config_over_distinct_seeds(tracking, tmp_path):
+def test_only_finished_runs_are_judged_by_their_experiment_config_over_distinct_seeds(mlflow_store, tmp_path):
     client = mlflow.MlflowClient()
     experiment_id = client.create_experiment("eyes")
     training_run(client, experiment_id, "64", 0, 0.030)
@@ -198,7 +200,7 @@ def test_loss_axis_is_fitted_to_the_epochs_after_the_first():
     assert loss_limits([(0, 2.0)]) is None                        # one epoch: matplotlib's own limits
 
 
-def test_unknown_experiment_is_a_clear_error_before_any_run(tracking, capsys):
+def test_unknown_experiment_is_a_clear_error_before_any_run(mlflow_store, capsys):
     mlflow.MlflowClient().create_experiment("eyes")
     assert main(["report", "nose"]) == 2
     err = capsys.readouterr().err
@@ -209,7 +211,7 @@ def test_unknown_experiment_is_a_clear_error_before_any_run(tracking, capsys):
 
 
 @pytest.mark.slow
-def test_report_of_real_training_runs_over_two_seeds(tracking, synthetic_cache, tmp_path):
+def test_report_of_real_training_runs_over_two_seeds(mlflow_store, synthetic_cache, tmp_path):
     for seed in ("0", "1"):
         assert main(["train", "eyes", "--epochs", "2", "--seed", seed, "--data.size", "120", "--train.verbose", "0"]) == 0
     assert main(["report", "eyes", "--out", str(tmp_path / "report.html")]) == 0

@@ -34,7 +34,7 @@ import numpy as np
 
 from faceattr import config as config_module
 from faceattr import evaluate, names, registry, tasks, tracking
-from faceattr.errors import FaceattrError
+from faceattr.errors import ConfigError, FaceattrError
 from faceattr.registry import promotion
 
 SEED_PARAMS = ("train.seed", "seed")   # `seed`: the -P shortcut `mlflow run` logs beside train.seed
@@ -122,7 +122,7 @@ class Evidence:
     contenders: list[Contender]
     model_note: str
     decisions: list[dict]
-    left_out: dict[str, int]           # why -> how many runs
+    left_out: Counter                  # why -> how many runs
     made_at: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
 
@@ -141,12 +141,16 @@ def compared_metrics(runs: list) -> list[str]:
     return [k for k in dict.fromkeys(wanted) if k in logged]
 
 
-def group_runs(runs: list) -> list[Group]:
+def group_runs(runs: list, left_out: Counter) -> list[Group]:
     """Configurations, in the order of their first run; each labelled by the config keys that differ
-    between them."""
+    between them. A run whose config cannot be read is counted in `left_out`, not guessed at."""
     by_params: dict[tuple, list] = {}
     for run in runs:
-        config = config_module.flatten(tracking.run_config(run))   # the experiment's own config
+        try:
+            config = config_module.flatten(tracking.run_config(run))   # the experiment's own config
+        except ConfigError:
+            left_out["finished run(s) whose experiment config cannot be read"] += 1
+            continue
         key = tuple(sorted((k, str(v)) for k, v in config.items() if k not in SEED_PARAMS))
         by_params.setdefault(key, []).append(run)
     groups = [Group(i + 1, dict(key), members) for i, (key, members) in enumerate(by_params.items())]
@@ -157,7 +161,7 @@ def group_runs(runs: list) -> list[Group]:
     return groups
 
 
-def sort_runs(runs: list) -> tuple[list, list[Search], dict[str, int]]:
+def sort_runs(runs: list) -> tuple[list, list[Search], Counter]:
     """(FINISHED training runs, searches, {why: how many runs were left out}). A nested run is summarised
     under its parent (tuning trials would flood the table) unless it is a seed repeat, which is compared
     like any run; its parent is a search, not a configuration. A training run that did not finish
@@ -182,7 +186,7 @@ def sort_runs(runs: list) -> tuple[list, list[Search], dict[str, int]]:
     searches = [Search(r, children.get(r.info.run_id, []),
                        {k[5:]: v for k, v in r.data.metrics.items() if k.startswith("best_")})
                 for r in runs if r.info.run_id in parents]
-    return training, searches, dict(left_out)
+    return training, searches, left_out
 
 
 # --- pictures -------------------------------------------------------------------------------------
@@ -310,7 +314,7 @@ def gather(experiment: str) -> Evidence:
         raise FaceattrError(f"experiment {experiment!r} has no finished runs to compare{skipped}: train some "
                             f"first (`faceattr train {experiment} --seed 0`, `--seed 1`, ...)")
     compared = compared_metrics(training or [c for s in searches for c in s.children] or [s.run for s in searches])
-    groups = group_runs(training) if training else []
+    groups = group_runs(training, left_out) if training else []
     # The registered model is named after the faceattr experiment the runs ran (experiment.py), which
     # `mlflow run --experiment-name` may have logged under another MLflow experiment name.
     named = Counter(r.data.tags.get(names.EXPERIMENT) for r in runs if r.data.tags.get(names.EXPERIMENT))

@@ -7,11 +7,12 @@ import re
 import statistics
 
 import mlflow
+from mlflow.entities import Param
 import pandas as pd
 import pytest
 from PIL import Image
 
-from faceattr import registry
+from faceattr import config, registry
 from faceattr.names import ROLE
 from faceattr.tracking import read_artifact
 from faceattr.cli import main
@@ -26,15 +27,19 @@ TRIALS = 4
 
 
 def training_run(client, experiment_id, dense, seed, val_mse, parent=None, role=None, launcher=None):
-    """A finished training run as `faceattr train` logs it; `launcher`: the -P params `mlflow run` adds."""
+    """A finished training run as `faceattr train` logs it (every config key as a param, the config as
+    config.json, what it computed); `launcher`: the -P params `mlflow run` adds."""
     tags = {"mlflow.runName": f"eyes-{dense}-s{seed}", "faceattr.experiment": "eyes"}
     if parent:
         tags.update({"mlflow.parentRunId": parent, ROLE: role})
     run = client.create_run(experiment_id, tags=tags)
     run_id = run.info.run_id
-    for key, value in {"task": "regression", "model.dense_0": dense, "train.seed": seed,
-                       "train.epochs": 3, "data.digest": "abc123", **(launcher or {})}.items():
-        client.log_param(run_id, key, value)
+    used = config.load("eyes", {"model.dense_0": int(dense), "train.seed": seed, "train.epochs": 3})
+    params = {k: str(v) for k, v in config.flatten(used).items()}
+    client.log_batch(run_id, params=[Param(k, v) for k, v in {**params, "data.digest": "abc123",
+                                                               "model.parameters": str(int(dense) * 1000),
+                                                               **(launcher or {})}.items()])
+    client.log_dict(run_id, used, "config.json")
     for key, value in {"val_mse": val_mse, "baseline_ratio": 0.05 / val_mse, "val_accuracy_at_0_5": 1 - val_mse * 5,
                        "test_mse": val_mse * 1.1, "gender_weight_swap": val_mse / 10}.items():
         client.log_metric(run_id, key, value)
@@ -178,13 +183,18 @@ def test_only_finished_runs_are_judged_by_their_experiment_config_over_distinct_
     typo = client.create_run(experiment_id, tags={"mlflow.runName": "typo"})   # a -P typo: FAILED, no params
     client.set_terminated(typo.info.run_id, "FAILED")
     client.create_run(experiment_id, tags={"mlflow.runName": "still going"})   # RUNNING
+    partial = client.create_run(experiment_id, tags={"mlflow.runName": "half logged"})   # no config.json,
+    client.log_param(partial.info.run_id, "train.seed", "0")                              # a config it cannot be
+    client.set_terminated(partial.info.run_id)                                            # rebuilt from
     out = tmp_path / "report.html"
     assert main(["report", "eyes", "--out", str(out)]) == 0
     page = out.read_text()
 
     assert re.findall(r'<tr id="(C\d+)">', page) == ["C1", "C2"]
-    assert "(unset)" not in page and "Left out: 1 FAILED training run(s), not finished; " \
-                                      "1 RUNNING training run(s), not finished." in page
+    assert "(unset)" not in page and "Left out: " in page
+    for why in ("1 FAILED training run(s), not finished", "1 RUNNING training run(s), not finished",
+                "1 finished run(s) whose experiment config cannot be read"):
+        assert why in page, why
     assert 'data-metric="val_mse"' in page                        # the failed run takes no column away
     first, second = row(page, "C1"), row(page, "C2")
     per_seed = [0.030, (0.026 + 0.028) / 2]                        # repeats of a seed averaged first

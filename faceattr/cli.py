@@ -7,7 +7,6 @@ Extra `--section.key value` arguments override any key of the experiment YAML; t
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import sys
@@ -18,7 +17,7 @@ import warnings
 # at a shell (WARNING and ERROR still show); a user's own setting wins. TF_CPP_MIN_LOG_LEVEL=2 keeps
 # TensorFlow's C++ ERROR lines once it has started (its import-time lines ignore it: `import_tensorflow`).
 for _name, _value in {"TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_LOGGING_LEVEL": "WARNING",
-                      "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "GIT_PYTHON_REFRESH": "quiet"}.items():
+                      "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
     os.environ.setdefault(_name, _value)
 
 from faceattr import config as config_module  # noqa: E402
@@ -29,10 +28,6 @@ from faceattr.errors import FaceattrError  # noqa: E402
 # them, and the CPU-instructions note's second line. E and F records are kept.
 IMPORT_NOISE = re.compile(r"(?:[IW]\d{4} |WARNING: All log messages before absl::InitializeLog\(\)|"
                           r"To enable the following instructions:)")
-# MLflow's notices about how faceattr logs its model, which a user cannot act on.
-MLFLOW_NOTICES = (r".*Add type hints to the `predict` method", r".*Hint: Inferred schema contains integer column")
-
-
 def import_tensorflow() -> None:
     """Import TensorFlow with its import-time INFO/WARNING lines dropped (TF_CPP_MIN_LOG_LEVEL does not
     reach them: they are logged before absl is initialised, tensorflow#100442); every other line it
@@ -55,18 +50,9 @@ def import_tensorflow() -> None:
 
 
 def quiet_libraries() -> None:
-    """What every command printed before its own output besides TensorFlow's lines: MLflow's notices and
-    its CloudPickle warning about `python_model` (faceattr's served model is that object by design).
-    The notices are dropped where warnings are shown (`warnings.showwarning`): MLflow raises the first
-    inside its own `catch_warnings` with a filter of its own, which a filter of ours cannot outrank."""
-    shown = warnings.showwarning
-
-    def show(message, *args, **kwargs):
-        if not any(re.match(notice, str(message)) for notice in MLFLOW_NOTICES):
-            shown(message, *args, **kwargs)
-
-    warnings.showwarning = show
-    logging.getLogger("mlflow.pyfunc").addFilter(lambda record: "CloudPickle" not in record.getMessage())
+    """MLflow's notice, on every logged model, that the signature it infers has integer columns: about
+    how faceattr logs its model, nothing a user can act on."""
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
 
 
 OVERRIDES_HELP = ("Any other --section.key VALUE (or --section.key=VALUE) overrides that key of the experiment "

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from helpers import subprocess_env
 from PIL import Image
@@ -113,8 +114,9 @@ def test_a_small_folder_logs_what_it_used_and_is_not_registered_unless_asked(tmp
     images = tmp_path / "images"
     images.mkdir()
     rows = ["path,eyes,gender"]
+    rng = np.random.default_rng(0)   # distinct photos: near-duplicates would share a split
     for i in range(29):
-        Image.new("RGB", (60, 32), (40 + 6 * i, 90, 60)).save(images / f"{i}.png")
+        Image.fromarray(rng.integers(0, 255, (32, 60, 3), dtype=np.uint8)).save(images / f"{i}.png")
         rows.append(f"images/{i}.png,{i % 2},{('male', 'female')[i % 3 % 2]}")
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     argv = ["train", "eyes", "--data", str(tmp_path / "labels.csv"), "--data.image_region", "eyes", "--epochs", "1",

@@ -151,8 +151,8 @@ def test_mlflow_ui_shows_a_finished_training_run(mlflow_store, tmp_path, browser
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_served_answer_is_json_to_the_browser(mlflow_store, synthetic_cache, tmp_path, browser):
-    """Needs the NaN -> null fix of the served answer (helper "record", branch record): until it is
-    merged this test fails, as it should: Chromium's JSON.parse rejects the bare NaN of eyes_left."""
+    """A ready crop has no per-eye values: the answer holds null for them. Before serving wrote null
+    (the record branch), Chromium's JSON.parse rejected the whole answer over the bare NaN of eyes_left."""
     # region `eye` answers each eye of a whole photo too (eyes_left, eyes_right): a ready crop has neither
     outcome = experiment.train(config.load("eyes", {"region": "eye", "data.size": 20, "epochs": 1,
                                                     "train.verbose": 0}), register=False)

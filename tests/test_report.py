@@ -226,8 +226,9 @@ def test_report_of_real_training_runs_over_two_seeds(mlflow_store, synthetic_cac
         assert main(["train", "eyes", "--epochs", "2", "--seed", seed, "--data.size", "120", "--train.verbose", "0"]) == 0
     assert main(["report", "eyes", "--out", str(tmp_path / "report.html")]) == 0
     page = (tmp_path / "report.html").read_text()
-    runs = mlflow.search_runs(experiment_names=["eyes"], filter_string=f"tags.`{ROLE}` = 'report'")
+    runs = mlflow.search_runs(experiment_names=[REPORTS], filter_string=f"tags.`{ROLE}` = 'report'")
     assert len(runs) == 1
+    assert mlflow.search_runs(experiment_names=["eyes"], filter_string=f"tags.`{ROLE}` = 'report'").empty
     trained = mlflow.search_runs(experiment_names=["eyes"], filter_string="params.`train.epochs` = '2'")
     assert sorted(trained["params.train.seed"]) == ["0", "1"]
     (config,) = re.findall(r'<tr id="(C\d+)">', page)

@@ -7,11 +7,67 @@ Extra `--section.key value` arguments override any key of the experiment YAML; t
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
+import tempfile
+import warnings
 
-from faceattr import config as config_module
-from faceattr import names
-from faceattr.errors import FaceattrError
+# Before MLflow and TensorFlow are first imported: their INFO lines and progress bars are noise to a person
+# at a shell (WARNING and ERROR still show); a user's own setting wins. TF_CPP_MIN_LOG_LEVEL=2 keeps
+# TensorFlow's C++ ERROR lines once it has started (its import-time lines ignore it: `import_tensorflow`).
+for _name, _value in {"TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_LOGGING_LEVEL": "WARNING",
+                      "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
+    os.environ.setdefault(_name, _value)
+
+from faceattr import config as config_module  # noqa: E402
+from faceattr import names  # noqa: E402
+from faceattr.errors import FaceattrError  # noqa: E402
+
+# TensorFlow's import-time C++ lines: INFO/WARNING records (I1204 ..., W1204 ...), absl's notice before
+# them, and the CPU-instructions note's second line. E and F records are kept.
+IMPORT_NOISE = re.compile(r"(?:[IW]\d{4} |WARNING: All log messages before absl::InitializeLog\(\)|"
+                          r"To enable the following instructions:)")
+def import_tensorflow() -> None:
+    """Import TensorFlow with its import-time INFO/WARNING lines dropped (TF_CPP_MIN_LOG_LEVEL does not
+    reach them: they are logged before absl is initialised, tensorflow#100442); every other line it
+    writes, errors included, is passed on to stderr."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            for line in caught.read().decode(errors="replace").splitlines(keepends=True):
+                if not IMPORT_NOISE.match(line):
+                    sys.stderr.write(line)
+
+
+def quiet_libraries() -> None:
+    """MLflow's notice, on every logged model, that the signature it infers has integer columns: about
+    how faceattr logs its model, nothing a user can act on."""
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
+
+
+OVERRIDES_HELP = ("Any other --section.key VALUE (or --section.key=VALUE) overrides that key of the experiment "
+                  "YAML, e.g. --model.dense_0 64 --train.learning_rate 3e-4 --data.size 500; "
+                  "`mlflow run . -e NAME -P section.key=VALUE` reaches it the same way. A key the experiment "
+                  "does not have is an error, and so is an abbreviated option (--epoch is not --epochs).")
+
+
+class Parser(argparse.ArgumentParser):
+    """Every parser and subparser: no prefix matching (argparse would take `--epoch 1`, and `mlflow run
+    -P epoch=1`, as `--epochs 1` while the run records the YAML's epochs)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
 
 def parse_overrides(extra: list[str]) -> dict[str, str]:
@@ -45,7 +101,7 @@ def common_options(parser: argparse.ArgumentParser) -> None:
 def load_config(args, extra: list[str]) -> dict:
     overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "data", "seed")
                  if getattr(args, k, None) not in (None, "")}
-    overrides.update(parse_overrides(extra))
+    overrides.update(parse_overrides(extra))   # config.load names a key the experiment does not have
     return config_module.load(args.experiment, overrides)
 
 
@@ -54,13 +110,15 @@ def cmd_train(args, extra) -> int:
     from faceattr.tracking.outbox import http_defaults
 
     http_defaults()   # a dead tracking server is noticed in seconds, not minutes (faceattr/tracking/outbox.py)
-    outcome = train(load_config(args, extra), register=getattr(args, "register", True))
+    outcome = train(load_config(args, extra), register=args.register, few_photos=args.register_few_photos)
     shown = {k: round(v, 4) for k, v in outcome.metrics.items()
              if k in ("val_mse", "baseline_ratio", "val_accuracy", "test_mse", "test_accuracy", "collapse_std_ratio")}
     leans = outcome.tags.get(names.LEANS_ON_GENDER)   # regressions only (faceattr/views.py)
     print(f"faceattr: done: {shown} collapsed={outcome.tags[names.COLLAPSED]}"
           + (f" leans_on_gender={leans}" if leans else "") + f" model={outcome.model_uri}"
           + (f" registered={outcome.version}" if outcome.version else ""))
+    if outcome.not_registered:
+        print(f"faceattr: {outcome.not_registered}", file=sys.stderr)
     if getattr(outcome, "outbox", None):   # training succeeded; tracking did not (faceattr/tracking/outbox.py)
         print(f"faceattr: tracking server unreachable; run kept in {outcome.outbox}; "
               f"upload with: faceattr sync {outcome.outbox}", file=sys.stderr)
@@ -130,7 +188,8 @@ def cmd_experiments(args, extra) -> int:
 
 # --- tune (faceattr/tuning.py) ---
 def add_tune_parser(sub) -> None:
-    tune = sub.add_parser("tune", help="hyperparameter search (keras-tuner), tracked in MLflow; resumable")
+    tune = sub.add_parser("tune", help="hyperparameter search (keras-tuner), tracked in MLflow; resumable",
+                          epilog=OVERRIDES_HELP)
     common_options(tune)
     tune.add_argument("--tuner", default="hyperband", help="hyperband (default), bayesian or random")
     tune.add_argument("--max-trials", dest="max_trials", type=int, default=10,
@@ -247,6 +306,10 @@ def add_data_parsers(sub) -> None:
                       help="exit 3 when at least this share of the photos fails (default 0.1)")
     prep.add_argument("--workers", type=int, default=1, help="processes (default 1: batched detection is faster)")
     prep.add_argument("--cache-dir", dest="cache_dir", help="detection cache (default $FACEATTR_CACHE/detections)")
+    prep.add_argument("--experiment", default="",
+                      help="also log the preparation (counts, report.json, failures.csv) as a run of this MLflow "
+                           "experiment (default: none; the data set folder holds the same files, and each "
+                           "training run logs the data set it read, with its digest, as its MLflow input)")
     prep.set_defaults(func=cmd_prepare)
     ev = sub.add_parser("evaluate", help="train + evaluate on the real sets in ../shared/data (held-out split)")
     ev.add_argument("--sets", default="eye-state,yawn-mouth,utkface-gender", help="comma-separated data sets")
@@ -262,11 +325,12 @@ def cmd_prepare(args, extra) -> int:
 
     if extra:
         raise FaceattrError(f"unexpected arguments: {' '.join(extra)}")
-    tracking.use_experiment("prepare")
-    with tracking.start_run(f"prepare-{args.out.rstrip('/').split('/')[-1]}") as run:
-        report = prepare(args.photos, args.out, image_region=args.image_region or None, cache_dir=args.cache_dir,
-                         max_failure_share=args.max_failure_share, workers=args.workers)
-        log_prepare(run, report, args)
+    report = prepare(args.photos, args.out, image_region=args.image_region or None, cache_dir=args.cache_dir,
+                     max_failure_share=args.max_failure_share, workers=args.workers)
+    if args.experiment:   # asked for: a run in the user's store only then
+        tracking.use_experiment(args.experiment)
+        with tracking.start_run(f"prepare-{args.out.rstrip('/').split('/')[-1]}") as run:
+            log_prepare(run, report, args)
     print(f"faceattr: prepare: {report.counts()} failure share {report.failure_share:.3f} "
           f"in {report.seconds:.1f}s; report in {report.out}/report.json, failures in {report.out}/failures.csv")
     if report.failure_share >= args.max_failure_share and report.failures:
@@ -322,13 +386,17 @@ def cmd_report(args, extra) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="faceattr", description=__doc__.splitlines()[0])
+    quiet_libraries()
+    parser = Parser(prog="faceattr", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train one experiment, tracked in MLflow")
+    train = sub.add_parser("train", help="train one experiment, tracked in MLflow", epilog=OVERRIDES_HELP)
     common_options(train)
     train.add_argument("--register", action=argparse.BooleanOptionalAction, default=True,
                        help="register the model as a new version of the registered model named after "
                             "the experiment (default; --no-register to skip)")
+    train.add_argument("--register-few-photos", dest="register_few_photos", action="store_true",
+                       help="register it even when it trained on fewer photos than the experiment's "
+                            "data.min_photos (by default such a model is logged, not registered)")
     train.set_defaults(func=cmd_train)
     sub.add_parser("experiments", help="list the experiments").set_defaults(func=cmd_experiments)
     add_tune_parser(sub)
@@ -337,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     add_server_parsers(sub)
     add_report_parser(sub)
     args, extra = parser.parse_known_args(argv)
+    if args.command != "server":   # every other command reaches TensorFlow (keras, via tracking or models)
+        import_tensorflow()
     try:
         return args.func(args, extra)
     except FaceattrError as exc:

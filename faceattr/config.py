@@ -29,8 +29,11 @@ NO_WEIGHTS = (None, "none", "None", "")
 # of val_loss is no improvement (without it, 1e-6-sized gains at the floor LR keep runs going to the end).
 DEFAULTS: dict[str, Any] = {
     # persons: how many people the synthetic photos show (None: the generator's default)
+    # min_photos: a model trained on fewer is logged but not registered under the experiment's shared name
+    # (`faceattr train --register-few-photos` registers it): below 100, validation and test hold ~15 photos
+    # each, and one photo moves their accuracy by 7 points
     "data": {"source": "synthetic", "size": 2000, "seed": 0, "rounded": True, "persons": None,
-             "image_region": None, "folders": None, "gender": "auto",
+             "image_region": None, "folders": None, "gender": "auto", "min_photos": 100,
              "split": "auto",  # auto | person | phash | content: see data/loading.split_names
              "sets": None},    # several data sets at once (DataSet below); a YAML may write `data:` as their list
     "model": {"dropout": 0.25},
@@ -221,6 +224,7 @@ class Data(_Section):
     folders: dict[str, dict[str, Any]] | None
     gender: Literal["auto", "model", "labels", "unknown"]
     split: Literal["auto", "person", "phash", "content"]   # data/splits.split_names
+    min_photos: PositiveInt
     person: str | int | None = None    # identity: the target person
     unseen_share: Share | None = None  # identity: share of the other people never seen in training
     holdout: Share | None = None       # identity: share of each seen person's photos held out

@@ -56,6 +56,7 @@ class Outcome:
     model_uri: str | None
     served: dict = field(default_factory=dict)   # settings chosen on validation (identity: threshold)
     version: str | None = None     # the registered model version, when `train(register=True)`
+    not_registered: str = ""       # why a model that was to be registered was not (too few photos)
     outbox: object = None          # tracking failed: the local outbox holding the run (`faceattr sync`)
     slices: list = field(default_factory=list)   # the slices.json rows (views.show)
 
@@ -101,11 +102,13 @@ class Timings:
         return {f"time_{k}": v for k, v in self.seconds.items()}
 
 
-def train(config: dict, register: bool = True) -> Outcome:
+def train(config: dict, register: bool = True, few_photos: bool = False) -> Outcome:
     """`faceattr train NAME`: one tracked run in the MLflow experiment named after the config.
 
     register: the logged model becomes a new version of the registered model named after the
-    experiment (what `faceattr promote NAME` judges).
+    experiment (what `faceattr promote NAME` judges), if it trained on at least `data.min_photos`
+    photos or `few_photos` says to register it anyway; otherwise `Outcome.not_registered` says why not
+    (also the run's tag `faceattr.not_registered`).
     """
     timings = Timings()
     timings.seconds["startup"] = time.time() - psutil.Process().create_time()   # imports, config: before the run
@@ -113,9 +116,14 @@ def train(config: dict, register: bool = True) -> Outcome:
         prepared = gather(config)
     tracking.use_experiment(config["name"])
     run_name = f"{config['name']}-{models.widths(config)}-s{config['train']['seed']}"
+    photos, least = len(prepared.data.frame), config["data"]["min_photos"]
     with tracking.recorded_run(config["name"], run_name, tags=tracking.run_tags(config, prepared.data)) as run:
         outcome = fit_and_log(prepared, run, timings=timings)
-        if register:
+        if register and photos < least and not few_photos:
+            outcome.not_registered = (f"not registered as {config['name']!r}: trained on {photos} photos, fewer "
+                                      f"than data.min_photos={least} (--register-few-photos registers it)")
+            run.set_tags({names.NOT_REGISTERED: outcome.not_registered})
+        elif register:
             with timings.stage("registration"):
                 registered = run.register_model(outcome.model_uri, config["name"])
             outcome.version = registered.version if registered else None

@@ -50,6 +50,9 @@ RESUMED_FROM = "faceattr.resumed_from"
 REGISTERED_VERSION, MEDIAN_RUN = "faceattr.registered_version", "faceattr.median_run_id"
 
 REPORT_FILE = "report.html"           # the report run's artifact
+REPORTS = "faceattr-reports"          # the MLflow experiment report runs are logged in, apart from training runs
+REPORTED = "faceattr.reported"        # a report run's tag: the experiment it compares
+NOT_REGISTERED = "faceattr.not_registered"   # a training run's tag: why its model was not registered
 
 # --- promotion: audit runs and the tags on a version -------------------------------------------------
 PROMOTION = "promotion.json"          # an audit run's record

@@ -6,7 +6,14 @@ the task's headline metrics; tuning searches summarised, one row per search inst
 every run's learning curves overlaid; the registered champion and challenger side by side with the
 plots and slices their runs logged; the promotion history. Plots are inline PNG data URIs and the
 styles are inline, so the file opens offline and in MLflow's artifact viewer, where it is logged as
-`report.html` of a `report` run (tag faceattr.role=report, which later reports leave out).
+`report.html` of a run in the experiment `faceattr-reports` (names.REPORTS), not in the experiment it
+compares: MLflow has no hidden runs, so a report run among the training runs would sit in their list,
+their compare view and their charts; in its own experiment every report is one click away.
+
+Only FINISHED training runs are judged (a failed run has no metrics and often no params); the page
+says how many runs it left out and why. Runs are grouped by the experiment's own config: the same
+model launched by `mlflow run` and by `faceattr train` is one configuration, although MLflow's
+launcher logs its `-P` values (epochs, seed, ...) as params of their own.
 
 All MLflow reads go through faceattr.tracking and faceattr.registry; this module only arranges them.
 """
@@ -27,8 +34,8 @@ import numpy as np
 
 from faceattr import config as config_module
 from faceattr import evaluate, names, registry, tasks, tracking
-from faceattr.errors import FaceattrError
 from faceattr import promotion
+from faceattr.errors import ConfigError, FaceattrError
 
 SEED_PARAMS = ("train.seed", "seed")   # `seed`: the -P shortcut `mlflow run` logs beside train.seed
 CURVES = ("loss", "val_loss")          # per-epoch metrics (tracking.EpochMetrics)
@@ -59,7 +66,7 @@ class Stat:
 
 @dataclass
 class Group:
-    """Runs whose params are the same but for the seed: one configuration, several seeds."""
+    """Runs whose experiment config is the same but for the seed: one configuration, several seeds."""
     number: int
     params: dict[str, str]
     runs: list
@@ -71,7 +78,14 @@ class Group:
         return sorted(found, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
 
     def stat(self, key: str) -> Stat | None:
-        return Stat.of([run.data.metrics.get(key) for run in self.runs])
+        """Over distinct seeds: the runs of one seed are averaged first, so two runs of seed 0 are one
+        value (n=1, no ±), not evidence that the model is stable across seeds."""
+        by_seed: dict[str, list[float]] = {}
+        for run in self.runs:
+            value = run.data.metrics.get(key)
+            if value is not None and not math.isnan(value):
+                by_seed.setdefault(seed_of(run), []).append(value)
+        return Stat.of([float(np.mean(values)) for values in by_seed.values()])
 
 
 def seed_of(run) -> str:
@@ -108,7 +122,7 @@ class Evidence:
     contenders: list[Contender]
     model_note: str
     decisions: list[dict]
-    left_out: int
+    left_out: Counter                  # why -> how many runs
     made_at: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
 
@@ -127,11 +141,16 @@ def compared_metrics(runs: list) -> list[str]:
     return [k for k in dict.fromkeys(wanted) if k in logged]
 
 
-def group_runs(runs: list) -> list[Group]:
-    """Configurations, in the order of their first run; each labelled by the params that differ between them."""
+def group_runs(runs: list, left_out: Counter) -> list[Group]:
+    """Configurations, in the order of their first run; each labelled by the config keys that differ
+    between them. A run whose config cannot be read is counted in `left_out`, not guessed at."""
     by_params: dict[tuple, list] = {}
     for run in runs:
-        config = config_module.flatten(tracking.run_config(run))   # the experiment's own config
+        try:
+            config = config_module.flatten(tracking.run_config(run))   # the experiment's own config
+        except ConfigError:
+            left_out["finished run(s) whose experiment config cannot be read"] += 1
+            continue
         key = tuple(sorted((k, str(v)) for k, v in config.items() if k not in SEED_PARAMS))
         by_params.setdefault(key, []).append(run)
     groups = [Group(i + 1, dict(key), members) for i, (key, members) in enumerate(by_params.items())]
@@ -142,11 +161,15 @@ def group_runs(runs: list) -> list[Group]:
     return groups
 
 
-def sort_runs(runs: list) -> tuple[list, list[Search], int]:
-    """(training runs, searches, report runs left out). A nested run is summarised under its parent
-    (tuning trials would flood the table) unless it is a seed repeat, which is compared like any run;
-    its parent is a search, not a configuration."""
+def sort_runs(runs: list) -> tuple[list, list[Search], Counter]:
+    """(FINISHED training runs, searches, {why: how many runs were left out}). A nested run is summarised
+    under its parent (tuning trials would flood the table) unless it is a seed repeat, which is compared
+    like any run; its parent is a search, not a configuration. A training run that did not finish
+    (FAILED, KILLED, RUNNING) has no metrics to judge, often no params: it is counted, not compared."""
+    left_out: Counter = Counter()
     reports = [r for r in runs if r.data.tags.get(names.ROLE) == names.REPORT]
+    if reports:
+        left_out["report run(s) among the training runs"] = len(reports)
     runs = [r for r in runs if r not in reports]
     children: dict[str, list] = {}
     for run in runs:
@@ -156,10 +179,14 @@ def sort_runs(runs: list) -> tuple[list, list[Search], int]:
     parents = {r.info.run_id for r in runs if r.data.tags.get(names.ROLE) == names.SEARCH} | set(children)
     nested = {r.info.run_id for kids in children.values() for r in kids}
     training = [r for r in runs if r.info.run_id not in parents | nested]
+    for run in training:
+        if run.info.status != "FINISHED":
+            left_out[f"{run.info.status} training run(s), not finished"] += 1
+    training = [r for r in training if r.info.status == "FINISHED"]
     searches = [Search(r, children.get(r.info.run_id, []),
                        {k[5:]: v for k, v in r.data.metrics.items() if k.startswith("best_")})
                 for r in runs if r.info.run_id in parents]
-    return training, searches, len(reports)
+    return training, searches, left_out
 
 
 # --- pictures -------------------------------------------------------------------------------------
@@ -168,8 +195,20 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def loss_limits(values_by_step: list[tuple[int, float]]) -> tuple[float, float] | None:
+    """The loss axis's limits: from epoch 1 on (epoch 0's loss is often ten times the rest and would press
+    every configuration into one line at the bottom), padded by 5%; None when there is no later epoch."""
+    later = [v for step, v in values_by_step if step >= 1 and math.isfinite(v)]
+    if not later:
+        return None
+    low, high = min(later), max(later)
+    pad = 0.05 * (high - low) or 0.05 * abs(high) or 0.05
+    return low - pad, high + pad
+
+
 def learning_curves(groups: list[Group]) -> str | None:
-    """Every run's per-epoch training and validation loss, one colour per configuration, as a data URI."""
+    """Every run's per-epoch training and validation loss, one colour per configuration, as a data URI;
+    the loss axis is fitted to epochs 1 on (`loss_limits`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,7 +232,10 @@ def learning_curves(groups: list[Group]) -> str | None:
         ax.set(title=key, xlabel="epoch")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("loss")
+    limits = loss_limits([p for h in histories.values() for points in h.values() for p in points])
+    if limits:
+        axes[0].set_ylim(*limits)   # shared y: both panels
+    axes[0].set_ylabel("loss (y axis fitted to epochs 1 on)")
     axes[-1].legend(title="configuration", fontsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -268,10 +310,11 @@ def gather(experiment: str) -> Evidence:
     runs = tracking.find_runs(experiment_id, "")
     training, searches, left_out = sort_runs(runs)
     if not training and not searches:
-        raise FaceattrError(f"experiment {experiment!r} has no runs to compare: train some first "
-                            f"(`faceattr train {experiment} --seed 0`, `--seed 1`, ...)")
+        skipped = "".join(f"; left out: {n} {why}" for why, n in left_out.items())
+        raise FaceattrError(f"experiment {experiment!r} has no finished runs to compare{skipped}: train some "
+                            f"first (`faceattr train {experiment} --seed 0`, `--seed 1`, ...)")
     compared = compared_metrics(training or [c for s in searches for c in s.children] or [s.run for s in searches])
-    groups = group_runs(training) if training else []
+    groups = group_runs(training, left_out) if training else []
     # The registered model is named after the faceattr experiment the runs ran (experiment.py), which
     # `mlflow run --experiment-name` may have logged under another MLflow experiment name.
     named = Counter(r.data.tags.get(names.EXPERIMENT) for r in runs if r.data.tags.get(names.EXPERIMENT))
@@ -313,28 +356,35 @@ th, td { border: 1px solid #d5d9e0; padding: 4px 8px; text-align: left; vertical
 th { background: #eef1f6; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 6px; }
 .side { display: flex; gap: 24px; align-items: flex-start; } .side > section { flex: 1; min-width: 0; }
-.wide { overflow-x: auto; } img { max-width: 100%; border: 1px solid #e3e6ea; } details { margin: 4px 0; } code { font-size: 0.9em; }
+/* every table sits in a .wide box: a table wider than its box scrolls inside it, the page never does */
+.wide { overflow-x: auto; max-width: 100%; } img { max-width: 100%; border: 1px solid #e3e6ea; }
+details { margin: 4px 0; } code { font-size: 0.9em; overflow-wrap: anywhere; }
+/* the contenders' plots take the full width below their facts, two columns only from 1800 px on, so a
+   gallery's captions stay readable at a laptop's 1400 px */
+.side { flex-direction: column; align-items: stretch; }
+@media (min-width: 1800px) { .side { flex-direction: row; align-items: flex-start; } }
 </style></head><body>
 <h1>faceattr report: experiment <code>{{ e.experiment }}</code></h1>
 <p class="note">Made {{ e.made_at }}. {{ e.groups | map(attribute='runs') | map('length') | sum }} training runs in
 {{ e.groups | length }} configuration(s){% if e.searches %}, {{ e.searches | length }} tuning search(es){% endif %}.
-{% if e.left_out %}{{ e.left_out }} earlier report run(s) left out.{% endif %}</p>
+{% if e.left_out %}Left out: {% for why, n in e.left_out.items() %}{{ n }} {{ why }}{{ "; " if not loop.last }}{% endfor %}.{% endif %}</p>
 
 <h2 id="configurations">Configurations: mean ± std over seeds</h2>
-<p class="note">Runs whose params differ only in the seed form one configuration; ± is the sample standard
-deviation (n-1) over its runs; a single run has none.</p>
+<p class="note">Runs whose experiment config differs only in the seed form one configuration (MLflow's
+launcher params and what a run computed do not count). Runs of the same seed are averaged first; ± is the
+sample standard deviation (n-1) over distinct seeds; a single seed has none.</p>
 <div class="wide"><table class="configurations">
 <tr><th>configuration</th><th>runs</th><th>seeds</th>{% for k in e.compared %}<th>{{ k }}</th>{% endfor %}</tr>
 {% for g in e.groups %}
 <tr id="C{{ g.number }}"><td><span class="swatch" style="background: {{ g.number | colour }}"></span>C{{ g.number }}{% for p in g.label %}<br>{{ p }}{% endfor %}</td>
-<td class="num">{{ g.runs | length }}</td><td>{{ g.seeds | join(', ') }}</td>
+<td class="num">{{ g.runs | length }}</td><td>{{ g.seeds | length }} distinct: {{ g.seeds | join(', ') }}</td>
 {% for k in e.compared %}{% set s = g.stat(k) %}<td class="num" data-metric="{{ k }}"{% if s %} title="mean {{ s.mean }}, std {{ s.std }}, n={{ s.n }}"{% endif %}>{{ s | stat }}</td>{% endfor %}</tr>
 {% endfor %}
 </table></div>
 {% for g in e.groups %}
 <details><summary>C{{ g.number }}: params and runs</summary>
 <p>{% for run in g.runs %}<code>{{ run.data.tags.get(run_name, run.info.run_id) }}</code> {% endfor %}</p>
-<table>{% for k, v in g.params | dictsort %}<tr><td><code>{{ k }}</code></td><td>{{ v }}</td></tr>{% endfor %}</table>
+<div class="wide"><table>{% for k, v in g.params | dictsort %}<tr><td><code>{{ k }}</code></td><td>{{ v }}</td></tr>{% endfor %}</table></div>
 </details>
 {% endfor %}
 
@@ -361,7 +411,7 @@ deviation (n-1) over its runs; a single run has none.</p>
 <div class="side">
 {% for c in e.contenders %}
 <section class="contender {{ c.role }}"><h3>{{ c.role }}: version {{ c.version.version }}</h3>
-<table>{% for k, v in c.facts.items() %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>
+<div class="wide"><table>{% for k, v in c.facts.items() %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table></div>
 {% for caption, uri in c.plots.items() %}
 <h4>{{ caption }}</h4>
 {% if uri %}<img alt="{{ c.role }} {{ caption }}" src="{{ uri }}">{% else %}<p class="note">no {{ caption }} logged</p>{% endif %}
@@ -394,14 +444,14 @@ def render(evidence: Evidence) -> str:
 
 
 def write_report(experiment: str, out: str | Path = names.REPORT_FILE) -> tuple[Path, str]:
-    """Write the page for `experiment` to `out` and log it as `report.html` of a new `report` run in the
-    same experiment; returns (path, the report run's id)."""
+    """Write the page for `experiment` to `out` and log it as `report.html` of a new run `report-EXPERIMENT`
+    in the experiment names.REPORTS (see the module docstring); returns (path, the report run's id)."""
     evidence = gather(experiment)
     page = render(evidence)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
-    with tracking.start_run(names.REPORT, tags={names.ROLE: names.REPORT},
-                            experiment_id=tracking.find_experiment(experiment)) as run:
+    with tracking.start_run(f"{names.REPORT}-{experiment}", tags={names.ROLE: names.REPORT, names.REPORTED: experiment},
+                            experiment_id=tracking.ensure_experiment(names.REPORTS)) as run:
         run.log_text(page, names.REPORT_FILE)
     return out, run.run_id

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from helpers import subprocess_env
 from PIL import Image
@@ -24,6 +25,37 @@ def test_bad_parameter_is_a_clear_error(capsys):
     assert "train.epochs" in capsys.readouterr().err
     assert main(["train", "eyes", "--model.widht", "3"]) == 2
     assert "model.widht" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["train", "eyes", "--epoch", "1"], "unknown parameter 'epoch'"),   # argparse took it as --epochs 1
+    (["train", "eyes", "--epochs", "40", "--epoch", "1"], "unknown parameter 'epoch'"),   # mlflow run -P epoch=1
+    (["train", "eyes", "--batch", "8"], "unknown parameter 'batch'"),
+    (["report", "eyes", "--ou", "x.html"], "--ou"),
+    (["promote", "eyes", "--dry", "true"], "--dry"),
+])
+def test_unknown_or_abbreviated_option_is_an_error_naming_it(argv, named, mlflow_store, capsys):
+    assert main(argv) == 2
+    assert named in capsys.readouterr().err
+    assert mlflow.search_runs(search_all_experiments=True).empty   # refused before anything ran
+
+
+def test_train_help_tells_of_the_config_overrides(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--help"])
+    assert done.value.code == 0
+    assert "--section.key VALUE" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_command_prints_its_own_output_not_the_libraries_chatter(tmp_path):
+    """TensorFlow's import lines, absl's notice and MLflow's notices are gone; a real error still shows."""
+    done = subprocess.run([sys.executable, "-m", "faceattr", "report", "nose"], cwd=tmp_path, capture_output=True,
+                          text=True, env={k: v for k, v in subprocess_env(tmp_path).items() if k != "TF_CPP_MIN_LOG_LEVEL"},
+                          timeout=240)
+    assert done.returncode == 2
+    lines = (done.stdout + done.stderr).splitlines()
+    assert lines and all(line.startswith("faceattr: ") for line in lines), lines
+    assert "no MLflow experiment named 'nose'" in done.stderr
 
 
 def test_bad_manifest_lists_every_bad_row_and_trains_nothing(tmp_path, mlflow_store, capsys):
@@ -72,3 +104,30 @@ def test_mlflow_run_entry_point_trains_and_logs_into_the_named_experiment(tmp_pa
     # the seeds' figure: the per-gender-mean baseline's MSE over the model's, both on validation
     assert run["metrics.val_mse"] > 0
     assert run["metrics.baseline_ratio"] == pytest.approx(run["metrics.baseline_mse"] / run["metrics.val_mse"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_small_folder_logs_what_it_used_and_is_not_registered_unless_asked(tmp_path, mlflow_store, capsys):
+    """29 ready crops: the run logs the 29 rows it read and no synthetic `data.size`; the model is not
+    registered under the shared name unless --register-few-photos asks for it."""
+    images = tmp_path / "images"
+    images.mkdir()
+    rows = ["path,eyes,gender"]
+    rng = np.random.default_rng(0)   # distinct photos: near-duplicates would share a split
+    for i in range(29):
+        Image.fromarray(rng.integers(0, 255, (32, 60, 3), dtype=np.uint8)).save(images / f"{i}.png")
+        rows.append(f"images/{i}.png,{i % 2},{('male', 'female')[i % 3 % 2]}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    argv = ["train", "eyes", "--data", str(tmp_path / "labels.csv"), "--data.image_region", "eyes", "--epochs", "1",
+            "--train.verbose", "0", "--evaluation.gallery", "0"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "not registered as 'eyes': trained on 29 photos, fewer than data.min_photos=100" in err
+    (run,) = mlflow.search_runs(experiment_names=["eyes"], output_format="list")
+    params = run.data.params
+    assert params["data.rows"] == "29" and params["data.source"] == str(tmp_path / "labels.csv")
+    assert not {"data.size", "data.seed", "data.rounded", "data.persons"} & set(params)
+    assert not mlflow.MlflowClient().search_registered_models()
+    assert main([*argv, "--register-few-photos"]) == 0
+    assert "registered=1" in capsys.readouterr().out

@@ -188,12 +188,12 @@ def test_promotion_on_whole_photos_refuses_the_skewed_model_and_passes_the_match
     policy = promote.Policy(model="eyes", metric="mse", higher_is_better=False, thresholds={},
                             require_no_collapse=False, photos={"thresholds": {"photos_scored_share": {"min": 0.5}}})
 
-    experiment.train(skewed)
+    experiment.train(skewed, few_photos=True)   # small sets: registered although below data.min_photos
     refused = promote.promote("eyes", policy=policy, eval_photos=str(photo_set))
     assert refused.action == "refused"
     assert "whole photos refused" in refused.decision.reasons[0] and "region `eye`" in refused.decision.reasons[0]
 
-    experiment.train(matched)
+    experiment.train(matched, few_photos=True)
     passed = promote.promote("eyes", policy=policy, eval_photos=str(photo_set))
     assert passed.action == "promoted", passed.summary()
     assert passed.challenger_metrics["photos_n"] == 20 and passed.challenger_metrics["photos_scored_share"] >= 0.5

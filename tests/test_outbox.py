@@ -93,7 +93,7 @@ def test_a_run_whose_model_cannot_be_logged_keeps_it_and_sync_logs_and_registers
     result = sync.sync(outcome.outbox)
     assert result["registered"] is not None and result["model_uri"]
     served = mlflow.pyfunc.load_model(result["model_uri"]).unwrap_python_model()
-    val = experiment.prepare(cfg).splits["val"]
+    val = experiment.gather(cfg).splits["val"]
     trained = outcome.model.predict({"image": val.images.astype("float32"), "gender": val.gender}, verbose=0)
     answers = served.predict_arrays(val.images, val.gender)["eyes"].to_numpy()
     assert answers == pytest.approx(np.clip(np.asarray(trained).reshape(-1), 0, 1), abs=1e-5)

@@ -60,16 +60,19 @@ def test_declared_crops_skip_detection_and_keep_labels(tmp_path, monkeypatch):
 def test_cli_exit_code_follows_the_failure_share(tmp_path, mlflow_store):
     from faceattr.cli import main
 
+    import mlflow
+
     _write_bad_photos(tmp_path / "in")
     args = ["prepare", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c")]
     assert main(args) == EXIT_TOO_MANY_FAILURES
-    assert main(args + ["--max-failure-share", "1.01"]) == 0   # cached: no detection the second time
-    assert main(["prepare", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o2")]) == 2
-    import mlflow
-
-    runs = mlflow.search_runs(experiment_names=["prepare"])
-    done = runs[runs["status"] == "FINISHED"]   # the third, a bad source, is a FAILED run
-    assert len(done) == 2 and (done["metrics.photos_failed"] == 5).all() and (runs["status"] == "FAILED").sum() == 1
+    assert mlflow.search_experiments() == [] or [e.name for e in mlflow.search_experiments()] == ["Default"]
+    assert mlflow.search_runs(search_all_experiments=True).empty   # no MLflow run unless asked for
+    tracked = args + ["--experiment", "data-prep"]
+    assert main(tracked + ["--max-failure-share", "1.01"]) == 0   # cached: no detection the second time
+    assert main(["prepare", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o2"), "--experiment", "data-prep"]) == 2
+    runs = mlflow.search_runs(experiment_names=["data-prep"])
+    done = runs[runs["status"] == "FINISHED"]   # the second, a bad source, is a FAILED run
+    assert len(done) == 1 and (done["metrics.photos_failed"] == 5).all() and (runs["status"] == "FAILED").sum() == 1
 
 
 def test_real_face_boxes_and_cached_rerun(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -125,9 +126,15 @@ def test_repair_follows_the_alias(versions):
     assert registry.repair("eyes") == []                       # consistent: nothing to do
 
 
-def test_lock_file_sits_next_to_the_sqlite_store(mlflow_store, tmp_path, monkeypatch):
+def test_lock_file_of_a_sqlite_store_is_kept_out_of_the_working_folder(mlflow_store, tmp_path, monkeypatch):
     lock = registry.promotion_lock("eyes")
-    assert isinstance(lock, registry.FileLock) and lock.path == tmp_path / "mlflow.db.promote-eyes.lock"
+    assert isinstance(lock, registry.FileLock) and lock.path.parent.parent == Path(tempfile.gettempdir())
+    assert lock.path.name.startswith("mlflow.db-") and lock.path.name.endswith(".promote-eyes.lock")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with registry.promotion_lock("eyes") as held:   # the same store reached from another folder: the same lock
+        assert held.path == lock.path
+    assert not list(tmp_path.rglob("*.lock"))   # nothing left beside the store or in the working folder
     monkeypatch.setenv(registry.LOCK_ENV, "postgresql://tracking-db/mlflow")
     assert isinstance(registry.promotion_lock("eyes"), registry.PostgresAdvisoryLock)
     monkeypatch.delenv(registry.LOCK_ENV)

@@ -7,15 +7,18 @@ import re
 import statistics
 
 import mlflow
+from mlflow.entities import Param
 import pandas as pd
 import pytest
 from PIL import Image
 
-from faceattr import registry
+from faceattr import config, registry
 from faceattr.names import ROLE
 from faceattr.tracking import read_artifact
 from faceattr.cli import main
 from faceattr import promotion
+from faceattr.names import REPORTS
+from faceattr.report import loss_limits
 
 # Two configurations over seeds; the third is a search's seed repeats. val_mse per seed.
 CONFIGS = {"64": {0: 0.031, 1: 0.027, 2: 0.035}, "128": {0: 0.022, 1: 0.026}}
@@ -23,15 +26,20 @@ REPEATS = {0: 0.019, 1: 0.021}
 TRIALS = 4
 
 
-def training_run(client, experiment_id, dense, seed, val_mse, parent=None, role=None):
+def training_run(client, experiment_id, dense, seed, val_mse, parent=None, role=None, launcher=None):
+    """A finished training run as `faceattr train` logs it (every config key as a param, the config as
+    config.json, what it computed); `launcher`: the -P params `mlflow run` adds."""
     tags = {"mlflow.runName": f"eyes-{dense}-s{seed}", "faceattr.experiment": "eyes"}
     if parent:
         tags.update({"mlflow.parentRunId": parent, ROLE: role})
     run = client.create_run(experiment_id, tags=tags)
     run_id = run.info.run_id
-    for key, value in {"task": "regression", "model.dense_0": dense, "train.seed": seed,
-                       "train.epochs": 3, "data.digest": "abc123"}.items():
-        client.log_param(run_id, key, value)
+    used = config.load("eyes", {"model.dense_0": int(dense), "train.seed": seed, "train.epochs": 3})
+    params = {k: str(v) for k, v in config.flatten(used).items()}
+    client.log_batch(run_id, params=[Param(k, v) for k, v in {**params, "data.digest": "abc123",
+                                                               "model.parameters": str(int(dense) * 1000),
+                                                               **(launcher or {})}.items()])
+    client.log_dict(run_id, used, "config.json")
     for key, value in {"val_mse": val_mse, "baseline_ratio": 0.05 / val_mse, "val_accuracy_at_0_5": 1 - val_mse * 5,
                        "test_mse": val_mse * 1.1, "gender_weight_swap": val_mse / 10}.items():
         client.log_metric(run_id, key, value)
@@ -138,15 +146,17 @@ def test_report_compares_configurations_over_seeds_and_is_logged(experiment, tmp
     assert decisions.index("rolled-back") < decisions.index("promoted")
     assert "0.0252" in decisions and "0.0311" in decisions
 
-    # logged as report.html of a `report` run in the same experiment; a second report leaves it out
-    (report_run,) = client.search_runs([client.get_experiment_by_name("eyes").experiment_id],
-                                       f"tags.`{ROLE}` = 'report'")
-    assert report_run.info.run_name == "report"
+    # logged as report.html of a run in the experiment of reports, not among the training runs it compares
+    (report_run,) = client.search_runs([client.get_experiment_by_name(REPORTS).experiment_id])
+    assert report_run.info.run_name == "report-eyes" and report_run.data.tags["faceattr.reported"] == "eyes"
     assert read_artifact(report_run.info.run_id, "report.html").decode() == page
     assert f"of run {report_run.info.run_id}" in capsys.readouterr().out
     assert main(["report", "eyes", "--out", str(tmp_path / "again.html")]) == 0
+    eyes_runs = client.search_runs([client.get_experiment_by_name("eyes").experiment_id])
+    assert not [r for r in eyes_runs if r.data.tags.get(ROLE) == "report"]
+    assert len(client.search_runs([client.get_experiment_by_name(REPORTS).experiment_id])) == 2
     again = (tmp_path / "again.html").read_text()
-    assert "1 earlier report run(s) left out" in again
+    assert "Left out" not in again
     assert re.findall(r'<tr id="(C\d+)">', again) == ["C1", "C2", "C3"]
 
     # the challenger is the newest version that is not the champion, also when the champion is the newest
@@ -160,13 +170,53 @@ def test_report_compares_configurations_over_seeds_and_is_logged(experiment, tmp
     assert "version 3" in section(page, "champion") and "version 2" in section(page, "challenger")
 
 
+def test_only_finished_runs_are_judged_by_their_experiment_config_over_distinct_seeds(mlflow_store, tmp_path):
+    client = mlflow.MlflowClient()
+    experiment_id = client.create_experiment("eyes")
+    training_run(client, experiment_id, "64", 0, 0.030)
+    # the same configuration launched by `mlflow run`, which logs its -P values as params of their own
+    training_run(client, experiment_id, "64", 1, 0.026,
+                 launcher={"epochs": "3", "seed": "1", "batch_size": "32", "data": "synthetic"})
+    training_run(client, experiment_id, "64", 1, 0.028)            # seed 1 once more
+    training_run(client, experiment_id, "128", 0, 0.020)           # a configuration run twice with seed 0 only
+    training_run(client, experiment_id, "128", 0, 0.024)
+    typo = client.create_run(experiment_id, tags={"mlflow.runName": "typo"})   # a -P typo: FAILED, no params
+    client.set_terminated(typo.info.run_id, "FAILED")
+    client.create_run(experiment_id, tags={"mlflow.runName": "still going"})   # RUNNING
+    partial = client.create_run(experiment_id, tags={"mlflow.runName": "half logged"})   # no config.json,
+    client.log_param(partial.info.run_id, "train.seed", "0")                              # a config it cannot be
+    client.set_terminated(partial.info.run_id)                                            # rebuilt from
+    out = tmp_path / "report.html"
+    assert main(["report", "eyes", "--out", str(out)]) == 0
+    page = out.read_text()
+
+    assert re.findall(r'<tr id="(C\d+)">', page) == ["C1", "C2"]
+    assert "(unset)" not in page and "Left out: " in page
+    for why in ("1 FAILED training run(s), not finished", "1 RUNNING training run(s), not finished",
+                "1 finished run(s) whose experiment config cannot be read"):
+        assert why in page, why
+    assert 'data-metric="val_mse"' in page                        # the failed run takes no column away
+    first, second = row(page, "C1"), row(page, "C2")
+    per_seed = [0.030, (0.026 + 0.028) / 2]                        # repeats of a seed averaged first
+    assert f"{statistics.mean(per_seed):.4g} ± {statistics.stdev(per_seed):.2g}" in first
+    assert '<td class="num">3</td>' in first and "2 distinct: 0, 1" in first
+    # two runs of seed 0 are not spread over seeds: their mean, no ±
+    assert "1 distinct: 0" in second and "±" not in second and f"{(0.020 + 0.024) / 2:.4g}" in second
+
+
+def test_loss_axis_is_fitted_to_the_epochs_after_the_first():
+    low, high = loss_limits([(0, 2.0), (1, 0.10), (2, 0.05), (0, 1.5), (1, 0.08), (2, 0.06)])
+    assert high < 0.2 and low < 0.05 < 0.10 < high               # epoch 0's 2.0 is off the axis
+    assert loss_limits([(0, 2.0)]) is None                        # one epoch: matplotlib's own limits
+
+
 def test_unknown_experiment_is_a_clear_error_before_any_run(mlflow_store, capsys):
     mlflow.MlflowClient().create_experiment("eyes")
     assert main(["report", "nose"]) == 2
     err = capsys.readouterr().err
     assert "no MLflow experiment named 'nose'" in err and "eyes" in err
     assert main(["report", "eyes"]) == 2
-    assert "has no runs to compare" in capsys.readouterr().err
+    assert "has no finished runs to compare" in capsys.readouterr().err
     assert mlflow.search_runs(search_all_experiments=True).empty
 
 
@@ -176,8 +226,9 @@ def test_report_of_real_training_runs_over_two_seeds(mlflow_store, synthetic_cac
         assert main(["train", "eyes", "--epochs", "2", "--seed", seed, "--data.size", "120", "--train.verbose", "0"]) == 0
     assert main(["report", "eyes", "--out", str(tmp_path / "report.html")]) == 0
     page = (tmp_path / "report.html").read_text()
-    runs = mlflow.search_runs(experiment_names=["eyes"], filter_string=f"tags.`{ROLE}` = 'report'")
+    runs = mlflow.search_runs(experiment_names=[REPORTS], filter_string=f"tags.`{ROLE}` = 'report'")
     assert len(runs) == 1
+    assert mlflow.search_runs(experiment_names=["eyes"], filter_string=f"tags.`{ROLE}` = 'report'").empty
     trained = mlflow.search_runs(experiment_names=["eyes"], filter_string="params.`train.epochs` = '2'")
     assert sorted(trained["params.train.seed"]) == ["0", "1"]
     (config,) = re.findall(r'<tr id="(C\d+)">', page)
@@ -185,7 +236,7 @@ def test_report_of_real_training_runs_over_two_seeds(mlflow_store, synthetic_cac
     for key in ("val_mse", "baseline_ratio"):
         values = list(trained[f"metrics.{key}"])
         assert f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}" in cells, key
-    assert "<td>0, 1</td>" in cells and 'alt="learning curves"' in page
+    assert "<td>2 distinct: 0, 1</td>" in cells and 'alt="learning curves"' in page
     # both runs registered a version; none is champion yet: the newest is the challenger
     assert "no champion yet" in page and "challenger: version 2" in page
     # the run views (faceattr/views.py) logged by real training: the gallery and the slices table

@@ -83,7 +83,7 @@ def _served_answers(served, cfg, split) -> pd.DataFrame:
 @pytest.mark.parametrize("path, extra", _cases())
 def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_mlflow_store, synthetic_cache):
     cfg = config.load(str(path), {**TINY, **extra})
-    outcome = experiment.train(cfg, register=True)
+    outcome = experiment.train(cfg, register=True, few_photos=True)   # 20 photos: below data.min_photos
     client = mlflow.MlflowClient()
     model_info = mlflow.models.get_model_info(outcome.model_uri)
     run = client.get_run(model_info.run_id)

@@ -86,6 +86,11 @@ class Split:
         return ("image", self.images) if self.descriptors is None else ("descriptor", self.descriptors)
 
 
+# The synthetic generator's settings: a run on a manifest or folder did not use them, and does not log them
+# (its size is the data.rows it read).
+SYNTHETIC_SETTINGS = ("data.size", "data.seed", "data.rounded", "data.persons")
+
+
 def open_data(config: dict, task) -> Data:
     """Read, validate (every bad row in one DataError, before any training) and decode the data;
     `task.split` deals the rows (faceattr/tasks.py), set by set when there are several."""

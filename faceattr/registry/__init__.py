@@ -12,9 +12,11 @@ one; `repair` (run first by every promotion and rollback, under the same lock) m
 back to wherever `champion` points and archives every other Production version, so the half-done
 promotion is rolled back, never half-kept. With no alias at all nothing is Production.
 
-Every move runs under `promotion_lock(name)`: a `fcntl.flock` file lock next to a local sqlite or
-file store; `FACEATTR_PROMOTE_LOCK` names another lock file (shared storage) or a `postgresql://`
-URL for a PostgreSQL advisory lock (see `Lock` to plug in another kind).
+Every move runs under `promotion_lock(name)`: for a local sqlite or file store, a `fcntl.flock` file lock
+in the machine's temp folder named after the store's real path (`store_lock_path`: every promoter of
+that store on this machine finds it, and the user's working folder stays clean); `FACEATTR_PROMOTE_LOCK`
+names another lock file (shared storage) or a `postgresql://` URL for a PostgreSQL advisory lock (see
+`Lock` to plug in another kind).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import getpass
+import hashlib
 import os
+import tempfile
 import time
 import warnings
 from datetime import datetime, timezone
@@ -170,6 +174,13 @@ class PostgresAdvisoryLock(Lock):
             self._conn = None
 
 
+def store_lock_path(store: Path, name: str) -> Path:
+    """The lock file for promotions of `name` in the local store at `store`: in the temp folder, named by a
+    hash of the store's resolved path, so two working folders reaching one store share it."""
+    digest = hashlib.sha256(str(store.expanduser().resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "faceattr-locks" / f"{store.name}-{digest}.promote-{name}.lock"
+
+
 def promotion_lock(name: str) -> Lock:
     """The lock for promotions of `name` on the current registry (see the module docstring)."""
     chosen = os.environ.get(LOCK_ENV)
@@ -180,11 +191,9 @@ def promotion_lock(name: str) -> Lock:
     if chosen:
         return FileLock(name, Path(chosen).expanduser())
     if scheme == "sqlite":
-        db = Path(unquote(uri[len("sqlite:///"):]))
-        return FileLock(name, db.parent / f"{db.name}.promote-{name}.lock")
+        return FileLock(name, store_lock_path(Path(unquote(uri[len("sqlite:///"):])), name))
     if scheme in ("", "file"):
-        root = Path(unquote(urlparse(uri).path)) if scheme else Path(uri)
-        return FileLock(name, root / f".promote-{name}.lock")
+        return FileLock(name, store_lock_path(Path(unquote(urlparse(uri).path)) if scheme else Path(uri), name))
     raise RegistryError(f"no promotion lock for registry {uri!r}: set {LOCK_ENV} to a lock file on storage "
                         f"every promoter shares, or to the postgresql:// URL of the server's database")
 

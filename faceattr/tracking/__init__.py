@@ -24,7 +24,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from faceattr import config as config_module
 from faceattr import models, names
-from faceattr.data.loading import Data
+from faceattr.data.loading import SYNTHETIC_SETTINGS, Data
 from faceattr.tracking import packaging
 from faceattr.tracking.outbox import Recorder, remote_tracking
 
@@ -197,6 +197,11 @@ def find_experiment(name: str) -> str | None:
     return found.experiment_id if found else None
 
 
+def ensure_experiment(name: str) -> str:
+    """The id of the experiment `name`, created when missing; the active experiment is left as it is."""
+    return find_experiment(name) or mlflow.MlflowClient().create_experiment(name)
+
+
 def experiment_names() -> list[str]:
     """The names of every MLflow experiment in the tracking store (for an error that lists them)."""
     return sorted(e.name for e in mlflow.search_experiments())
@@ -284,7 +289,9 @@ def log_config(run: Run, config: dict) -> None:
     that key is skipped here (it holds the same value) rather than logged twice, which MLflow refuses.
     """
     found = run.recorder.call("get run", mlflow.get_run, run.run_id) if run.run_id else None
-    logged = found.data.params if found else {}
+    logged = set(found.data.params if found else {})
+    if config["data"]["source"] != "synthetic":   # what a run logs is what it used
+        logged |= set(SYNTHETIC_SETTINGS)
     run.log_params({k: str(v) for k, v in config_module.flatten(config).items() if k not in logged})
     run.log_dict(config, names.CONFIG)
 

@@ -325,12 +325,17 @@ def cmd_prepare(args, extra) -> int:
 
     if extra:
         raise FaceattrError(f"unexpected arguments: {' '.join(extra)}")
-    report = prepare(args.photos, args.out, image_region=args.image_region or None, cache_dir=args.cache_dir,
-                     max_failure_share=args.max_failure_share, workers=args.workers)
-    if args.experiment:   # asked for: a run in the user's store only then
+    def run_prepare():
+        return prepare(args.photos, args.out, image_region=args.image_region or None, cache_dir=args.cache_dir,
+                       max_failure_share=args.max_failure_share, workers=args.workers)
+
+    if args.experiment:   # asked for: a run in the user's store only then (FAILED when prepare fails)
         tracking.use_experiment(args.experiment)
         with tracking.start_run(f"prepare-{args.out.rstrip('/').split('/')[-1]}") as run:
+            report = run_prepare()
             log_prepare(run, report, args)
+    else:
+        report = run_prepare()
     print(f"faceattr: prepare: {report.counts()} failure share {report.failure_share:.3f} "
           f"in {report.seconds:.1f}s; report in {report.out}/report.json, failures in {report.out}/failures.csv")
     if report.failure_share >= args.max_failure_share and report.failures:

@@ -271,7 +271,7 @@ def test_served_identity_model_answers_p_person():
     assert (answer.person == "s7").all() and (answer.is_person == (answer.p_person >= 0.5)).all()
     served.record = served.record.model_copy(update={"threshold": float(answer.p_person.iloc[0]) + 1e-6})
     assert not served.predict_arrays(np.zeros((2, 120, 120, 3), np.float32)).is_person.any()
-    assert signature(served.record).outputs.input_names() == ["p_person", "is_person", "person", "error"]
+    assert signature(served.record).outputs.input_names() == ["p_person", "is_person", "person", "faces", "error"]
 
 
 def test_identity_search_space_and_policy():

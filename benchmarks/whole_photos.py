@@ -44,7 +44,7 @@ def run_case(name: str, photos, epochs: int) -> str:
     from faceattr import config as config_module
     from faceattr import experiment, serving
     from faceattr.data.regions import photo_refusal
-    from faceattr.serving.batch import score
+    from faceattr.serving.batch import ANSWER_PREFIX, score
 
     exp, data, region, extra = CASES[name]
     cfg = config_module.load(exp, {"data": str(SHARED / data), "region": region, "data.image_region": region,
@@ -54,8 +54,8 @@ def run_case(name: str, photos, epochs: int) -> str:
     refusal = photo_refusal(served.spec.get("crops"))
     if refusal:   # measure what it would answer: as models answered before the crop record existed
         served.spec.pop("crops")
-    scored = score(served, photos, progress=False)
-    ok = scored[scored["error"] == ""]
+    scored, _ = score(served, photos, progress=False)
+    ok = scored[scored["error"] == ""].rename(columns=lambda c: c.removeprefix(ANSWER_PREFIX))
     values = ok[exp].astype(float)
     side = "open" if exp == "eyes" else "yawning"
     share = (values >= 0.5).mean()

@@ -51,7 +51,7 @@ def test_photos_in_values_out_and_the_predict_is_compiled_once():
     photos = [crop(), crop(50, 90, 1, "JPEG")]
     out = model.predict(None, pd.DataFrame({"image": photos, "kind": "crop",
                                             "gender": ["female", None], "p_female": [None, 0.3]}))
-    assert list(out.columns) == ["eyes"] and len(out) == 2
+    assert list(out.columns) == ["eyes", "error"] and len(out) == 2 and list(out["error"]) == ["", ""]
     # the values are the Keras model's on the crops resized to the region, with each row's gender input
     # ([p_male, p_female]), clipped to 0..1
     from faceattr.data.regions import crop_region, load_rgb
@@ -73,17 +73,25 @@ def test_photos_in_values_out_and_the_predict_is_compiled_once():
 @pytest.mark.parametrize("rows, message", [
     ([], "no photos"),
     ([{"img": "x"}], "needs an `image`"),
-    ([{"image": "not base64!"}], "not base64"),
-    ([{"image": base64.b64encode(b"hello, not a picture").decode()}], "not a JPEG/PNG photo"),
-    ([{"image": "A" * (9 * 2**20)}], "limit is 8 MB per photo"),
-    ([{"image": crop(), "kind": "photo"}], "no face"),
-    ([{"image": crop(), "kind": "sketch"}], "use one of crop, photo"),
     ([{"image": crop(), "gender": "other"}], "use male or female"),
 ])
 def test_bad_requests_say_what_is_wrong(rows, message):
     with pytest.raises(MlflowException, match=message) as info:
         served("eyes").predict(None, pd.DataFrame(rows))
     assert info.value.get_http_status_code() == 400
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"image": "not base64!"}, "not base64"),
+    ({"image": base64.b64encode(b"hello, not a picture").decode()}, "not a JPEG/PNG photo"),
+    ({"image": "A" * (9 * 2**20)}, "limit is 8 MB per photo"),
+    ({"image": crop(), "kind": "photo"}, "no face"),
+    ({"image": crop(), "kind": "sketch"}, "use one of crop, photo"),
+])
+def test_a_row_that_cannot_be_answered_gets_its_reason_and_the_others_their_answers(row, message):
+    out = served("eyes").predict(None, pd.DataFrame([{"image": crop(), "kind": "crop"}, row]))
+    assert len(out) == 2 and out["error"][0] == "" and message in out["error"][1]
+    assert 0 <= out["eyes"][0] <= 1 and pd.isna(out["eyes"][1])
 
 
 def test_whole_photos_are_cropped_like_prepare_and_read_by_the_bundled_gender_model():
@@ -131,10 +139,10 @@ def test_predict_cli_scores_a_folder_and_reports_a_corrupt_file(tracking, tmp_pa
     assert main(["predict", str(photos), "--model", info.model_uri, "--out", str(out), "--batch-size", "2"]) == 0
     assert "scored 3 of 4 photos" in capsys.readouterr().out
     preds = pd.read_csv(out, keep_default_na=False)
-    assert list(preds.columns) == ["path", "kind", "eyes", "error"]
+    assert list(preds.columns) == ["path", "kind", "pred_eyes", "error"]
     broken = preds[preds["path"].str.endswith("broken.jpg")].iloc[0]
-    assert "unreadable image" in broken["error"] and broken["eyes"] == ""
-    assert preds[preds["error"] == ""]["eyes"].astype(float).between(0, 1).all()
+    assert "unreadable image" in broken["error"] and broken["pred_eyes"] == ""
+    assert preds[preds["error"] == ""]["pred_eyes"].astype(float).between(0, 1).all()
 
 
 # --- end to end ------------------------------------------------------------------------------

@@ -25,6 +25,9 @@ import binascii
 import io
 import json
 import os
+import time
+import uuid
+from contextlib import contextmanager
 
 import mlflow.pyfunc
 import numpy as np
@@ -42,6 +45,10 @@ from faceattr.features.face_descriptor import DIMENSIONS, describe
 from faceattr.gender_input import gender_model_probabilities, gender_probabilities, rows_gender
 
 KINDS = ("crop", "photo")
+ERROR = "error"   # the answer's column saying why a row has no values ("" when it has them)
+# Set to a folder, every load of the Keras models writes a file named after its process there: how
+# tests and `faceattr predict --engine spark` count loads (one per worker process, not per partition).
+LOAD_LOG = "FACEATTR_LOAD_LOG"
 MAX_ROWS = int(os.environ.get("FACEATTR_MAX_ROWS", "1024"))
 MAX_IMAGE_MB = float(os.environ.get("FACEATTR_MAX_IMAGE_MB", "8"))
 
@@ -52,7 +59,13 @@ def signature(spec: dict) -> ModelSignature:
                      ColSpec("string", "gender", required=False), ColSpec("double", "p_female", required=False)])
     columns = [ColSpec(kind, name) for kind, name in tasks.of(spec).answer_columns(spec["target"])]
     columns += [ColSpec("double", name, required=False) for name in cut_columns(spec)]
+    columns += [ColSpec("string", ERROR, required=False)]
     return ModelSignature(inputs=inputs, outputs=Schema(columns))
+
+
+def answer_names(spec: dict) -> list[str]:
+    """The answer's value columns, in order (the signature's outputs without `error`)."""
+    return [name for _, name in tasks.of(spec).answer_columns(spec["target"])] + cut_columns(spec)
 
 
 def cut_columns(spec: dict) -> list[str]:
@@ -75,6 +88,22 @@ def bad_request(message: str) -> MlflowException:
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
+_LOADED: dict[tuple, tuple] = {}   # artifacts -> (spec, Keras model, gender model): this process's loads
+
+
+@contextmanager
+def timed(profile: dict | None, stage: str):
+    """Add the seconds the block takes to profile[stage] (nothing when profile is None)."""
+    if profile is None:
+        yield
+        return
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        profile[stage] = profile.get(stage, 0.0) + time.perf_counter() - start
+
+
 class FaceattrModel(mlflow.pyfunc.PythonModel):
     """Photos in, attribute values out; carries the Keras model and the gender model it was trained with.
 
@@ -83,14 +112,26 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context):
+        """Load and warm up the Keras models once per process: Spark's `spark_udf` (env_manager local)
+        loads the pyfunc once per task, and a reused Python worker runs many tasks."""
+        key = tuple(sorted(context.artifacts.items()))
+        if key not in _LOADED:
+            _LOADED[key] = self._load(context.artifacts)
+        self.spec, self.model, self.gender_model = _LOADED[key]
+
+    def _load(self, artifacts: dict) -> tuple:
         import keras
 
-        with open(context.artifacts["spec"]) as fh:
+        with open(artifacts["spec"]) as fh:
             self.spec = json.load(fh)
-        self.model = keras.models.load_model(context.artifacts["keras_model"], compile=False)
-        gender_path = context.artifacts.get("gender_model")
+        self.model = keras.models.load_model(artifacts["keras_model"], compile=False)
+        gender_path = artifacts.get("gender_model")
         self.gender_model = keras.models.load_model(gender_path, compile=False) if gender_path else None
         self.warm_up()
+        if folder := os.environ.get(LOAD_LOG):
+            os.makedirs(folder, exist_ok=True)
+            open(os.path.join(folder, f"{os.getpid()}-{uuid.uuid4().hex[:8]}"), "w").close()
+        return self.spec, self.model, self.gender_model
 
     @property
     def reads(self) -> str:
@@ -117,12 +158,30 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
             raise bad_request(f"each row needs an `image` (base64 JPEG/PNG); got columns {list(frame.columns)}")
         if len(frame) > MAX_ROWS:
             raise bad_request(f"{len(frame)} photos in one request; send at most {MAX_ROWS} per request")
-        read = [self._read(i, row) for i, row in enumerate(frame.to_dict("records"))]
+        reads = []
+        for i, row in enumerate(frame.to_dict("records")):
+            try:
+                reads.append(self._read(i, row))
+            except DataError as exc:
+                reads.append(exc)
         try:
-            gender = self.gender(frame, [face for _, face in read])
-        except DataError as exc:
+            return self.answer_reads(frame, reads)
+        except DataError as exc:   # a gender input the request gets wrong as a whole
             raise bad_request(str(exc)) from exc
-        return self.answer_photos([inputs for inputs, _ in read], gender)
+
+    def answer_reads(self, frame: pd.DataFrame, reads: list, profile: dict | None = None) -> pd.DataFrame:
+        """The answer row by row: `reads[i]` is what `read` gave for row i of `frame`, or the DataError it
+        raised; such a row gets empty values and the reason in `error` ("" for the rows answered)."""
+        good = [i for i, r in enumerate(reads) if isinstance(r, tuple)]
+        answer = pd.DataFrame(index=range(len(reads)), columns=answer_names(self.spec), dtype=object)
+        if good:
+            with timed(profile, "gender input"):
+                gender = self.gender(frame.iloc[good], [reads[i][1] for i in good])
+            with timed(profile, "predict"):
+                found = self.answer_photos([reads[i][0] for i in good], gender)
+            answer = found.set_axis(good).reindex(range(len(reads)))[answer.columns]
+        answer[ERROR] = ["" if isinstance(r, tuple) else str(r) for r in reads]
+        return answer
 
     def answer_photos(self, inputs: list[np.ndarray], gender: np.ndarray | None = None) -> pd.DataFrame:
         """The answer per photo from each photo's model inputs as `read` gives them (one per cut).
@@ -166,50 +225,60 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
     def _read(self, i: int, row: dict) -> tuple[np.ndarray, np.ndarray | None]:
         text = row["image"]
         if not isinstance(text, str) or not text:
-            raise bad_request(f"row {i}: `image` must be a non-empty base64 string, got {type(text).__name__}")
+            raise DataError(f"`image` must be a non-empty base64 string, got {type(text).__name__}")
         if len(text) > MAX_IMAGE_MB * 2**20:
-            raise bad_request(f"row {i}: `image` is {len(text) / 2**20:.1f} MB of base64; the limit is "
-                              f"{MAX_IMAGE_MB:g} MB per photo (FACEATTR_MAX_IMAGE_MB)")
+            raise DataError(f"oversized: `image` is {len(text) / 2**20:.1f} MB of base64; the limit is "
+                            f"{MAX_IMAGE_MB:g} MB per photo (FACEATTR_MAX_IMAGE_MB)")
         try:
             raw = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise bad_request(f"row {i}: `image` is not base64: {exc}") from exc
-        try:
-            return self.read(raw, row.get("kind"))
-        except DataError as exc:
-            raise bad_request(f"row {i}: {exc}") from exc
+            raise DataError(f"`image` is not base64: {exc}") from exc
+        return self.read(raw, row.get("kind"))
 
-    def read(self, raw, kind: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Photo bytes (or a path) -> (the model's inputs, one per cut: (cuts, H, W, 3) crops of its region,
+    def read(self, raw: bytes, kind: str | None = None, profile: dict | None = None
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Photo bytes -> (the model's inputs, one per cut: (cuts, H, W, 3) crops of its region,
         resized as in training, or (1, 128) the photo's face descriptor; the bundled gender model's input
         from the photo's face, or None). Whole photos go through the same face detection and crop code as
         `faceattr prepare` and training: one crop per box of `regions.box_columns(region)` (each eye).
-        DataError if the photo is unusable (unreadable, no face, ...) or if the model must not read whole
-        photos (regions.photo_refusal: its training crops do not look like this cut)."""
+        DataError if the photo is unusable (oversized, unreadable, no face, ...) or if the model must not read
+        whole photos (regions.photo_refusal: its training crops do not look like this cut). `profile`
+        (a dict) gathers the seconds spent per stage: decode, detect, cut, gender input."""
         kind = kind if isinstance(kind, str) and kind else "crop"
         if kind not in KINDS:
             raise DataError(f"kind={kind!r}; use one of {', '.join(KINDS)}")
         if kind == "photo" and (refusal := photo_refusal(self.spec.get("crops"))):
             raise DataError(f"kind=photo refused: {refusal}")
+        if len(raw) > MAX_IMAGE_MB * 2**20:
+            raise DataError(f"oversized: the photo is {len(raw) / 2**20:.1f} MB; the limit is {MAX_IMAGE_MB:g} MB "
+                            f"per photo (FACEATTR_MAX_IMAGE_MB)")
         region = self.spec["region"]
-        try:
-            image = load_rgb(raw)
-        except DataError as exc:
-            raise DataError(f"`image` is not a JPEG/PNG photo: {exc}") from exc
+        with timed(profile, "decode"):
+            try:
+                image = load_rgb(raw)
+            except DataError as exc:
+                raise DataError(f"`image` is not a JPEG/PNG photo: {exc}") from exc
         if self.reads == "descriptor":   # a crop is searched whole; a photo's face is found as prepare finds it
-            box = parse_box(faces.find_regions(image)["face_box"]) if kind == "photo" else None
-            return describe(np.asarray(image), box)[None], None
+            with timed(profile, "detect"):
+                box = parse_box(faces.find_regions(image)["face_box"]) if kind == "photo" else None
+            with timed(profile, "cut"):
+                return describe(np.asarray(image), box)[None], None
         if kind == "crop":
-            return crop_region(image, region)[None], None
+            with timed(profile, "cut"):
+                return crop_region(image, region)[None], None
         boxes = {}
-        if region != "photo":
-            boxes = faces.find_regions(image)           # NoFace / SeveralFaces are the sender's problem
-        elif self.gender_model is not None:
-            try:                                        # the background needs no face; gender falls back
-                boxes = faces.find_regions(image)
-            except DataError:
-                boxes = {}
-        return faces.cut(image, region, boxes), self._gender_input(image, boxes.get("face_box"))
+        with timed(profile, "detect"):
+            if region != "photo":
+                boxes = faces.find_regions(image)           # NoFace / SeveralFaces are the sender's problem
+            elif self.gender_model is not None:
+                try:                                        # the background needs no face; gender falls back
+                    boxes = faces.find_regions(image)
+                except DataError:
+                    boxes = {}
+        with timed(profile, "cut"):
+            crops = faces.cut(image, region, boxes)
+        with timed(profile, "gender input"):
+            return crops, self._gender_input(image, boxes.get("face_box"))
 
     def _gender_input(self, image, face_box: str | None) -> np.ndarray | None:
         """What the bundled gender model reads of this photo's face: its face crop or its descriptor."""

@@ -62,8 +62,7 @@ def read_manifest(path: Path, kind: str = "crop") -> pd.DataFrame:
     if path.suffix.lower() == ".parquet":
         frame = pd.read_parquet(path)
     else:
-        frame = pd.read_csv(path, dtype={"path": str, "kind": str, "gender": str}, keep_default_na=False,
-                            na_values={"p_female": [""]})
+        frame = pd.read_csv(path, dtype={"path": str, "kind": str, "gender": str})
     if "path" not in frame:
         raise DataError(f"{path}: a manifest needs a `path` column (the photo's file); got {list(frame.columns)}")
     taken = [c for c in frame.columns if c == ERROR or str(c).startswith(ANSWER_PREFIX)]
@@ -71,7 +70,7 @@ def read_manifest(path: Path, kind: str = "crop") -> pd.DataFrame:
         raise DataError(f"{path}: column {', '.join(map(repr, taken))} would collide with the answer's columns "
                         f"(`{ERROR}`, `{ANSWER_PREFIX}*`): rename it")
     frame["path"] = [str(p) if Path(str(p)).is_absolute() else str(path.parent / str(p)) for p in frame["path"]]
-    frame["kind"] = frame["kind"].replace("", kind) if "kind" in frame else kind
+    frame["kind"] = frame["kind"].fillna(kind) if "kind" in frame else kind
     return frame
 
 

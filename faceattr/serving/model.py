@@ -224,6 +224,8 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
 
     def _read(self, i: int, row: dict) -> tuple[np.ndarray, np.ndarray | None]:
         text = row["image"]
+        if isinstance(text, (bytes, bytearray)):   # a binary column (Spark's binaryFile, Python callers)
+            return self.read(bytes(text), row.get("kind"))
         if not isinstance(text, str) or not text:
             raise DataError(f"`image` must be a non-empty base64 string, got {type(text).__name__}")
         if len(text) > MAX_IMAGE_MB * 2**20:

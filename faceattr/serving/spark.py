@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -62,8 +63,8 @@ def session(master: str | None = None, batch_size: int = 64, load_log: str | Non
     require_spark()
     from pyspark.sql import SparkSession
 
-    builder = (SparkSession.builder.appName("faceattr-predict")
-               .master(master or f"local[{os.cpu_count() or 1}]")
+    master = master or f"local[{os.cpu_count() or 1}]"
+    builder = (SparkSession.builder.appName("faceattr-predict").master(master)
                .config("spark.python.worker.reuse", "true")
                .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(min(batch_size, served.MAX_ROWS)))
@@ -71,6 +72,8 @@ def session(master: str | None = None, batch_size: int = 64, load_log: str | Non
                .config("spark.executorEnv.TF_CPP_MIN_LOG_LEVEL", "2")
                .config("spark.executorEnv.TF_NUM_INTRAOP_THREADS", "1")
                .config("spark.executorEnv.TF_NUM_INTEROP_THREADS", "1"))
+    if master.startswith("local"):   # the workers run this environment (pyspark reads the variable itself)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if load_log:
         builder = builder.config(f"spark.executorEnv.{served.LOAD_LOG}", load_log)
     spark = builder.getOrCreate()

@@ -18,6 +18,7 @@ openjdk-17-jre-headless). docs/spark.md: a standalone cluster, spark-submit.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import sys
@@ -63,8 +64,12 @@ def session(master: str | None = None, batch_size: int = 64, load_log: str | Non
     require_spark()
     from pyspark.sql import SparkSession
 
-    master = master or f"local[{os.cpu_count() or 1}]"
-    builder = (SparkSession.builder.appName("faceattr-predict").master(master)
+    if master is None and not os.environ.get("PYSPARK_GATEWAY_PORT"):   # not under spark-submit (its --master)
+        master = f"local[{os.cpu_count() or 1}]"
+    builder = SparkSession.builder.appName("faceattr-predict")
+    if master:
+        builder = builder.master(master)
+    builder = (builder
                .config("spark.python.worker.reuse", "true")
                .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(min(batch_size, served.MAX_ROWS)))
@@ -72,7 +77,7 @@ def session(master: str | None = None, batch_size: int = 64, load_log: str | Non
                .config("spark.executorEnv.TF_CPP_MIN_LOG_LEVEL", "2")
                .config("spark.executorEnv.TF_NUM_INTRAOP_THREADS", "1")
                .config("spark.executorEnv.TF_NUM_INTEROP_THREADS", "1"))
-    if master.startswith("local"):   # the workers run this environment (pyspark reads the variable itself)
+    if master and master.startswith("local"):   # the workers run this environment (pyspark reads the variable itself)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if load_log:
         builder = builder.config(f"spark.executorEnv.{served.LOAD_LOG}", load_log)
@@ -145,13 +150,13 @@ def score(spark, photos, model_uri: str):
 def predict(source: str, model_uri: str, out: str, kind: str = "crop", master: str | None = None,
             batch_size: int = 64) -> Outcome:
     """Score PHOTOS on Spark into the Parquet folder `out`."""
-    require_spark()
     started = time.perf_counter()
     path = Path(source).expanduser()
     if path.suffix.lower() in (".csv", ".parquet") and path.is_file():
         read_manifest(path, kind)   # its errors (no `path` column, ...) before Spark starts
-    elif not (path.is_dir() or "*" in source or "?" in source or path.is_file()):
+    elif not (path.is_dir() or glob.has_magic(source) or path.is_file()):
         raise DataError(f"{source}: not a folder of images, a glob or a manifest (.csv, .parquet)")
+    require_spark()
     load_log = tempfile.mkdtemp(prefix="faceattr-loads-")
     spark = session(master, batch_size, load_log)
     try:

@@ -67,7 +67,7 @@ def test_photos_in_values_out_and_the_predict_is_compiled_once():
     # warm-up traced batch sizes 1 and 2; every later size reuses the shape-relaxed trace
     assert model.model.predict_function.experimental_get_tracing_count() == traces
     gender = served("gender").predict(None, pd.DataFrame({"image": [crop(60, 60)]}))
-    assert list(gender.columns) == ["p_female", "gender"] and gender["gender"][0] in ("male", "female")
+    assert list(gender.columns) == ["p_female", "gender", "error"] and gender["gender"][0] in ("male", "female")
 
 
 @pytest.mark.parametrize("rows, message", [

@@ -50,7 +50,7 @@ def served_model(gender_photos: int, epochs: int) -> str:
     import pandas as pd
 
     from faceattr import config, experiment, serving, tracking
-    from faceattr.serving import encode_image
+    from faceattr.serving import image_bytes
 
     labels = pd.read_csv(FACES / "labels.csv").head(gender_photos)
     labels["path"] = [str(FACES / p) for p in labels["path"]]
@@ -61,11 +61,11 @@ def served_model(gender_photos: int, epochs: int) -> str:
     eye_cfg = config.load("eyes", {"data": str(SHARED / "eye-state"), "region": "eye", "data.image_region": "eye",
                                    "epochs": epochs, "train.verbose": 0, "data.gender": "labels"})
     eye = serving.load(experiment.train(eye_cfg, register=False).model_uri)
-    example = pd.DataFrame([{"image": encode_image(np.zeros((48, 48, 3), np.uint8)), "kind": "crop"}])
+    example = pd.DataFrame([{"image": image_bytes(np.zeros((48, 48, 3), np.uint8)), "kind": "crop"}])
     tracking.use_experiment("benchmark-scoring")
     with tracking.start_run("eye+gender") as run:
         return run.log_model(eye.model, eye_cfg, example, gender_model=gender.model,
-                             made_by=(eye.spec.get("crops") or {}).get("made_by")).model_uri
+                             made_by=eye.record.crops.made_by if eye.record.crops else None).model_uri
 
 
 # --- peak memory of worker processes ---------------------------------------------------------------

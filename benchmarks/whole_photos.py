@@ -43,7 +43,6 @@ CASES = {   # name: (experiment, data set, region, other overrides)
 def run_case(name: str, photos, epochs: int) -> str:
     from faceattr import config as config_module
     from faceattr import experiment, serving
-    from faceattr.data.regions import photo_refusal
     from faceattr.serving.batch import ANSWER_PREFIX, score
 
     exp, data, region, extra = CASES[name]
@@ -51,9 +50,9 @@ def run_case(name: str, photos, epochs: int) -> str:
                                    "epochs": epochs, "train.verbose": "0", **extra})
     outcome = experiment.train(cfg, register=False)
     served = serving.load(outcome.model_uri)
-    refusal = photo_refusal(served.spec.get("crops"))
+    refusal = served.record.photo_refusal()
     if refusal:   # measure what it would answer: as models answered before the crop record existed
-        served.spec.pop("crops")
+        served.record = served.record.model_copy(update={"crops": None})
     scored, _ = score(served, photos, progress=False)
     ok = scored[scored["error"] == ""].rename(columns=lambda c: c.removeprefix(ANSWER_PREFIX))
     values = ok[exp].astype(float)

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from faceattr import config as config_module
+from faceattr import names
 from faceattr.errors import FaceattrError
 
 
@@ -56,8 +57,8 @@ def cmd_train(args, extra) -> int:
     outcome = train(load_config(args, extra), register=getattr(args, "register", True))
     shown = {k: round(v, 4) for k, v in outcome.metrics.items()
              if k in ("val_mse", "baseline_ratio", "val_accuracy", "test_mse", "test_accuracy", "collapse_std_ratio")}
-    leans = outcome.tags.get("leans_on_gender")   # regressions only (faceattr/views.py)
-    print(f"faceattr: done: {shown} collapsed={outcome.tags['collapsed']}"
+    leans = outcome.tags.get(names.LEANS_ON_GENDER)   # regressions only (faceattr/views.py)
+    print(f"faceattr: done: {shown} collapsed={outcome.tags[names.COLLAPSED]}"
           + (f" leans_on_gender={leans}" if leans else "") + f" model={outcome.model_uri}"
           + (f" registered={outcome.version}" if outcome.version else ""))
     if getattr(outcome, "outbox", None):   # training succeeded; tracking did not (faceattr/tracking/outbox.py)
@@ -318,7 +319,7 @@ def add_report_parser(sub) -> None:
     report = sub.add_parser("report", help="one self-contained HTML page comparing an experiment's runs "
                                            "(mean ± std over seeds, curves, champion vs challenger, promotions)")
     report.add_argument("experiment", help="MLflow experiment name (eyes, gender, ...)")
-    report.add_argument("--out", default="report.html", help="the HTML file to write (default report.html)")
+    report.add_argument("--out", default=names.REPORT_FILE, help=f"the HTML file to write (default {names.REPORT_FILE})")
     report.set_defaults(func=cmd_report)
 
 

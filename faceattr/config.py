@@ -1,10 +1,13 @@
 """Experiment configuration: load `experiments/<name>.yaml`, merge defaults, apply overrides, validate.
 
-A config is a plain nested dict. Every problem raises `ConfigError` naming the key at fault.
+A config is a plain nested dict: the schema's dump, every key present, so readers index it
+(`config["train"]["augment"]`) and no default is restated where it is read. Every problem raises
+`ConfigError` naming the key at fault.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -110,27 +113,27 @@ def set_key(config: dict, dotted: str, value: Any) -> None:
 
 
 def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
-    """Check every key against the schema below (and the task's own rules); return the config or
+    """Check every key against the schema below (and the task's own rules); return the validated config
+    (a plain nested dict with every key present, each default filled in from DEFAULTS or the schema) or
     raise ConfigError naming the dotted key at fault."""
     def fail(key: str, why: str):
         raise ConfigError(f"{source}: {key}: {why}")
 
-    _check(Experiment, config, "", source)
-    task = tasks.TASKS[config["task"]]
-    if config["target"] not in task.targets:
-        fail("target", f"{config['target']!r} is not a {task.name} target ({', '.join(task.targets)})")
-    backbone = config["model"].get("backbone", task.backbones[0])
+    checked = _check(Experiment, config, "", source).model_dump()
+    task = tasks.TASKS[checked["task"]]
+    if checked["target"] not in task.targets:
+        fail("target", f"{checked['target']!r} is not a {task.name} target ({', '.join(task.targets)})")
+    backbone = checked["model"].setdefault("backbone", task.backbones[0])   # the task's default backbone
     if backbone not in task.backbones:
         fail("model.backbone", f"{backbone!r}: the {task.name} task takes {', '.join(task.backbones)}")
-    _check(MODEL_SCHEMAS[backbone], config["model"], "model.", source)
-    if task.reads_gender and backbone == "cnn" and config["model"].get("dense_1") is None:
+    model = checked["model"] = _check(MODEL_SCHEMAS[backbone], checked["model"], "model.", source).model_dump()
+    if task.reads_gender and backbone == "cnn" and model["dense_1"] is None:
         fail("model.dense_1", "missing: the layer after the gender input needs a width")
-    filters = (config.get("search") or {}).get("filters")
-    if filters is not None and "conv" in config["model"] and len(filters) != len(config["model"].get("conv", [])):
-        fail("search.filters", f"needs one list of choices per conv layer ({len(config['model'].get('conv', []))}), "
-                               f"got {filters!r}")
-    task.check(config, fail)
-    return config
+    filters = checked["search"]["filters"]
+    if filters is not None and "conv" in model and len(filters) != len(model["conv"]):
+        fail("search.filters", f"needs one list of choices per conv layer ({len(model['conv'])}), got {filters!r}")
+    task.check(checked, fail)
+    return checked
 
 
 # --- the schema: one pydantic model per section; strict (no "3" for 3, no true for 1), no unknown keys ---
@@ -367,10 +370,10 @@ def validate_policy(raw: Any, source: str) -> Policy:
     return policy
 
 
-def _check(schema: type[BaseModel], section: dict, prefix: str, source: str) -> None:
-    """Validate `section`; ConfigError naming the dotted key of the most specific problem."""
+def _check(schema: type[BaseModel], section: dict, prefix: str, source: str) -> BaseModel:
+    """`section` validated; ConfigError naming the dotted key of the most specific problem."""
     try:
-        schema.model_validate(section)
+        return schema.model_validate(section)
     except ValidationError as exc:
         def key(error) -> list:  # drop the union-member tags pydantic puts in locations ('bool', 'Augment')
             return [str(p) for p in error["loc"] if isinstance(p, int) or not _union_tag(p)]
@@ -402,6 +405,53 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def from_params(params: dict[str, str], source: str = "run params") -> dict[str, Any]:
+    """The validated config of a run logged before runs carried config.json, rebuilt from its dotted
+    params (flatten's inverse: `model.conv.0.filters` -> config["model"]["conv"][0]["filters"]).
+    Params that name no config key (`data.digest`, `gender_source`, `mlflow run`'s `-P epochs`) are left out."""
+    tree: dict[str, Any] = {}
+    for key, text in params.items():
+        parts = key.split(".")
+        if not _config_key(parts):
+            continue
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _param_value(text)
+    return validate(_merge(copy.deepcopy(DEFAULTS), _lists(tree)), source)
+
+
+def _config_key(parts: list[str]) -> bool:
+    """Whether dotted `parts` name a key of the schema (a section's field, or a top-level leaf)."""
+    fields = Experiment.model_fields
+    if parts[0] not in fields:
+        return False
+    section = fields[parts[0]].annotation
+    if not (isinstance(section, type) and issubclass(section, BaseModel)) and parts[0] != "model":
+        return len(parts) == 1                       # name, task, target, region
+    known = ({f for schema in MODEL_SCHEMAS.values() for f in schema.model_fields} if parts[0] == "model"
+             else section.model_fields)
+    return len(parts) > 1 and parts[1] in known
+
+
+def _param_value(text: str) -> Any:
+    """A param's text as the value it was logged from (str() of a YAML scalar, list or mapping)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _lists(node: Any) -> Any:
+    """Mappings keyed 0..n-1 (flattened lists) back into lists."""
+    if not isinstance(node, dict):
+        return node
+    node = {k: _lists(v) for k, v in node.items()}
+    if node and set(node) == {str(i) for i in range(len(node))}:
+        return [node[str(i)] for i in range(len(node))]
+    return node
 
 
 def _merge(base: dict, extra: dict) -> dict:

@@ -14,6 +14,7 @@ import re
 import numpy as np
 from sklearn import metrics as skm
 
+from faceattr.names import COLLAPSED
 from faceattr.data.manifest import GENDERS
 
 
@@ -26,7 +27,7 @@ def evaluate(task, scores, split, train, collapse_threshold: float, served: dict
     found = {**task.metrics(scores, split.labels, split.frame, train.labels, train.frame, served or {}),
              **task.baselines(split, train)}
     ratio, collapsed = collapse_check(scores, task.truth(split.labels), collapse_threshold)
-    return {**found, "collapse_std_ratio": ratio, "collapsed": collapsed}
+    return {**found, "collapse_std_ratio": ratio, COLLAPSED: collapsed}
 
 
 def metric_name(split: str, key: str) -> str:

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
+import psutil
 
-from faceattr import evaluate, models, plots, registry, serving, tasks, tracking, views
+from faceattr import evaluate, models, names, plots, registry, serving, tasks, tracking, views
 from faceattr.data import faces
 from faceattr.data.loading import Data, Split, crops_made_by, make_split, open_data
 from faceattr.data.regions import load_rgb
 from faceattr.data.tfdata import model_inputs
 from faceattr.errors import ConfigError, DataError
-from faceattr.features.face_descriptor import describe_data, example_face
 from faceattr.gender_input import gender_inputs
 from faceattr.train import fit
 
@@ -42,6 +44,7 @@ class Assessment:
     first_outputs: list[float]     # the first training photos' scores (the seeds' collapse print)
     scores: dict[str, np.ndarray]  # each judged split's scores ({"val": .., "test": ..})
     served: dict                   # settings chosen on validation, kept in the served model's spec
+    by_split: dict[str, list[str]] = field(default_factory=dict)   # each judged split's metric names
 
 
 @dataclass
@@ -64,9 +67,7 @@ def prepare(config: dict) -> Prepared:
         if column not in data.frame:
             raise ConfigError(f"evaluation.slices.{column}: the data set {data.name} has no column {column!r} "
                               f"(it has {', '.join(c for c in data.frame.columns if not c.endswith('_box'))})")
-    descriptors, left_out = None, []
-    if models.reads(config) == "descriptor":
-        data, descriptors, left_out = describe_data(data)
+    data, descriptors, left_out = models.input_kind(config).prepare(data)   # descriptors: None for crops
     gender, source, gender_model = gender_inputs(config, data, _gender_champion)
     labels = task.labels(data.frame, config)
     splits = {name: make_split(data, name, labels, gender, descriptors) for name in SPLITS}
@@ -79,35 +80,62 @@ def _gender_champion():
     return None if version is None else (version, serving.load(f"models:/gender@{registry.CHAMPION}"))
 
 
+class Timings:
+    """Seconds each stage of a run took, logged as the run's `time_<stage>` metrics: where a run's own
+    cost goes besides the fit (benchmarks/run_cost.py reads them)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def metrics(self) -> dict[str, float]:
+        return {f"time_{k}": v for k, v in self.seconds.items()}
+
+
 def train(config: dict, register: bool = True) -> Outcome:
     """`faceattr train NAME`: one tracked run in the MLflow experiment named after the config.
 
     register: the logged model becomes a new version of the registered model named after the
     experiment (what `faceattr promote NAME` judges).
     """
-    prepared = prepare(config)
+    timings = Timings()
+    timings.seconds["startup"] = time.time() - psutil.Process().create_time()   # imports, config: before the run
+    with timings.stage("data"):
+        prepared = prepare(config)
     tracking.use_experiment(config["name"])
     run_name = f"{config['name']}-{models.widths(config)}-s{config['train']['seed']}"
     with tracking.recorded_run(config["name"], run_name, tags=tracking.run_tags(config, prepared.data)) as run:
-        outcome = fit_and_log(prepared, run)
+        outcome = fit_and_log(prepared, run, timings=timings)
         if register:
-            registered = run.register_model(outcome.model_uri, config["name"])
+            with timings.stage("registration"):
+                registered = run.register_model(outcome.model_uri, config["name"])
             outcome.version = registered.version if registered else None
+        run.log_metrics(timings.metrics())
     outcome.outbox = run.outbox
     return outcome
 
 
 def fit_and_log(prepared: Prepared, run: tracking.Run, model: keras.Model | None = None, callbacks=(),
-                log_model: bool = True, initial_epoch: int = 0) -> Outcome:
-    """Into `run` (the active one): log params and data, fit, evaluate, log metrics, plots and the model."""
+                log_model: bool = True, initial_epoch: int = 0, timings: Timings | None = None) -> Outcome:
+    """Into `run` (the active one): log params and data, fit, evaluate, log plots, the model, and the
+    metrics linked to it and to each split's data set."""
     config, splits = prepared.config, prepared.splits
     task = tasks.of(config)
-    tracking.log_config(run, config)
-    tracking.log_data(run, prepared.data)
+    timings = timings or Timings()
+    with timings.stage("logging"):
+        tracking.log_config(run, config)
+        tracking.log_data(run, prepared.data)
     kind = evaluate.baseline_kind(splits["train"].frame.get("gender", []), splits["val"].frame.get("gender", []))
     keras.utils.set_random_seed(config["train"]["seed"])
     model = model if model is not None else models.build(config)
-    params = {"gender_source": prepared.gender_source, "baseline_kind": kind, "model.parameters": model.count_params()}
+    params = {names.GENDER_SOURCE: prepared.gender_source, "baseline_kind": kind, "model.parameters": model.count_params()}
     if prepared.left_out:   # photos without a usable face (face-descriptor backbones): counted, listed
         params["data.left_out"] = len(prepared.left_out)
         run.log_dict({"left_out": prepared.left_out}, "data/left_out.json")
@@ -116,23 +144,29 @@ def fit_and_log(prepared: Prepared, run: tracking.Run, model: keras.Model | None
         params["class_weights"] = "none" if weights is None else " ".join(f"{k}:{v:.4g}" for k, v in weights.items())
     params["model.trainable_parameters"] = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     run.log_params(params)   # through the outbox, like every other param
-    history = fit(model, config, splits["train"], splits["val"],
-                  callbacks=[run.epoch_metrics(), *callbacks], initial_epoch=initial_epoch)
-    assessed = assess(model, config, splits)
+    with timings.stage("fit"):
+        history = fit(model, config, splits["train"], splits["val"],
+                      callbacks=[run.epoch_metrics(), *callbacks], initial_epoch=initial_epoch)
+    with timings.stage("evaluation"):
+        assessed = assess(model, config, splits)
     metrics, tags = assessed.metrics, assessed.tags
     metrics["epochs_trained"] = len(history.history["loss"])
-    tracking.log_results(run, metrics, tags, assessed.first_outputs)
-    slices, shown, shown_tags = views.show(run, model, config, splits, assessed.scores, history.history,
-                                           assessed.served)
+    with timings.stage("views"):
+        slices, shown, shown_tags = views.show(run, model, config, splits, assessed.scores, history.history,
+                                               assessed.served)
+        if prepared.crop_check:
+            tracking.log_figures(run, {names.CROP_CHECK: plots.crop_check(prepared.crop_check, config["region"])})
+    model_uri = model_id = None
+    if log_model:
+        with timings.stage("model"):
+            info = run.log_model(model, config, input_example(config, splits["val"]), prepared.gender_model,
+                                 assessed.served, crops_made_by(prepared.data.frame))
+        if info:   # None: tracking failed, the model is in the outbox
+            model_uri, model_id = info.model_uri, info.model_id
+    with timings.stage("logging"):   # after the model: MLflow 3 links the metrics to it and to each split
+        tracking.log_results(run, metrics, tags, assessed.first_outputs, assessed.by_split, model_id)
     metrics.update(shown)
     tags.update(shown_tags)
-    if prepared.crop_check:
-        tracking.log_figures(run, {views.CROP_CHECK: plots.crop_check(prepared.crop_check, config["region"])})
-    model_uri = None
-    if log_model:
-        info = run.log_model(model, config, input_example(config, splits["val"]), prepared.gender_model,
-                             assessed.served, crops_made_by(prepared.data.frame))
-        model_uri = info.model_uri if info else None   # None: tracking failed, the model is in the outbox
     return Outcome(model, metrics, tags, model_uri, served=assessed.served, slices=slices)
 
 
@@ -173,28 +207,26 @@ def assess(model: keras.Model, config: dict, splits: dict[str, Split]) -> Assess
     found = {name: scores(model, config, splits[name]) for name in ("val", "test") if len(splits[name])}
     served = task.calibrate(found["val"], val)
     metrics: dict[str, float] = {f"served_{k}": v for k, v in served.items()}
+    by_split = {}
     for name in found:
         judged = evaluate.evaluate(task, found[name], splits[name], train, threshold, served)
-        collapsed, ratio = judged.pop("collapsed"), judged.pop("collapse_std_ratio")
+        collapsed, ratio = judged.pop(names.COLLAPSED), judged.pop("collapse_std_ratio")
+        by_split[name] = [evaluate.metric_name(name, k) for k in judged]
         metrics.update({evaluate.metric_name(name, k): v for k, v in judged.items()})
         if name == "val":
             metrics["collapse_std_ratio"] = ratio
-            tags = {"collapsed": str(collapsed).lower(), "collapse_threshold": str(threshold)}
+            tags = {names.COLLAPSED: str(collapsed).lower(), "collapse_threshold": str(threshold)}
     if task.pooled_prefixes:  # figures over validation + test together (identity: seen/unseen people)
         pooled = Split.concat([splits[name] for name in found])
         judged = evaluate.evaluate(task, np.concatenate(list(found.values())), pooled, train, threshold, served)
         metrics.update({k: v for k, v in judged.items() if k.startswith(task.pooled_prefixes)})
-    return Assessment(metrics, tags, [round(float(v), 4) for v in first], found, served)
+    return Assessment(metrics, tags, [round(float(v), 4) for v in first], found, served, by_split)
 
 
 def input_example(config: dict, split: Split):
-    """One request row as a served model takes it: a base64 PNG crop, or the photo for a model reading
-    face descriptors (and, for regressions, a gender)."""
-    if split.descriptors is not None:   # the face at full resolution: the descriptor is computed from it
-        image = serving.encode_image(example_face(split.frame))
-    else:
-        image = serving.encode_image(split.images[0])
-    row = {"image": image, "kind": "crop"}
+    """One request row as a served model takes it: PNG bytes of what its input kind reads (a crop, or a
+    face at full resolution for a model reading face descriptors), and for regressions a gender."""
+    row = {"image": serving.image_bytes(models.input_kind(config).example(split)), "kind": "crop"}
     if tasks.of(config).reads_gender:
         row["gender"] = "female"
     return pd.DataFrame([row])

@@ -7,12 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from faceattr import models, tasks
-from faceattr.data.loading import (UNKNOWN_GENDER, Data, gender_one_hot, has_gender_labels, load_crops,
-                                   shows_faces)
+from faceattr import tasks
+from faceattr.data.loading import UNKNOWN_GENDER, Data, gender_one_hot, has_gender_labels, shows_faces
 from faceattr.data.manifest import GENDERS
 from faceattr.errors import ConfigError, DataError
-from faceattr.features.face_descriptor import describe_rows
+from faceattr.models import inputs
 
 
 def gender_inputs(config: dict, data: Data, champion):
@@ -46,19 +45,32 @@ def gender_model_probabilities(gender_model, faces: np.ndarray) -> np.ndarray:
     """(N, 2) [p_male, p_female] of a gender model on what it reads of N faces: (N, 60, 60, 3) face crops
     or (N, 128) face descriptors."""
     faces = np.asarray(faces, np.float32)
-    return np.asarray(gender_model.predict_on_batch({models.input_name(gender_model): faces}), np.float32)
+    return np.asarray(gender_model.predict_on_batch({inputs.of_model(gender_model).name: faces}), np.float32)
 
 
 def rows_gender(gender_model, frame: pd.DataFrame) -> np.ndarray:
     """A gender model's [p_male, p_female] for manifest rows (whole photos with face boxes, or face
     crops); a row whose face it cannot read gets the "unknown" [0.5, 0.5]."""
-    if models.input_name(gender_model) == "descriptor":
-        found, kept, _ = describe_rows(frame, max_failure_share=None, progress=False)
-        out = np.tile(np.asarray(UNKNOWN_GENDER, np.float32), (len(frame), 1))
-        if kept.any():
-            out[kept] = gender_model_probabilities(gender_model, found[kept])
-        return out
-    return gender_model_probabilities(gender_model, load_crops(frame, "face")[0])
+    found, kept = inputs.of_model(gender_model).of_rows(frame)
+    out = np.tile(np.asarray(UNKNOWN_GENDER, np.float32), (len(frame), 1))
+    if kept.any():
+        out[kept] = gender_model_probabilities(gender_model, found[kept])
+    return out
+
+
+def row_gender(row: dict) -> tuple[float, float] | None:
+    """A row's own gender input: its `gender` (male/female) or `p_female` (0..1), else None.
+    DataError names the bad value."""
+    label, p = row.get("gender"), row.get("p_female")
+    if isinstance(label, str) and label:
+        if label.lower() not in GENDERS:
+            raise DataError(f"gender={label!r}; use male or female")
+        return tuple(np.eye(2)[GENDERS.index(label.lower())])
+    if p is not None and not pd.isna(p):
+        if not 0 <= float(p) <= 1:
+            raise DataError(f"p_female={p!r} is outside 0..1")
+        return 1 - float(p), float(p)
+    return None
 
 
 def gender_probabilities(rows: pd.DataFrame, faces: list, gender_model=None) -> np.ndarray:
@@ -68,15 +80,12 @@ def gender_probabilities(rows: pd.DataFrame, faces: list, gender_model=None) -> 
     out = np.tile(np.asarray(UNKNOWN_GENDER, np.float32), (len(rows), 1))
     ask = []
     for i, row in enumerate(rows.to_dict("records")):
-        label, p = row.get("gender"), row.get("p_female")
-        if isinstance(label, str) and label:
-            if label.lower() not in GENDERS:
-                raise DataError(f"row {i}: gender={label!r}; use male or female")
-            out[i] = np.eye(2)[GENDERS.index(label.lower())]
-        elif p is not None and not pd.isna(p):
-            if not 0 <= float(p) <= 1:
-                raise DataError(f"row {i}: p_female={p!r} is outside 0..1")
-            out[i] = (1 - float(p), float(p))
+        try:
+            given = row_gender(row)
+        except DataError as exc:
+            raise DataError(f"row {i}: {exc}") from exc
+        if given is not None:
+            out[i] = given
         elif faces[i] is not None and gender_model is not None:
             ask.append(i)
     if ask:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from faceattr import config as config_module
-from faceattr import evaluate, experiment, tasks, tracking
+from faceattr import evaluate, experiment, names, tasks, tracking
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SETS = {
@@ -39,8 +39,8 @@ def evaluate_set(name: str, split: str = "content", epochs: int = 40, data_root=
     config = config_module.load(exp, settings)
     prepared = experiment.prepare(config)
     tracking.use_experiment("evaluate-real")
-    with tracking.start_run(f"{name}-{split}", tags={"faceattr.experiment": exp, "faceattr.data": name,
-                                                     "faceattr.split": split}) as run:
+    with tracking.start_run(f"{name}-{split}", tags={names.EXPERIMENT: exp, names.DATA: name,
+                                                     names.SPLIT: split}) as run:
         outcome = experiment.fit_and_log(prepared, run, log_model=False)
         figures = summarise(outcome.model, config, prepared, outcome.served)
         run.log_metrics({f"real_{k}": v for k, v in figures.items() if isinstance(v, (int, float))})

@@ -25,20 +25,17 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from faceattr import evaluate, registry, tasks, tracking, views
+from faceattr import config as config_module
+from faceattr import evaluate, names, registry, tasks, tracking
 from faceattr.errors import FaceattrError
 from faceattr.registry import promotion
 
-REPORT_FILE = "report.html"            # the artifact of the report run
-REPORT_ROLE = "report"                 # tracking.ROLE of the report run: left out of later reports
-REPEAT_ROLE = "repeat"                 # a nested run that is a seed repeat of one configuration (tuning)
-PARENT = "mlflow.parentRunId"
 SEED_PARAMS = ("train.seed", "seed")   # `seed`: the -P shortcut `mlflow run` logs beside train.seed
 CURVES = ("loss", "val_loss")          # per-epoch metrics (tracking.EpochMetrics)
 # What the training runs log besides the task's metrics (faceattr/views.py: how far a regression's answers
 # move when the gender input is swapped or unknown, or the photo shuffled) and the contenders' plots.
 RELIANCE = evaluate.GENDER_WEIGHTS
-CONTENDER_PLOTS = {views.GALLERY: "gallery", views.PREDICTED_VS_TRUE: "predicted vs true"}
+CONTENDER_PLOTS = {names.GALLERY: "gallery", names.PREDICTED_VS_TRUE: "predicted vs true"}
 
 
 # --- the numbers ----------------------------------------------------------------------------------
@@ -134,7 +131,8 @@ def group_runs(runs: list) -> list[Group]:
     """Configurations, in the order of their first run; each labelled by the params that differ between them."""
     by_params: dict[tuple, list] = {}
     for run in runs:
-        key = tuple(sorted((k, v) for k, v in run.data.params.items() if k not in SEED_PARAMS))
+        config = config_module.flatten(tracking.run_config(run))   # the experiment's own config
+        key = tuple(sorted((k, str(v)) for k, v in config.items() if k not in SEED_PARAMS))
         by_params.setdefault(key, []).append(run)
     groups = [Group(i + 1, dict(key), members) for i, (key, members) in enumerate(by_params.items())]
     keys = set().union(*(g.params for g in groups))
@@ -148,14 +146,14 @@ def sort_runs(runs: list) -> tuple[list, list[Search], int]:
     """(training runs, searches, report runs left out). A nested run is summarised under its parent
     (tuning trials would flood the table) unless it is a seed repeat, which is compared like any run;
     its parent is a search, not a configuration."""
-    reports = [r for r in runs if r.data.tags.get(tracking.ROLE) == REPORT_ROLE]
+    reports = [r for r in runs if r.data.tags.get(names.ROLE) == names.REPORT]
     runs = [r for r in runs if r not in reports]
     children: dict[str, list] = {}
     for run in runs:
-        parent = run.data.tags.get(PARENT)
-        if parent and run.data.tags.get(tracking.ROLE) != REPEAT_ROLE:
+        parent = run.data.tags.get(tracking.PARENT)
+        if parent and run.data.tags.get(names.ROLE) != names.REPEAT:
             children.setdefault(parent, []).append(run)
-    parents = {r.info.run_id for r in runs if r.data.tags.get(tracking.ROLE) == "search"} | set(children)
+    parents = {r.info.run_id for r in runs if r.data.tags.get(names.ROLE) == names.SEARCH} | set(children)
     nested = {r.info.run_id for kids in children.values() for r in kids}
     training = [r for r in runs if r.info.run_id not in parents | nested]
     searches = [Search(r, children.get(r.info.run_id, []),
@@ -224,16 +222,16 @@ def contenders(model: str, runs_by_id: dict, compared: list[str]) -> tuple[list[
 def contender(role: str, version, runs_by_id: dict, compared: list[str]) -> Contender:
     run = runs_by_id.get(version.run_id) or (tracking.get_run(version.run_id) if version.run_id else None)
     facts = {"version": str(version.version), "stage": version.current_stage,
-             "aliases": ", ".join(version.aliases) or "-", "decision": version.tags.get("faceattr.decision", "-")}
+             "aliases": ", ".join(version.aliases) or "-", "decision": version.tags.get(names.DECISION, "-")}
     if run is None:
         return Contender(role, version, None, facts, {}, None)
     run_id, metrics = run.info.run_id, run.data.metrics
-    facts.update({"run": run.data.tags.get("mlflow.runName", run_id), "seed": seed_of(run),
-                  views.LEANS_ON_GENDER: run.data.tags.get(views.LEANS_ON_GENDER, "-")})
+    facts.update({"run": run.data.tags.get(tracking.RUN_NAME, run_id), "seed": seed_of(run),
+                  names.LEANS_ON_GENDER: run.data.tags.get(names.LEANS_ON_GENDER, "-")})
     slice_keys = sorted(k for k in metrics if evaluate.SLICE_MARK in k)
     facts.update({k: _number(metrics[k]) for k in [*compared, *slice_keys] if k in metrics})
     plots = {caption: tracking.read_artifact(run_id, path) for path, caption in CONTENDER_PLOTS.items()}
-    table = tracking.read_artifact(run_id, views.SLICES)
+    table = tracking.read_artifact(run_id, names.SLICES)
     return Contender(role, version, run, facts, {c: data_uri(png) if png else None for c, png in plots.items()},
                      _table(table) if table else None)
 
@@ -251,13 +249,13 @@ def decisions(model: str) -> list[dict]:
         metric = params.get("policy.metric")
         rows.append({
             "when": datetime.fromtimestamp(run.info.start_time / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-            "action": tags.get("faceattr.action", "-"), "decision": tags.get("faceattr.decision", run.info.status),
+            "action": tags.get(names.ACTION, "-"), "decision": tags.get(names.DECISION, run.info.status),
             "version": params.get("challenger_version", params.get("to_version", "-")),
             "champion": params.get("champion_version", params.get("from_version", "-")),
             "metric": metric or "-",
             "challenger_value": metrics.get(f"challenger_{metric}"), "champion_value": metrics.get(f"champion_{metric}"),
-            "reasons": tags.get("faceattr.reasons", "-"), "user": tags.get("faceattr.user", "-"),
-            "run": tags.get("mlflow.runName", run.info.run_id)})
+            "reasons": tags.get(names.REASONS, "-"), "user": tags.get(names.USER, "-"),
+            "run": tags.get(tracking.RUN_NAME, run.info.run_id)})
     return rows
 
 
@@ -276,7 +274,7 @@ def gather(experiment: str) -> Evidence:
     groups = group_runs(training) if training else []
     # The registered model is named after the faceattr experiment the runs ran (experiment.py), which
     # `mlflow run --experiment-name` may have logged under another MLflow experiment name.
-    named = Counter(r.data.tags.get("faceattr.experiment") for r in runs if r.data.tags.get("faceattr.experiment"))
+    named = Counter(r.data.tags.get(names.EXPERIMENT) for r in runs if r.data.tags.get(names.EXPERIMENT))
     model = named.most_common(1)[0][0] if named else experiment
     found, note = contenders(model, {r.info.run_id: r for r in runs}, compared)
     return Evidence(experiment, model, compared, groups, searches, learning_curves(groups), found, note,
@@ -335,7 +333,7 @@ deviation (n-1) over its runs; a single run has none.</p>
 </table></div>
 {% for g in e.groups %}
 <details><summary>C{{ g.number }}: params and runs</summary>
-<p>{% for run in g.runs %}<code>{{ run.data.tags.get('mlflow.runName', run.info.run_id) }}</code> {% endfor %}</p>
+<p>{% for run in g.runs %}<code>{{ run.data.tags.get(run_name, run.info.run_id) }}</code> {% endfor %}</p>
 <table>{% for k, v in g.params | dictsort %}<tr><td><code>{{ k }}</code></td><td>{{ v }}</td></tr>{% endfor %}</table>
 </details>
 {% endfor %}
@@ -346,7 +344,7 @@ deviation (n-1) over its runs; a single run has none.</p>
 <div class="wide"><table class="searches"><tr><th>search run</th><th>status</th><th>nested runs</th><th>finished</th>
 {% for k in e.compared %}<th>best {{ k }}</th>{% endfor %}</tr>
 {% for s in e.searches %}
-<tr><td>{{ s.run.data.tags.get('mlflow.runName', s.run.info.run_id) }}</td><td>{{ s.run.info.status }}</td>
+<tr><td>{{ s.run.data.tags.get(run_name, s.run.info.run_id) }}</td><td>{{ s.run.info.status }}</td>
 <td class="num">{{ s.children | length }}</td>
 <td class="num">{{ s.children | selectattr('info.status', 'equalto', 'FINISHED') | list | length }}</td>
 {% for k in e.compared %}<td class="num">{{ s.best.get(k) | number }}</td>{% endfor %}</tr>
@@ -392,10 +390,10 @@ deviation (n-1) over its runs; a single run has none.</p>
 
 
 def render(evidence: Evidence) -> str:
-    return TEMPLATE.render(e=evidence)
+    return TEMPLATE.render(e=evidence, run_name=tracking.RUN_NAME)
 
 
-def write_report(experiment: str, out: str | Path = REPORT_FILE) -> tuple[Path, str]:
+def write_report(experiment: str, out: str | Path = names.REPORT_FILE) -> tuple[Path, str]:
     """Write the page for `experiment` to `out` and log it as `report.html` of a new `report` run in the
     same experiment; returns (path, the report run's id)."""
     evidence = gather(experiment)
@@ -403,7 +401,7 @@ def write_report(experiment: str, out: str | Path = REPORT_FILE) -> tuple[Path, 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
-    with tracking.start_run(REPORT_ROLE, tags={tracking.ROLE: REPORT_ROLE},
+    with tracking.start_run(names.REPORT, tags={names.ROLE: names.REPORT},
                             experiment_id=tracking.find_experiment(experiment)) as run:
-        run.log_text(page, REPORT_FILE)
+        run.log_text(page, names.REPORT_FILE)
     return out, run.run_id

@@ -64,8 +64,11 @@ class Task:
 
     def calibrate(self, val_scores, val) -> dict:
         """Settings of the served answer chosen on the validation split once the model is fitted; the
-        served model's spec keeps them and every evaluation of the model uses them (none here)."""
+        served model's record keeps them and every evaluation of the model uses them (none here)."""
         return {}
+
+    # What `calibrate` gives a model logged before it chose anything on validation (record.read fills it in).
+    served_before: dict = {}
 
     def baselines(self, split, train) -> dict:
         """Training-free baselines a model must beat, beside its metrics (the regressions' per-gender
@@ -91,12 +94,12 @@ class Task:
     def check(self, config: dict, fail) -> None:
         """Task-specific config rules (`fail(key, why)` raises ConfigError)."""
         for key in self.identity_only_data:
-            if key in config["data"]:
+            if config["data"][key] is not None:
                 fail(f"data.{key}", "only the identity experiment takes a target person")
 
     def split(self, frame: pd.DataFrame, digests: list[str], images: np.ndarray, data: dict):
         """train/val/test per row (data.split), and extra manifest columns (none here)."""
-        return split_names(data.get("split", "auto"), frame, images, digests), {}
+        return split_names(data["split"], frame, images, digests), {}
 
     def class_weights(self, config: dict, labels) -> dict[int, float] | None:
         return None
@@ -211,7 +214,6 @@ class Identity(Task):
     slice_metrics = ("accuracy", "roc_auc", "precision", "recall")
     balances_classes = True
     pooled_prefixes = ("seen_", "unseen_")   # few photos per split: judge people over both
-    BALANCES = ("class_weight", "none")
 
     def labels(self, frame, config):
         return (frame["person"].astype(str) == str(config["data"]["person"])).to_numpy(np.float32)
@@ -225,10 +227,13 @@ class Identity(Task):
         other value."""
         return {"threshold": evaluate.decision_threshold(val_scores, np.asarray(val.labels) >= 0.5)}
 
+    served_before = {"threshold": 0.5}   # the fixed threshold before it was chosen on validation
+
     @staticmethod
     def threshold(served: dict) -> float:
-        """The served decision threshold; 0.5 for models logged before it was chosen on validation."""
-        return float(served.get("threshold", 0.5))
+        """The served decision threshold (`calibrate`); before one is chosen (a model logged before
+        thresholds were chosen on validation: record.read; a bare evaluation), the fixed one."""
+        return float(served.get("threshold", Identity.served_before["threshold"]))
 
     def baselines(self, split, train):
         """With face descriptors: the ROC AUC of "cosine similarity to the mean descriptor of the target's
@@ -262,18 +267,16 @@ class Identity(Task):
                              "person": spec.get("person", "")})
 
     def check(self, config, fail):
-        data, train = config["data"], config["train"]
-        person = data.get("person")
-        if person is not None and (isinstance(person, bool) or not str(person).strip()):
+        """The schema types each key (config.Data, config.Train); identity needs its deal's shares set."""
+        data = config["data"]
+        person = data["person"]
+        if person is not None and not str(person).strip():
             fail("data.person", f"must be a person id from the data's `person` column, got {person!r}")
         if person is not None:
             data["person"] = str(person)  # -P person=7 arrives as the YAML int 7
         for key in ("unseen_share", "holdout"):
-            value = data.get(key)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
-                fail(f"data.{key}", f"must be a number in (0, 1), got {value!r}")
-        if train.get("balance", "class_weight") not in self.BALANCES:
-            fail("train.balance", f"must be one of {', '.join(self.BALANCES)}, got {train.get('balance')!r}")
+            if data[key] is None:
+                fail(f"data.{key}", "missing: the identity task needs a number in (0, 1)")
 
     def split(self, frame, digests, images, data):
         data["person"], splits, groups = identity_split_names(frame, digests, data)
@@ -282,7 +285,7 @@ class Identity(Task):
     def class_weights(self, config, labels):
         """`train.balance: class_weight`: n / (2 n_class) per class (the target person is ~1 in 30
         photos), so both classes weigh the same in the loss."""
-        if config["train"].get("balance", "class_weight") != "class_weight":
+        if config["train"]["balance"] != "class_weight":
             return None
         labels = np.asarray(labels) >= 0.5
         n, positives = len(labels), int(labels.sum())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from faceattr import tasks
+from faceattr import models, tasks
 from faceattr.data.loading import Split
 from faceattr.data.tfdata import to_tf_dataset
 
@@ -38,7 +38,7 @@ def fit(model: keras.Model, config: dict, train_split: Split, val_split: Split,
     weights = task.class_weights(config, train_split.labels)
     return model.fit(
         to_tf_dataset(train_split, train["batch_size"], task.reads_gender, shuffle_seed=train["seed"],
-                      augment=train.get("augment", False) or False),
+                      augment=train["augment"] if models.input_kind(config).augments else False),
         validation_data=to_tf_dataset(val_split, train["batch_size"], task.reads_gender, class_weight=weights),
         epochs=train["epochs"],
         initial_epoch=initial_epoch,

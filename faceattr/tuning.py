@@ -26,6 +26,9 @@ import numpy as np
 from faceattr import config as config_module
 from faceattr import experiment, models, registry, tasks, tracking
 from faceattr.errors import ConfigError, FaceattrError
+from faceattr.names import (COLLAPSED, MEDIAN_RUN, REGISTERED_VERSION, REPEAT, RESUMED_FROM, ROLE, SEARCH, SEARCH_ID,
+                            SEED, TRIAL, TRIAL_ID, TUNER_ID, TUNING_DIR, WIDTHS)
+from faceattr.names import ERROR as TRIAL_ERROR
 
 TUNERS = ("hyperband", "bayesian", "random")
 OBJECTIVE = "val_loss"
@@ -34,10 +37,7 @@ OBJECTIVE = "val_loss"
 COLLAPSE_PENALTY = 100.0
 STATE_FILE = "faceattr_search.json"
 PARENT_ENV = "FACEATTR_PARENT_RUN_ID"
-# Tags (the same names on every run of a search)
-SEARCH_ID, TRIAL_ID, TUNING_DIR = "faceattr.search_id", "faceattr.trial_id", "faceattr.tuning_dir"
-ROLE = tracking.ROLE   # search, trial or repeat
-RESUMED_FROM = "faceattr.resumed_from"
+# Tags (the same names on every run of a search): faceattr/names.py
 
 
 class TuningError(FaceattrError):
@@ -116,7 +116,7 @@ class FaceattrHyperModel(kt.HyperModel):
         outcome = experiment.fit_and_log(dataclasses.replace(self.prepared, config=config), run, model=model,
                                          callbacks=[*callbacks, best], log_model=False,
                                          initial_epoch=int(initial_epoch))
-        objective = best.value + (COLLAPSE_PENALTY if outcome.tags["collapsed"] == "true" else 0.0)
+        objective = best.value + (COLLAPSE_PENALTY if outcome.tags[COLLAPSED] == "true" else 0.0)
         run.log_metrics({"tuner_objective": objective})
         return {OBJECTIVE: objective}
 
@@ -145,15 +145,15 @@ class _Tracked:
             widths = models.widths(apply(ctx.config, values))
         except Exception:   # the trial itself reports the error, inside its run
             pass
-        tags = {**ctx.tags, ROLE: "trial", TRIAL_ID: str(trial.trial_id),
-                "faceattr.tuner_id": str(self.tuner_id), "faceattr.widths": widths}
+        tags = {**ctx.tags, ROLE: TRIAL, TRIAL_ID: str(trial.trial_id),
+                TUNER_ID: str(self.tuner_id), WIDTHS: widths}
         with tracking.start_run(f"{ctx.config['name']}-trial-{trial.trial_id}-{widths}", nested=True,
                                 parent_run_id=ctx.parent_run_id, experiment_id=ctx.experiment_id, tags=tags) as run:
             run.log_params({f"hp.{k.replace('/', '.')}": v for k, v in values.items()})
             try:   # keras-tuner hands `run` on to FaceattrHyperModel.fit
                 return super().run_trial(trial, *args, run=run, **kwargs)
             except Exception as exc:
-                run.set_tags({"faceattr.error": f"{type(exc).__name__}: {exc}"[:4000]})
+                run.set_tags({TRIAL_ERROR: f"{type(exc).__name__}: {exc}"[:4000]})
                 raise   # leaving the `with` marks the run FAILED; keras-tuner records the trial failed
 
 
@@ -211,13 +211,14 @@ def tune(config: dict, tuner: str = "hyperband", max_trials: int = 10, factor: i
     prepared = experiment.prepare(config)
     # A worker never wipes the shared project directory: only the chief (or a lone tuner) may.
     tuner_obj = make_tuner(tuner, prepared, project_dir, max_trials, factor, overwrite=fresh and not worker)
+    tracking.system_metrics_node(tuner_obj.tuner_id)   # chief or worker: its own system metrics
     if worker:
         return _work(tuner_obj, prepared, project_dir, parent_run_id or os.environ.get(PARENT_ENV))
     state = _state(project_dir, tuner)
     tracking.use_experiment(config["name"])
     tags = {**tracking.run_tags(config, prepared.data), SEARCH_ID: state["search_id"],
             TUNING_DIR: str(project_dir)}
-    with tracking.start_run(f"{config['name']}-tune-{tuner}", tags={**tags, ROLE: "search"}) as parent:
+    with tracking.start_run(f"{config['name']}-tune-{tuner}", tags={**tags, ROLE: SEARCH}) as parent:
         run_id, experiment_id = parent.run_id, parent.experiment_id
         _write_state(project_dir, {**state, "parent_run_id": run_id})
         earlier = _close_earlier_runs(experiment_id, state["search_id"], run_id)
@@ -303,7 +304,7 @@ def _close_earlier_runs(experiment_id: str, search_id: str, current: str) -> str
     for run in _runs(experiment_id, search_id, "attributes.status = 'RUNNING'"):
         if run.info.run_id != current:
             tracking.set_terminated(run.info.run_id, "KILLED")
-    parents = [r for r in _runs(experiment_id, search_id, f"tags.`{ROLE}` = 'search'")
+    parents = [r for r in _runs(experiment_id, search_id, f"tags.`{ROLE}` = '{SEARCH}'")
                if r.info.run_id != current]
     return parents[-1].info.run_id if parents else None
 
@@ -314,11 +315,11 @@ def _choose_best(parent: tracking.Run, oracle, search_id: str, error: Exception 
     done = [t for t in trials if t.status == "COMPLETED"]
     failed = [t for t in trials if t.status in ("FAILED", "INVALID")]
     runs = {}
-    for run in _runs(parent.experiment_id, search_id, f"tags.`{ROLE}` = 'trial' and attributes.status = 'FINISHED'"):
+    for run in _runs(parent.experiment_id, search_id, f"tags.`{ROLE}` = '{TRIAL}' and attributes.status = 'FINISHED'"):
         runs[run.data.tags[TRIAL_ID]] = run   # a retried trial: its last finished run
     epochs = sum(int(r.data.metrics.get("epochs_trained", 0)) for r in runs.values())
     collapsed = [t for t in done if runs.get(t.trial_id) is None
-                 or runs[t.trial_id].data.tags.get("collapsed") == "true"]
+                 or runs[t.trial_id].data.tags.get(COLLAPSED) == "true"]
     parent.log_metrics({"trials": len(trials), "trials_completed": len(done), "trials_failed": len(failed),
                         "trials_collapsed": len(collapsed), "epochs_total": epochs})
     if not done:
@@ -355,8 +356,8 @@ def _repeat_and_register(parent: tracking.Run, prepared, config: dict, best: dic
         cfg = apply(config, best["values"])
         cfg["train"]["seed"] = seed
         with tracking.start_run(f"{config['name']}-repeat-s{seed}-{models.widths(cfg)}",
-                              nested=True, tags={**tags, ROLE: "repeat", "faceattr.seed": str(seed),
-                                                 "faceattr.widths": models.widths(cfg)}) as run:
+                              nested=True, tags={**tags, ROLE: REPEAT, SEED: str(seed),
+                                                 WIDTHS: models.widths(cfg)}) as run:
             outcome = experiment.fit_and_log(dataclasses.replace(prepared, config=cfg), run)
             outcomes.append((outcome, run.run_id, seed))
     figures = {}
@@ -373,7 +374,7 @@ def _repeat_and_register(parent: tracking.Run, prepared, config: dict, best: dic
         key: str(value) for key, value in {**figures, "repeats": repeats, "repeat_seed": median_seed,
                                            "repeat_run_id": median_run, "tuning_run_id": parent.run_id,
                                            SEARCH_ID: tags[SEARCH_ID]}.items()})
-    parent.set_tags({"faceattr.registered_version": version.version, "faceattr.median_run_id": median_run})
+    parent.set_tags({REGISTERED_VERSION: version.version, MEDIAN_RUN: median_run})
     return {**figures, "registered_model": config["name"], "version": version.version,
             "median_run_id": median_run, "model_uri": median.model_uri}
 

@@ -20,14 +20,8 @@ import numpy as np
 from faceattr import evaluate, plots, tasks, tracking
 from faceattr.data.loading import Split
 from faceattr.data.manifest import GENDERS
-from faceattr.data.tfdata import model_inputs
-
-# What a run logs here, by name (faceattr/report.py reads them back).
-LEARNING_CURVES, PREDICTED_VS_TRUE = "plots/learning_curves.png", "plots/predicted_vs_true.png"
-GALLERY = "plots/error_gallery.png"
-CROP_CHECK = "plots/crop_check.png"  # training crops beside the served cut of the same photos
-SLICES = "slices.json"               # MLflow's table format: {"columns": [...], "data": [[...], ...]}
-LEANS_ON_GENDER = "leans_on_gender"  # tag, beside the collapse check's `collapsed`
+# What a run logs here, by name (faceattr/report.py reads them back)
+from faceattr.names import GALLERY, LEANS_ON_GENDER, LEARNING_CURVES, PREDICTED_VS_TRUE, SLICES
 
 
 def show(run: tracking.Run, model, config: dict, splits: dict[str, Split], found: dict[str, np.ndarray],
@@ -82,10 +76,8 @@ def _slice_metrics(table: list[dict]) -> dict[str, float]:
 
 def _predict(model, task, split: Split, main: np.ndarray, gender: np.ndarray) -> np.ndarray:
     """The task's scores with the model's main input (crops or descriptors) and gender input replaced."""
-    name = split.model_input[0]   # model_inputs reads only the main input and the gender input of `rows`
-    rows = Split(np.asarray(main), gender, np.zeros(len(gender)), split.frame,
-                 np.asarray(main) if name == "descriptor" else None)
-    return task.scores(model.predict(model_inputs(rows, True), batch_size=256, verbose=0))
+    inputs = {split.model_input[0]: np.asarray(main, np.float32), "gender": np.asarray(gender, np.float32)}
+    return task.scores(model.predict(inputs, batch_size=256, verbose=0))
 
 
 def _gender_groups(split: Split) -> np.ndarray:

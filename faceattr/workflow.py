@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 
+from faceattr import names
+
 ORDER = ("gender", "background", "eyes", "mouth")
 
 
@@ -38,9 +40,9 @@ def run_pipeline(models: list[str], epochs: str = "", data: str = "synthetic", d
                 if step[0] == "promote" and code in (0, promote.REFUSED):
                     summary[model] = "promoted" if code == 0 else "refused"
                 elif code != 0:
-                    run.set_tags({"faceattr.failed_step": " ".join(step)})
+                    run.set_tags({names.FAILED_STEP: " ".join(step)})
                     print(f"faceattr pipeline: `{' '.join(step)}` failed (exit {code}); stopping", file=sys.stderr)
                     return code
-            run.set_tags({f"faceattr.{model}": summary[model]})
+            run.set_tags({names.PREFIX + model: summary[model]})
     print(f"faceattr pipeline: done: {summary}")
     return 0

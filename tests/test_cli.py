@@ -6,7 +6,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import subprocess_env
+from helpers import subprocess_env
 from PIL import Image
 
 from faceattr.cli import main
@@ -26,7 +26,7 @@ def test_bad_parameter_is_a_clear_error(capsys):
     assert "model.widht" in capsys.readouterr().err
 
 
-def test_bad_manifest_lists_every_bad_row_and_trains_nothing(tmp_path, tracking, capsys):
+def test_bad_manifest_lists_every_bad_row_and_trains_nothing(tmp_path, mlflow_store, capsys):
     images = tmp_path / "images"
     images.mkdir()
     for name in ("good1", "good2", "corrupt", "high", "nan"):

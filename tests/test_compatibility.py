@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, require
+from helpers import REPO, require
 
 BEFORE = "e3f89f2"   # the last commit with faceattr/serving.py as one module
 
@@ -37,7 +37,7 @@ json.dump(out, open(sys.argv[1], "w"))
 
 
 @pytest.mark.slow
-def test_a_model_logged_before_the_renovation_answers_the_same(tracking, synthetic_cache, tmp_path):
+def test_a_model_logged_before_the_renovation_answers_the_same(mlflow_store, synthetic_cache, tmp_path):
     from faceattr import serving
 
     old = tmp_path / "old"
@@ -49,7 +49,7 @@ def test_a_model_logged_before_the_renovation_answers_the_same(tracking, synthet
     subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
     script = tmp_path / "log_old.py"
     script.write_text(LOG_WITH_OLD_CODE)
-    env = {**os.environ, "PYTHONPATH": str(old), "MLFLOW_TRACKING_URI": tracking}
+    env = {**os.environ, "PYTHONPATH": str(old), "MLFLOW_TRACKING_URI": mlflow_store}
     done = subprocess.run([sys.executable, str(script), str(tmp_path / "old.json")], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -8,10 +8,10 @@ import base64
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import shared_data
+from helpers import shared_data
 from PIL import Image
 
-from faceattr import config, experiment, models, tasks
+from faceattr import config, experiment, models, record, tasks
 from faceattr.data import faces
 from faceattr.data.loading import crops_made_by, open_data
 from faceattr.data.manifest import load_dataset, one_row_per_cut
@@ -25,8 +25,7 @@ def served_eye(crops=None):
     """A FaceattrModel of region `eye` around an untrained model (no MLflow), with a training-crop record."""
     cfg = config.load("eyes", {"region": "eye"})
     model = FaceattrModel()
-    model.spec = {"name": "eyes", "task": "regression", "target": "eyes", "region": "eye", "gender_model": False,
-                  **({"crops": crops} if crops else {})}
+    model.record = record.make(cfg).model_copy(update={"crops": record.Crops(**crops) if crops else None})
     model.model, model.gender_model = models.build(cfg), None
     model.model.get_layer("dense_final").bias.assign([0.5])   # answers inside 0..1, where the clip keeps them
     return model
@@ -88,16 +87,13 @@ def test_the_rule_for_whole_photos():
     assert crops_made_by(frame.assign(image_region="photo")) == "photo"
 
 
-def test_a_whole_photo_is_refused_with_400_when_the_cut_cannot_match():
-    from mlflow.exceptions import MlflowException
-
+def test_a_whole_photo_is_refused_with_the_reason_when_the_cut_cannot_match():
     model = served_eye({"region": "eyes", "made_by": "ready"})
-    model.spec["region"] = "eyes"
+    model.record = model.record.model_copy(update={"region": "eyes"})
     model.model = models.build(config.load("eyes"))
     photo = base64.b64encode(b"\x89PNG not needed: refused before decoding").decode()
-    with pytest.raises(MlflowException, match="kind=photo refused: .*ready eyes crops") as info:
-        model.predict(None, pd.DataFrame({"image": [photo], "kind": ["photo"]}))
-    assert info.value.get_http_status_code() == 400
+    out = model.predict(None, pd.DataFrame({"image": [photo], "kind": ["photo"]}))
+    assert out["eyes"][0] is None and "kind=photo refused: " in out["error"][0] and "ready eyes crops" in out["error"][0]
 
 
 # --- the served answer per eye -----------------------------------------------------------------------
@@ -113,11 +109,11 @@ def test_a_whole_photo_is_scored_per_eye_with_the_mean_as_the_answer():
     photo, crop = base64.b64encode(raw).decode(), base64.b64encode(_png(expected[0])).decode()
     out = model.predict(None, pd.DataFrame({"image": [photo, crop], "kind": ["photo", "crop"]}))
     each = model.scores(cuts)
-    assert list(out.columns) == ["eyes", "eyes_left", "eyes_right"]
+    assert list(out.columns) == ["eyes", "eyes_left", "eyes_right", "error"] and list(out["error"]) == ["", ""]
     assert out.loc[0, ["eyes_left", "eyes_right"]].tolist() == pytest.approx(each.tolist(), abs=1e-6)
     assert out.loc[0, "eyes"] == pytest.approx(each.mean(), abs=1e-6)
     assert out.loc[1, "eyes"] == pytest.approx(each[0], abs=1e-5)              # the same eye, sent as a crop
-    assert out.loc[1, ["eyes_left", "eyes_right"]].isna().all()               # a crop has no side
+    assert out.loc[1, ["eyes_left", "eyes_right"]].tolist() == [None, None]      # a crop has no side: JSON null
 
 
 def _png(pixels) -> bytes:
@@ -170,7 +166,7 @@ def test_a_policy_names_whole_photo_metrics_it_knows(tmp_path):
 
 
 @pytest.mark.slow
-def test_promotion_on_whole_photos_refuses_the_skewed_model_and_passes_the_matched_one(tracking, synthetic_cache,
+def test_promotion_on_whole_photos_refuses_the_skewed_model_and_passes_the_matched_one(mlflow_store, synthetic_cache,
                                                                                       tmp_path):
     """Two eyes models on the same synthetic faces: one trained on ready single-eye crops declared as the
     two-eye band (the skew of issue 16: refused whole photos, so refused as champion), one on whole photos

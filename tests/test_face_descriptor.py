@@ -1,6 +1,5 @@
 """dlib's face descriptor: quality on real faces (ORL), the content cache, failures, missing packages."""
 
-import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -13,11 +12,17 @@ from PIL import Image
 
 from faceattr.errors import ConfigError, DataError, FaceattrError
 from faceattr.features import face_descriptor as fd
-from tests.conftest import REPO, shared_data
+from helpers import REPO, require_face_features, shared_data
+
+
+@pytest.fixture
+def dlib_weights():
+    """dlib's models: without them a test that runs dlib skips on a developer's machine and fails under CI."""
+    require_face_features()
+
 
 # the tests that run dlib; the others (cache key, failures, missing packages) run without it
-needs_dlib = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("dlib", "face_recognition_models")),
-                                reason=f"dlib's models are not installed: {fd.INSTALL}")
+needs_dlib = pytest.mark.usefixtures("dlib_weights")
 
 SAME_PERSON = 0.6   # dlib's threshold: same person below it
 

@@ -5,16 +5,17 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from faceattr import config, experiment, models, serving, tasks
+from faceattr import config, experiment, models, record, serving, tasks
+from faceattr.models import inputs
 from faceattr.errors import DataError
 
 SMALL = {"data.size": 40, "epochs": 1, "train.verbose": 0}
 
 
 def test_every_task_default_backbone_reads_crops():
-    """Promotion takes a run without `model.backbone` for a model reading crops (promotion.reads)."""
-    assert all(models.backbone_reads(task.backbones[0]) == "image" for task in tasks.TASKS.values())
-    assert models.backbone_reads("dlib-resnet") == "descriptor"
+    """Every task's default backbone reads crops; dlib-resnet reads face descriptors (models/inputs.py)."""
+    assert all(models.backbone_input(task.backbones[0]).name == "image" for task in tasks.TASKS.values())
+    assert models.backbone_input("dlib-resnet").name == "descriptor"
 
 
 def test_switching_to_dlib_resnet_starts_from_its_defaults():
@@ -29,14 +30,14 @@ def test_switching_to_dlib_resnet_starts_from_its_defaults():
 
 
 @pytest.mark.slow
-def test_dlib_gender_trains_logs_and_serves_from_photos(tracking, synthetic_cache):
+def test_dlib_gender_trains_logs_and_serves_from_photos(mlflow_store, synthetic_cache):
     import mlflow
 
     outcome = experiment.train(config.load("gender", {**SMALL, "model.backbone": "dlib-resnet"}))
     run = mlflow.get_run(mlflow.search_runs(experiment_names=["gender"], output_format="list")[0].info.run_id)
     assert run.data.params["model.backbone"] == "dlib-resnet" and "val_accuracy" in run.data.metrics
     served = serving.load(outcome.model_uri)
-    assert served.spec["input"] == "descriptor"
+    assert served.record.reads == "descriptor"
     requirements = open(mlflow.pyfunc.get_model_dependencies(outcome.model_uri)).read()
     assert "dlib-bin==" in requirements and "face_recognition_models==" in requirements
     prepared = experiment.prepare(config.load("gender", {**SMALL, "model.backbone": "dlib-resnet"}))
@@ -52,17 +53,14 @@ def test_dlib_gender_trains_logs_and_serves_from_photos(tracking, synthetic_cach
 
 
 def test_a_photo_without_a_face_is_refused_with_the_reason():
-    from mlflow.exceptions import MlflowException
-
     cfg = config.load("gender", {"model.backbone": "dlib-resnet"})
     served = serving.FaceattrModel()   # as load_context builds it, around an untrained head
-    served.spec = {"name": "gender", "task": cfg["task"], "target": "gender", "region": "face", "input": "descriptor"}
+    served.record = record.make(cfg)
     served.model, served.gender_model = models.build(cfg), None
     served.warm_up()
     noise = np.random.default_rng(0).integers(0, 256, (80, 80, 3), dtype=np.uint8)
-    with pytest.raises(MlflowException, match="row 0: .*no face") as info:
-        served.predict(None, pd.DataFrame({"image": [serving.encode_image(noise)]}))
-    assert info.value.get_http_status_code() == 400
+    out = served.predict(None, pd.DataFrame({"image": [serving.encode_image(noise)]}))
+    assert out["p_female"][0] is None and "no face" in out["error"][0]     # the row says why, row by row
 
 
 def test_a_data_set_of_faceless_photos_is_refused_listing_each_file(tmp_path, synthetic_cache):
@@ -79,7 +77,7 @@ def test_a_data_set_of_faceless_photos_is_refused_listing_each_file(tmp_path, sy
 
 
 @pytest.mark.slow
-def test_identity_logs_the_cosine_baseline_beside_the_head(tracking, synthetic_cache):
+def test_identity_logs_the_cosine_baseline_beside_the_head(mlflow_store, synthetic_cache):
     import mlflow
 
     cfg = config.load("identity", {"backbone": "dlib-resnet", "weights": "", "data.size": 60, "data.persons": 6,
@@ -91,7 +89,7 @@ def test_identity_logs_the_cosine_baseline_beside_the_head(tracking, synthetic_c
 
 
 @pytest.mark.slow
-def test_a_regression_reads_its_gender_from_a_dlib_champion(tracking, synthetic_cache):
+def test_a_regression_reads_its_gender_from_a_dlib_champion(mlflow_store, synthetic_cache):
     from faceattr.registry import promotion
 
     gender = experiment.train(config.load("gender", {**SMALL, "data.size": 100, "epochs": 3,
@@ -105,7 +103,7 @@ def test_a_regression_reads_its_gender_from_a_dlib_champion(tracking, synthetic_
     run = mlflow.search_runs(experiment_names=["mouth"], output_format="list")[0]
     assert run.data.params["gender_source"] == f"model:gender/{gender.version}"
     served = serving.load(mouth.model_uri)
-    assert served.spec["gender_input"] == "descriptor" and models.input_name(served.gender_model) == "descriptor"
+    assert served.record.gender_reads == "descriptor" and inputs.of_model(served.gender_model).name == "descriptor"
     prepared = experiment.prepare(config.load("mouth", {**SMALL, "data.size": 100}))
     # the regression was trained on the champion's answers for each photo: not the unknown [0.5, 0.5]
     assert np.abs(prepared.splits["train"].gender - 0.5).max() > 0.01

@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from faceattr import config, evaluate, models, tasks
+from faceattr import config, evaluate, models, record, tasks
 from faceattr.data.augment import augment as augment_seeds
 from faceattr.data.loading import Split
 from faceattr.data.splits import identity_split_names
 from faceattr.data.tfdata import to_tf_dataset
 from faceattr.errors import ConfigError, FaceattrError
 
-from conftest import shared_data
+from helpers import shared_data
 
 
 def _people_frame(n_people=20, photos=10):
@@ -221,7 +221,7 @@ def test_imagenet_offline_says_which_option(monkeypatch):
 
 
 @pytest.mark.slow
-def test_tiny_identity_run_logs_seen_and_unseen_accuracy(tracking, synthetic_cache):
+def test_tiny_identity_run_logs_seen_and_unseen_accuracy(mlflow_store, synthetic_cache):
     import mlflow
 
     from faceattr.experiment import prepare, train
@@ -239,7 +239,7 @@ def test_tiny_identity_run_logs_seen_and_unseen_accuracy(tracking, synthetic_cac
     splits = prepare(cfg).splits
     answers = {name: served.predict_arrays(splits[name].images) for name in ("val", "test")}
     # the decision threshold is chosen on validation, served, and logged
-    threshold = served.spec["threshold"]
+    threshold = served.record.threshold
     assert threshold == pytest.approx(evaluate.decision_threshold(answers["val"].p_person, splits["val"].labels))
     assert run.data.metrics["served_threshold"] == pytest.approx(threshold)
     for name, out in answers.items():
@@ -261,16 +261,17 @@ def test_served_identity_model_answers_p_person():
     from faceattr.serving import FaceattrModel, signature
 
     served = FaceattrModel()
-    served.spec = {"task": "identity", "target": "person", "region": "photo", "person": "s7"}
+    served.record = record.read({"name": "identity", "task": "identity", "target": "person", "region": "photo",
+                                 "person": "s7"})     # a spec.json without a threshold: the fixed 0.5 it had
     image = keras.Input((120, 120, 3), name="image")
     pooled = keras.layers.GlobalAveragePooling2D()(image)
     served.model = keras.Model({"image": image}, keras.layers.Dense(1, activation="sigmoid")(pooled))
     answer = served.predict_arrays(np.zeros((2, 120, 120, 3), np.float32))
     assert list(answer.columns) == ["p_person", "is_person", "person"] and answer.p_person.between(0, 1).all()
     assert (answer.person == "s7").all() and (answer.is_person == (answer.p_person >= 0.5)).all()
-    served.spec["threshold"] = float(answer.p_person.iloc[0]) + 1e-6   # the served threshold decides
+    served.record = served.record.model_copy(update={"threshold": float(answer.p_person.iloc[0]) + 1e-6})
     assert not served.predict_arrays(np.zeros((2, 120, 120, 3), np.float32)).is_person.any()
-    assert signature({"task": "identity", "target": "person"}).outputs.input_names() == ["p_person", "is_person", "person"]
+    assert signature(served.record).outputs.input_names() == ["p_person", "is_person", "person", "error"]
 
 
 def test_identity_search_space_and_policy():
@@ -294,7 +295,7 @@ def test_identity_search_space_and_policy():
 
 
 @pytest.mark.slow
-def test_identity_is_tuned_registered_promoted_and_served_like_the_others(tracking, synthetic_cache, tmp_path):
+def test_identity_is_tuned_registered_promoted_and_served_like_the_others(mlflow_store, synthetic_cache, tmp_path):
     from faceattr import registry, serving, tuning
     from faceattr.registry import promotion as promote
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import shared_data
+from helpers import shared_data
 
 from faceattr.data.manifest import load_dataset, read_folders, read_manifest, validate
 from faceattr.errors import DataError

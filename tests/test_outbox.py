@@ -6,12 +6,12 @@ import socket
 import mlflow
 import pytest
 
+from faceattr import tracking
 from faceattr.tracking import outbox, sync
-from faceattr import tracking as tr
 
 
 @pytest.fixture
-def dead_server(tracking, tmp_path, monkeypatch):
+def dead_server(mlflow_store, tmp_path, monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -19,22 +19,22 @@ def dead_server(tracking, tmp_path, monkeypatch):
     monkeypatch.setenv("FACEATTR_OUTBOX", str(tmp_path / "outbox"))
     mlflow.set_tracking_uri(f"http://127.0.0.1:{port}")
     yield
-    mlflow.set_tracking_uri(tracking)
+    mlflow.set_tracking_uri(mlflow_store)
 
 
-def test_a_dead_server_leaves_the_run_in_the_outbox_and_sync_uploads_it(dead_server, tracking, tmp_path, capsys):
-    with tr.recorded_run("eyes", "eyes-test", tags={"faceattr.experiment": "eyes"}) as run:
+def test_a_dead_server_leaves_the_run_in_the_outbox_and_sync_uploads_it(dead_server, mlflow_store, tmp_path, capsys):
+    with tracking.recorded_run("eyes", "eyes-test", tags={"faceattr.experiment": "eyes"}) as run:
         run.log_params({"train.epochs": 3, "model.dense_0": 8})
         for epoch in range(3):
             run.log_metrics({"loss": 1.0 / (epoch + 1), "val_loss": 2.0 / (epoch + 1)}, step=epoch)
-        tr.log_results(run, {"val_mse": 0.1}, {"collapsed": "false"}, [0.5, 0.25])
+        tracking.log_results(run, {"val_mse": 0.1}, {"collapsed": "false"}, [0.5, 0.25])
         assert run.register_model(None, "eyes") is None
     box = run.outbox
     assert box is not None and box.parent == tmp_path / "outbox"
     assert "training goes on" in capsys.readouterr().err
     assert json.loads((box / "artifacts" / "collapse_check.json").read_text())["first_training_outputs"] == [0.5, 0.25]
 
-    mlflow.set_tracking_uri(tracking)
+    mlflow.set_tracking_uri(mlflow_store)
     result = sync.sync(box)
     run = mlflow.get_run(result["run_id"])
     assert run.data.params["train.epochs"] == "3" and run.data.tags["faceattr.experiment"] == "eyes"
@@ -49,18 +49,18 @@ def test_a_dead_server_leaves_the_run_in_the_outbox_and_sync_uploads_it(dead_ser
         sync.sync(box)
 
 
-def test_no_failure_no_outbox_left(tracking, tmp_path, monkeypatch):
+def test_no_failure_no_outbox_left(mlflow_store, tmp_path, monkeypatch):
     monkeypatch.setenv("FACEATTR_OUTBOX", str(tmp_path / "outbox"))
     monkeypatch.setattr(outbox, "remote_tracking", lambda: True)
-    monkeypatch.setattr(tr, "remote_tracking", lambda: True)
-    with tr.recorded_run("eyes", "eyes-ok") as run:
+    monkeypatch.setattr(tracking, "remote_tracking", lambda: True)
+    with tracking.recorded_run("eyes", "eyes-ok") as run:
         run.log_metrics({"loss": 1.0}, step=0)
     assert run.outbox is None and not any((tmp_path / "outbox").iterdir())
 
 
-def test_code_errors_are_not_swallowed(tracking, tmp_path, monkeypatch):
+def test_code_errors_are_not_swallowed(mlflow_store, tmp_path, monkeypatch):
     monkeypatch.setenv("FACEATTR_OUTBOX", str(tmp_path / "outbox"))
-    monkeypatch.setattr(tr, "remote_tracking", lambda: True)
+    monkeypatch.setattr(tracking, "remote_tracking", lambda: True)
     with pytest.raises(ZeroDivisionError):
-        with tr.recorded_run("eyes", "eyes-bug") as run:
+        with tracking.recorded_run("eyes", "eyes-bug") as run:
             run.recorder.call("boom", lambda: 1 / 0)

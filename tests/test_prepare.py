@@ -10,7 +10,7 @@ from PIL import Image
 from faceattr.data import faces
 from faceattr.data.regions import REGION_SIZES, parse_box
 from faceattr.prepare import EXIT_TOO_MANY_FAILURES, prepare
-from conftest import shared_data
+from helpers import shared_data
 
 
 def _write_bad_photos(folder):
@@ -57,7 +57,7 @@ def test_declared_crops_skip_detection_and_keep_labels(tmp_path, monkeypatch):
     assert not (tmp_path / "out" / "face" / "labels.csv").exists()
 
 
-def test_cli_exit_code_follows_the_failure_share(tmp_path, tracking):
+def test_cli_exit_code_follows_the_failure_share(tmp_path, mlflow_store):
     from faceattr.cli import main
 
     _write_bad_photos(tmp_path / "in")

@@ -11,7 +11,7 @@ from faceattr.data.loading import Split
 from faceattr.data.splits import phash_groups, phash_split_names, split_name
 from faceattr.data.tfdata import to_tf_dataset
 from faceattr.errors import ConfigError
-from conftest import shared_data
+from helpers import shared_data
 
 
 def _scenes(n_scenes=6, frames=4, seed=0):
@@ -67,7 +67,7 @@ def test_prepare_output_folder_is_a_data_source_per_region(tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluate_runs_on_a_small_real_subset(tmp_path, tracking, monkeypatch):
+def test_evaluate_runs_on_a_small_real_subset(tmp_path, mlflow_store, monkeypatch):
     import mlflow
 
     from faceattr import real_eval

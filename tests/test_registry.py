@@ -10,7 +10,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import subprocess_env
+from helpers import subprocess_env
 
 from faceattr import registry
 from faceattr.registry import promotion as promote
@@ -70,7 +70,7 @@ def test_shipped_policies_load_and_bad_ones_are_clear(tmp_path):
 # --- registry moves (versions without models: the moves never load them) ---------------------
 
 @pytest.fixture
-def versions(tracking):
+def versions(mlflow_store):
     """Registered model `eyes` with three versions pointing at a dummy artifact."""
     client = mlflow.MlflowClient()
     with mlflow.start_run() as run:
@@ -125,7 +125,7 @@ def test_repair_follows_the_alias(versions):
     assert registry.repair("eyes") == []                       # consistent: nothing to do
 
 
-def test_lock_file_sits_next_to_the_sqlite_store(tracking, tmp_path, monkeypatch):
+def test_lock_file_sits_next_to_the_sqlite_store(mlflow_store, tmp_path, monkeypatch):
     lock = registry.promotion_lock("eyes")
     assert isinstance(lock, registry.FileLock) and lock.path == tmp_path / "mlflow.db.promote-eyes.lock"
     monkeypatch.setenv(registry.LOCK_ENV, "postgresql://tracking-db/mlflow")

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from faceattr import registry
-from faceattr.tracking import ROLE, read_artifact
+from faceattr.names import ROLE
+from faceattr.tracking import read_artifact
 from faceattr.cli import main
 from faceattr.registry import promotion
 
@@ -53,7 +54,7 @@ def logged_artifacts(client, run_id, tmp_path):
 
 
 @pytest.fixture
-def experiment(tracking, tmp_path):
+def experiment(mlflow_store, tmp_path):
     client = mlflow.MlflowClient()
     experiment_id = client.create_experiment("eyes")
     runs = {(dense, seed): training_run(client, experiment_id, dense, seed, mse)
@@ -159,7 +160,7 @@ def test_report_compares_configurations_over_seeds_and_is_logged(experiment, tmp
     assert "version 3" in section(page, "champion") and "version 2" in section(page, "challenger")
 
 
-def test_unknown_experiment_is_a_clear_error_before_any_run(tracking, capsys):
+def test_unknown_experiment_is_a_clear_error_before_any_run(mlflow_store, capsys):
     mlflow.MlflowClient().create_experiment("eyes")
     assert main(["report", "nose"]) == 2
     err = capsys.readouterr().err
@@ -170,7 +171,7 @@ def test_unknown_experiment_is_a_clear_error_before_any_run(tracking, capsys):
 
 
 @pytest.mark.slow
-def test_report_of_real_training_runs_over_two_seeds(tracking, synthetic_cache, tmp_path):
+def test_report_of_real_training_runs_over_two_seeds(mlflow_store, synthetic_cache, tmp_path):
     for seed in ("0", "1"):
         assert main(["train", "eyes", "--epochs", "2", "--seed", seed, "--data.size", "120", "--train.verbose", "0"]) == 0
     assert main(["report", "eyes", "--out", str(tmp_path / "report.html")]) == 0

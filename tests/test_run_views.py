@@ -49,7 +49,7 @@ def test_slice_table_judges_each_slice_alone_and_gates_only_large_slices():
     assert set(rows[0]) == {"split", "column", "slice", "n", "gated", *task.slice_metrics}
 
 
-def test_slice_metric_names_are_accepted_by_mlflow(tracking):
+def test_slice_metric_names_are_accepted_by_mlflow(mlflow_store):
     name = evaluate.slice_metric_name("val_accuracy", "race", evaluate.slice_labels(
         pd.DataFrame({"race": ["asian+white"]}), {"race": None})["race"][0])
     with mlflow.start_run() as run:
@@ -176,7 +176,7 @@ def test_policy_file_slices_are_validated(tmp_path):
 # --- a real run ---------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_a_run_logs_slices_gender_weight_and_gallery_and_the_policy_reads_them(tracking, synthetic_cache):
+def test_a_run_logs_slices_gender_weight_and_gallery_and_the_policy_reads_them(mlflow_store, synthetic_cache):
     outcome = experiment.train(config.load("eyes", {**SMALL, "evaluation.min_slice": 5}))
     client = mlflow.MlflowClient()
     run = client.get_run(client.get_model_version("eyes", outcome.version).run_id)

@@ -4,7 +4,7 @@ One PostgreSQL + SeaweedFS S3 + mlflow server for the module (starting them take
 entry point runs as a subprocess with only MLFLOW_TRACKING_URI pointing at it: train/promote/serve,
 a distributed search (chief + 2 workers, tests/test_tuning.py's launcher), 4 trainings at once. The
 fault tests stop and restart one of the three. All slow. Where PostgreSQL or `weed` is missing they skip
-on a developer's machine and fail under CI (conftest.require).
+on a developer's machine and fail under CI (helpers.require).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_mlflow_serve, require_postgres, require_weed, wait_for_port
+from helpers import require_mlflow_serve, require_postgres, require_weed, wait_for_port
 
 # slow; each test may train several models against three servers (the fixture's start counts in the first)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]

@@ -16,13 +16,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import require_mlflow_serve, shared_data, wait_for_port
+from helpers import require_mlflow_serve, shared_data, wait_for_port
 from mlflow.exceptions import MlflowException
 from PIL import Image
 
-from faceattr import config, experiment, models, registry, tasks
+from faceattr import config, experiment, models, record, registry, tasks
 from faceattr.registry import promotion as promote
-from faceattr import tracking as tracking_module
+from faceattr import tracking
 from faceattr.cli import main
 from faceattr.serving import FaceattrModel, encode_image
 
@@ -33,8 +33,7 @@ def served(name="eyes"):
     """A FaceattrModel around an untrained model, as load_context builds it (no MLflow needed)."""
     cfg = config.load(name)
     model = FaceattrModel()
-    model.spec = {"name": name, "task": cfg["task"], "target": cfg["target"], "region": cfg["region"],
-                  "gender_model": False}
+    model.record = record.make(cfg)
     model.model, model.gender_model = models.build(cfg), None
     model.warm_up()
     return model
@@ -68,14 +67,17 @@ def test_photos_in_values_out_and_the_predict_is_compiled_once():
     assert model.model.predict_function.experimental_get_tracing_count() == traces
     gender = served("gender").predict(None, pd.DataFrame({"image": [crop(60, 60)]}))
     assert list(gender.columns) == ["p_female", "gender", "error"] and gender["gender"][0] in ("male", "female")
+    as_bytes = model.predict(None, pd.DataFrame({"image": [base64.b64decode(p) for p in photos], "kind": "crop",
+                                                 "gender": ["female", None], "p_female": [None, 0.3]}))
+    assert as_bytes.equals(out)        # a binary column (Python, Spark) answers as its base64 does
 
 
 @pytest.mark.parametrize("rows, message", [
     ([], "no photos"),
     ([{"img": "x"}], "needs an `image`"),
-    ([{"image": crop(), "gender": "other"}], "use male or female"),
+    ([{"image": crop()}] * 1025, "at most 1024 per request"),
 ])
-def test_bad_requests_say_what_is_wrong(rows, message):
+def test_requests_wrong_as_a_whole_are_400(rows, message):
     with pytest.raises(MlflowException, match=message) as info:
         served("eyes").predict(None, pd.DataFrame(rows))
     assert info.value.get_http_status_code() == 400
@@ -84,14 +86,45 @@ def test_bad_requests_say_what_is_wrong(rows, message):
 @pytest.mark.parametrize("row, message", [
     ({"image": "not base64!"}, "not base64"),
     ({"image": base64.b64encode(b"hello, not a picture").decode()}, "not a JPEG/PNG photo"),
-    ({"image": "A" * (9 * 2**20)}, "limit is 8 MB per photo"),
+    ({"image": b"hello, not a picture"}, "not a JPEG/PNG photo"),
+    ({"image": "A" * (12 * 2**20)}, "limit is 8 MB per photo"),
     ({"image": crop(), "kind": "photo"}, "no face"),
     ({"image": crop(), "kind": "sketch"}, "use one of crop, photo"),
+    ({"image": crop(), "gender": "other"}, "use male or female"),
+    ({"image": None}, "non-empty bytes"),
 ])
-def test_a_row_that_cannot_be_answered_gets_its_reason_and_the_others_their_answers(row, message):
-    out = served("eyes").predict(None, pd.DataFrame([{"image": crop(), "kind": "crop"}, row]))
-    assert len(out) == 2 and out["error"][0] == "" and message in out["error"][1]
-    assert 0 <= out["eyes"][0] <= 1 and pd.isna(out["eyes"][1])
+def test_a_bad_row_gets_its_reason_and_the_others_their_answers(row, message):
+    """Row by row: the bad row's `error` says what is wrong and its values are None (JSON null); the
+    good rows around it are answered as they are alone."""
+    model = served("eyes")
+    good = {"image": crop(), "gender": "female"}
+    out = model.predict(None, pd.DataFrame([good, row, good]))
+    alone = model.predict(None, pd.DataFrame([good]))
+    assert list(out.columns) == ["eyes", "error"]
+    assert out["error"][0] == out["error"][2] == "" and message in out["error"][1]
+    assert out["eyes"][1] is None and out["eyes"][0] == out["eyes"][2] == pytest.approx(alone["eyes"][0], abs=1e-5)
+    answer = json.loads(out.to_json(orient="records"))
+    assert answer[1]["eyes"] is None
+
+
+def test_missing_values_are_null_in_the_json_answer():
+    """A model of region `eye` (each eye cut from a whole photo) given a ready crop has no left/right
+    cut: its eyes_left/eyes_right are None, which the scoring server writes as JSON null (a bare NaN is
+    not JSON: a browser's JSON.parse rejects the whole answer)."""
+    import io
+
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    cfg = config.load("eyes", {"region": "eye"})
+    model = FaceattrModel()
+    model.record, model.model, model.gender_model = record.make(cfg), models.build(cfg), None
+    out = model.predict(None, pd.DataFrame({"image": [crop(), crop(seed=1)]}))
+    assert list(out.columns) == ["eyes", "eyes_left", "eyes_right", "error"]
+    assert out["eyes_left"].tolist() == out["eyes_right"].tolist() == [None, None]
+    text = io.StringIO()
+    predictions_to_json(out, text)
+    assert "NaN" not in text.getvalue()
+    assert json.loads(text.getvalue())["predictions"][0]["eyes_left"] is None
 
 
 def test_whole_photos_are_cropped_like_prepare_and_read_by_the_bundled_gender_model():
@@ -102,6 +135,7 @@ def test_whole_photos_are_cropped_like_prepare_and_read_by_the_bundled_gender_mo
     model = served("mouth")
     model.model.get_layer("dense_final").bias.assign([0.5])   # answers inside 0..1, where the clip keeps them
     model.gender_model = models.build(config.load("gender"))
+    model.record = model.record.model_copy(update={"gender_reads": "image"})
     raw = path.read_bytes()
     (mouth,), face = model.read(raw, "photo")      # one cut: the mouth
     boxes = faces.find_regions(raw)           # the prepare path: the same boxes, the same crop code
@@ -126,9 +160,9 @@ def test_make_request_builds_a_ready_request(tmp_path):
     assert base64.b64decode(rows[0]["image"]) == (tmp_path / "a.jpg").read_bytes()
 
 
-def test_predict_cli_scores_a_folder_and_reports_a_corrupt_file(tracking, tmp_path, capsys):
+def test_predict_cli_scores_a_folder_and_reports_a_corrupt_file(mlflow_store, tmp_path, capsys):
     cfg = config.load("eyes")
-    with tracking_module.start_run("eyes-untrained") as run:
+    with tracking.start_run("eyes-untrained") as run:
         info = run.log_model(models.build(cfg), cfg, pd.DataFrame([{"image": crop(), "kind": "crop"}]))
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -175,7 +209,7 @@ def serve(model_uri, cwd, env, log: Path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_train_promote_refuse_promote_and_serve_production(tracking, synthetic_cache, tmp_path, monkeypatch):
+def test_train_promote_refuse_promote_and_serve_production(mlflow_store, synthetic_cache, tmp_path, monkeypatch):
     # mouth learns within a few epochs on 200 photos (eyes needs more), so the versions differ honestly
     lax = promote.Policy(model="mouth", metric="mse", higher_is_better=False,
                          thresholds={"baseline_ratio": {"min": 0.5}}, require_no_collapse=False, margin_relative=0.02)

@@ -15,12 +15,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from faceattr import config, evaluate, experiment, models, tasks
-from faceattr import tracking as tracking_module
+from faceattr import tracking
 from faceattr.data.manifest import GENDERS
 from faceattr.data.regions import REGION_SIZES
-from faceattr.serving import encode_image
+from faceattr.serving import image_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 # every shipped experiment, so a new YAML is smoke-tested without touching this file
@@ -59,7 +60,7 @@ def _served_answers(served, cfg, split) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("path, extra", _cases())
-def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_tracking, synthetic_cache):
+def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_mlflow_store, synthetic_cache):
     cfg = config.load(str(path), {**TINY, **extra})
     outcome = experiment.train(cfg, register=True)
     client = mlflow.MlflowClient()
@@ -115,9 +116,9 @@ def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_t
     else:
         assert params["model.backbone"] == extra["backbone"]
         assert params.get("model.input_size", "32") == "32"
-        assert params["class_weights"].startswith("0:") and params["data.person"] == served.spec["person"]
+        assert params["class_weights"].startswith("0:") and params["data.person"] == served.record.person
         assert {"val_accuracy", "val_roc_auc", "seen_accuracy", "unseen_accuracy", "test_accuracy"} <= set(metrics)
-        threshold = served.spec["threshold"]   # chosen on validation, served and logged
+        threshold = served.record.threshold   # chosen on validation, served and logged
         assert metrics["served_threshold"] == pytest.approx(threshold)
         assert (out["person"] == params["data.person"]).all() and (out["is_person"] == (out["p_person"] >= threshold)).all()
         truth = evaluate.identity_metrics(out["p_person"], val.labels, val.frame["group"], threshold)
@@ -165,30 +166,36 @@ CHILD = textwrap.dedent("""
 def _example(cfg) -> pd.DataFrame:
     height, width = REGION_SIZES[cfg["region"]]
     pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    row = {"image": encode_image(pixels), "kind": "crop"}
+    row = {"image": image_bytes(pixels), "kind": "crop"}     # the signature's image column is binary
     if cfg["task"] == "regression":
         row["gender"] = "female"
-    return pd.DataFrame([row, {**row, "image": encode_image(255 - pixels)}])
+    return pd.DataFrame([row, {**row, "image": image_bytes(255 - pixels)}])
 
 
-def test_a_logged_model_loads_and_answers_where_faceattr_cannot_be_imported(module_tracking, tmp_path):
+def test_a_logged_model_loads_and_answers_where_faceattr_cannot_be_imported(module_mlflow_store, tmp_path):
     """Logged models are loaded and queried by a python that cannot import faceattr, so the model's own copy
     of the code must do it: a regression carrying its gender model, and a VGG16 identity model (its custom
-    preprocessing layer must be registered by that copy before Keras can load it)."""
+    preprocessing layer must be registered by that copy before Keras can load it). Nothing is unpickled
+    (MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false): the model is logged from code (serving/entry.py)."""
     uris, expected = [], {}
     cases = [("mouth", {}, models.build(config.load("gender"))),
              ("identity", {**IDENTITY, **BACKBONE["vgg16"], "backbone": "vgg16", "person": "p0001"}, None)]
     for name, extra, bundled in cases:
         cfg = config.load(name, extra)
-        with tracking_module.start_run(f"{name}-untrained") as run:
+        with tracking.start_run(f"{name}-untrained") as run:
             info = run.log_model(models.build(cfg), cfg, _example(cfg), bundled)
         uris.append(info.model_uri)
+        folder = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / name)))
+        flavor = yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["python_function"]
+        assert Path(flavor["model_code_path"]).name == "entry.py" and (folder / "entry.py").is_file()
+        assert not list(folder.rglob("*.pkl")) and "python_model" not in flavor      # nothing pickled
         local = mlflow.pyfunc.load_model(info.model_uri)
         assert (local.unwrap_python_model().gender_model is not None) == (bundled is not None)
         expected[info.model_uri] = local.predict(local.input_example).to_dict("list")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
     done = subprocess.run([sys.executable, "-c", CHILD, str(REPO), *uris], cwd=elsewhere, env=env,
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-4000:]

@@ -8,7 +8,7 @@ import types
 
 import pandas as pd
 import pytest
-from conftest import require, shared_data
+from helpers import require, shared_data
 from test_batch import logged_eyes_model
 
 from faceattr.errors import DataError, FaceattrError
@@ -44,7 +44,7 @@ def test_a_manifest_without_a_path_column_is_refused_before_spark_starts(tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_spark_local2_answers_50_photos_and_a_broken_file_like_the_one_machine_path(tracking, tmp_path):
+def test_spark_local2_answers_50_photos_and_a_broken_file_like_the_one_machine_path(mlflow_store, tmp_path):
     require(have_spark(), "pyspark or Java is missing (pip install -e '.[spark]'; apt-get install "
                           "openjdk-17-jre-headless)")
     data = shared_data("utkface-gender")

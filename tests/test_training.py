@@ -22,7 +22,7 @@ def run_of(outcome_uri):
 
 
 @pytest.mark.parametrize("name", ["eyes", "mouth", "background", "gender"])
-def test_a_run_logs_params_epoch_metrics_results_plots_data_and_model(name, tracking, synthetic_cache):
+def test_a_run_logs_params_epoch_metrics_results_plots_data_and_model(name, mlflow_store, synthetic_cache):
     outcome = experiment.train(config.load(name, SMALL))
     client, run = run_of(outcome.model_uri)
     assert client.get_experiment(run.info.experiment_id).name == name
@@ -61,7 +61,7 @@ def test_a_run_logs_params_epoch_metrics_results_plots_data_and_model(name, trac
     assert inputs[0].dataset.digest
 
 
-def test_logged_model_takes_photos_and_has_a_signature_and_example(tracking, synthetic_cache):
+def test_logged_model_takes_photos_and_has_a_signature_and_example(mlflow_store, synthetic_cache):
     outcome = experiment.train(config.load("eyes", SMALL))
     info = mlflow.models.get_model_info(outcome.model_uri)
     assert [c["name"] for c in info.signature.inputs.to_dict()] == ["image", "kind", "gender", "p_female"]
@@ -75,7 +75,7 @@ def test_logged_model_takes_photos_and_has_a_signature_and_example(tracking, syn
     assert len(out) == 2
 
 
-def test_regressions_use_the_registered_gender_champion(tracking, synthetic_cache):
+def test_regressions_use_the_registered_gender_champion(mlflow_store, synthetic_cache):
     gender = experiment.train(config.load("gender", SMALL))
     version = mlflow.register_model(gender.model_uri, "gender")
     mlflow.MlflowClient().set_registered_model_alias("gender", "champion", version.version)
@@ -88,7 +88,7 @@ def test_regressions_use_the_registered_gender_champion(tracking, synthetic_cach
     assert run_of(labels_only.model_uri)[1].data.params["gender_source"] == "labels"
 
 
-def test_two_experiments_in_one_process_log_to_their_own_mlflow_experiments(tracking, synthetic_cache):
+def test_two_experiments_in_one_process_log_to_their_own_mlflow_experiments(mlflow_store, synthetic_cache):
     first = experiment.train(config.load("eyes", {**SMALL, "epochs": 1}))
     second = experiment.train(config.load("mouth", {**SMALL, "epochs": 1}))
     client = mlflow.MlflowClient()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import subprocess_env, wait_for_port
+from helpers import subprocess_env, wait_for_port
 
 from faceattr import config, models, tuning
 from faceattr.cli import main
@@ -46,7 +46,7 @@ def test_hyperband_trial_count(max_epochs, factor, trials):
 
 
 @pytest.mark.slow
-def test_hyperband_search_nests_trials_logs_best_and_registers_the_median_repeat(tracking, synthetic_cache):
+def test_hyperband_search_nests_trials_logs_best_and_registers_the_median_repeat(mlflow_store, synthetic_cache):
     code = main(["tune", "eyes", "--epochs", "3", "--repeats", "2", *TINY])
     assert code == 0
     (parent,) = runs_of("search")
@@ -91,7 +91,7 @@ def test_hyperband_search_nests_trials_logs_best_and_registers_the_median_repeat
     assert not version.aliases   # registration only; promotion is a separate policy
 
 
-def test_a_search_where_every_trial_collapses_registers_nothing(tracking, synthetic_cache, capsys, monkeypatch):
+def test_a_search_where_every_trial_collapses_registers_nothing(mlflow_store, synthetic_cache, capsys, monkeypatch):
     monkeypatch.setattr(tuning.experiment.evaluate, "collapse_check", lambda *a: (0.01, True))
     code = main(["tune", "eyes", "--tuner", "random", "--max-trials", "1", "--epochs", "1", *TINY])
     assert code != 0
@@ -106,7 +106,7 @@ def test_a_search_where_every_trial_collapses_registers_nothing(tracking, synthe
 
 @pytest.mark.parametrize("max_trials", [2, 4])   # 4: keras-tuner itself stops after 3 consecutive failures
 def test_when_every_trial_fails_the_search_exits_non_zero_with_the_first_error(
-        max_trials, tracking, synthetic_cache, monkeypatch, capsys):
+        max_trials, mlflow_store, synthetic_cache, monkeypatch, capsys):
     def broken(cfg):
         raise RuntimeError(f"injected build failure for {cfg['name']}")
 
@@ -161,7 +161,7 @@ sys.exit(main(sys.argv[2:]))
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_a_killed_search_resumes_without_rerunning_finished_trials(tmp_path, tracking, synthetic_cache):
+def test_a_killed_search_resumes_without_rerunning_finished_trials(tmp_path, mlflow_store, synthetic_cache):
     cmd = tune_command("--tuner", "random", "--max-trials", "3", "--epochs", "3", "--repeats", "1")
     env = tune_env(tmp_path)
     gate = tmp_path / "gate"
@@ -243,7 +243,7 @@ def run_chief_and_workers(cmd, cwd, env, workers=2, timeout=540):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_distributed_chief_and_two_workers_log_every_trial_once_under_one_parent(tmp_path, tracking,
+def test_distributed_chief_and_two_workers_log_every_trial_once_under_one_parent(tmp_path, mlflow_store,
                                                                                  synthetic_cache):
     cmd = tune_command("--tuner", "random", "--max-trials", "3", "--epochs", "1", "--repeats", "1",
                        "--directory", str(tmp_path / "shared-tuner"))

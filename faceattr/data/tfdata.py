@@ -20,7 +20,7 @@ def to_tf_dataset(split: Split, batch_size: int, with_gender: bool, shuffle_seed
     """Cached, (optionally) shuffled, batched, prefetched tf.data pipeline of ({image[, gender]}, label).
 
     `augment` (`train.augment`, training split only): see faceattr/data/augment.py; it changes
-    pixels, so a model reading face descriptors is not augmented.
+    pixels, so the caller passes it only for an input kind that augments (models/inputs.py).
     `class_weight` ({0: w0, 1: w1}): each row also carries its class's weight (validation judged by
     the same balanced loss the training split is fitted with).
     """
@@ -39,8 +39,8 @@ def to_tf_dataset(split: Split, batch_size: int, with_gender: bool, shuffle_seed
     # uint8 is cached (4x less memory); the cast to float happens per batch
     ds = ds.map(lambda x, *rest: ({**x, name: tf.cast(x[name], tf.float32)}, *rest),
                 num_parallel_calls=tf.data.AUTOTUNE)
-    spec = augmentation.switches(augment) if name == "image" else {}
+    spec = augmentation.switches(augment)
     if spec:
-        ds = ds.map(lambda x, *rest: ({**x, "image": augmentation.augment(x["image"], spec, shuffle_seed)}, *rest),
+        ds = ds.map(lambda x, *rest: ({**x, name: augmentation.augment(x[name], spec, shuffle_seed)}, *rest),
                     num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -14,28 +14,23 @@ import copy
 import keras
 
 from faceattr import tasks
-from faceattr.models import cnn, face_head, transfer   # transfer registers CaffePreprocess (saved VGG16 models load)
+from faceattr.models import cnn, face_head, inputs, transfer   # transfer registers CaffePreprocess (saved VGG16 models load)
 
 BACKBONES = {"cnn": cnn, "mobilenetv2": transfer, "vgg16": transfer, "dlib-resnet": face_head}
 
 
 def backbone_of(config: dict):
-    return BACKBONES[config["model"].get("backbone", tasks.of(config).backbones[0])]
+    return BACKBONES[config["model"]["backbone"]]
 
 
-def reads(config: dict) -> str:
-    """What the model takes: `image` (the region's crop, 0..255) or `descriptor` (a face descriptor)."""
-    return backbone_reads(config["model"].get("backbone", tasks.of(config).backbones[0]))
+def input_kind(config: dict):
+    """What the model takes (faceattr/models/inputs.py): the backbone's `READS`, else the region's crop."""
+    return backbone_input(config["model"]["backbone"])
 
 
-def backbone_reads(backbone: str) -> str:
-    """What a model with this backbone takes (see `reads`)."""
-    return getattr(BACKBONES[backbone], "READS", "image")
-
-
-def input_name(model: keras.Model) -> str:
-    """What a built or loaded Keras model reads: `descriptor` (face descriptors) or `image` (crops)."""
-    return "descriptor" if any(t.name == "descriptor" for t in model.inputs) else "image"
+def backbone_input(backbone: str):
+    """What a model with this backbone takes (see `input_kind`)."""
+    return getattr(BACKBONES[backbone], "READS", inputs.IMAGE)
 
 
 def build(config: dict) -> keras.Model:
@@ -50,11 +45,11 @@ def widths(config: dict) -> str:
 
 def declare(hp, config: dict) -> None:
     """Declare the hyperparameters the experiment's `search:` section names (absent keys stay fixed)."""
-    search = config.get("search") or {}
+    search = config["search"]
     backbone_of(config).declare(hp, config["model"], search)
-    if search.get("dropout"):
+    if search["dropout"]:
         hp.Float("dropout", *search["dropout"])
-    if search.get("learning_rate"):
+    if search["learning_rate"]:
         hp.Float("learning_rate", *search["learning_rate"], sampling="log")
 
 

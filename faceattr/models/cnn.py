@@ -15,9 +15,9 @@ from faceattr.data.regions import REGION_SIZES
 def conv_stack(x, conv: list[dict], dropout: float):
     """3x3 ReLU convolutions; `pool` adds 2x2 max-pooling after a layer; dropout before flattening."""
     for i, layer in enumerate(conv):
-        x = layers.Conv2D(layer["filters"], 3, padding=layer.get("padding", "valid"),
+        x = layers.Conv2D(layer["filters"], 3, padding=layer["padding"],
                           activation="relu", name=f"conv_{i}")(x)
-        if layer.get("pool", False):
+        if layer["pool"]:
             x = layers.MaxPooling2D(2, name=f"pool_{i}")(x)
     x = layers.Dropout(dropout, name="conv_dropout")(x)
     return layers.Flatten(name="flatten")(x)
@@ -46,16 +46,16 @@ def build(model: dict, region: str, name: str, task) -> keras.Model:
 
 def describe(model: dict) -> str:
     """The widths in one short string, e.g. '32-48-64-96-128/320/120'."""
-    dense = [str(model[k]) for k in ("dense_0", "dense_1") if model.get(k) is not None]
+    dense = [str(model[k]) for k in ("dense_0", "dense_1") if model[k] is not None]
     return "/".join(["-".join(str(layer["filters"]) for layer in model["conv"]), *dense])
 
 
 def declare(hp, model: dict, search: dict) -> None:
     """The widths `search` names: filters per conv layer, dense_0, dense_1 (when the model has it)."""
-    for i, choices in enumerate(search.get("filters") or []):
+    for i, choices in enumerate(search["filters"] or []):
         hp.Choice(f"filters_{i}", sorted(set(choices)))
     for key in ("dense_0", "dense_1"):
-        if search.get(key) and model.get(key) is not None:
+        if search[key] and model[key] is not None:
             hp.Choice(key, sorted(set(search[key])))
 
 

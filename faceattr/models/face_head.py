@@ -14,16 +14,17 @@ import keras
 from keras import layers
 
 from faceattr.features.face_descriptor import DIMENSIONS
+from faceattr.models import inputs
 
-READS = "descriptor"     # the model's input (models.reads)
+READS = inputs.DESCRIPTOR     # the model's input (models.input_kind)
 
 
 def head_widths(model: dict) -> list[int]:
-    return [] if model.get("head", "auto") == "auto" else list(model["head"])
+    return [] if model["head"] == "auto" else list(model["head"])
 
 
 def build(model: dict, region: str, name: str, task) -> keras.Model:
-    descriptor = keras.Input((DIMENSIONS,), name="descriptor")
+    descriptor = keras.Input((DIMENSIONS,), name=inputs.DESCRIPTOR.name)
     # The descriptor has about unit length, so each component is ~1/sqrt(128): scaled by sqrt(128) the
     # components are ~unit sized and Adam's default steps move the head at the pace they move a CNN.
     x = layers.Rescaling(DIMENSIONS ** 0.5, name="unit_scale")(descriptor)
@@ -31,7 +32,7 @@ def build(model: dict, region: str, name: str, task) -> keras.Model:
         x = layers.Dense(units, activation="relu", name=f"fc_{i}")(x)
         x = layers.Dropout(model["dropout"], name=f"fc_{i}_dropout")(x)
     out = layers.Dense(task.output.units, activation=task.output.activation, name=task.output.layer)(x)
-    return keras.Model({"descriptor": descriptor}, out, name=name)
+    return keras.Model({inputs.DESCRIPTOR.name: descriptor}, out, name=name)
 
 
 def describe(model: dict) -> str:
@@ -42,7 +43,7 @@ def describe(model: dict) -> str:
 
 def declare(hp, model: dict, search: dict) -> None:
     """The hidden layer's width (`search.head`)."""
-    if search.get("head"):
+    if search["head"]:
         hp.Choice("head", sorted(set(search["head"])))
 
 

@@ -51,16 +51,15 @@ def resolved(model: dict) -> dict:
     """The model section with every `auto` filled in (seed head, input size, trainability)."""
     out = dict(model)
     backbone = out["backbone"]
-    weights = None if out.get("weights") in NO_WEIGHTS else out["weights"]
+    weights = None if out["weights"] in NO_WEIGHTS else out["weights"]
     out["weights"] = weights
     for key in ("head", "pooling"):
-        if out.get(key, "auto") == "auto":
+        if out[key] == "auto":
             out[key] = SEED_HEADS[backbone][key]
-    if out.get("input_size", "auto") == "auto":
+    if out["input_size"] == "auto":
         out["input_size"] = 224 if weights == "imagenet" else 96
-    if out.get("trainable", "auto") == "auto":
+    if out["trainable"] == "auto":
         out["trainable"] = weights is None
-    out.setdefault("alpha", 1.0)
     return out
 
 
@@ -136,9 +135,9 @@ def build(model: dict, region: str, name: str, task) -> keras.Model:
 
 def declare(hp, model: dict, search: dict) -> None:
     """MobileNetV2's width (`search.alpha`) and the head's layer width (`search.head`)."""
-    if search.get("alpha") and model["backbone"] == "mobilenetv2":
+    if search["alpha"] and model["backbone"] == "mobilenetv2":
         hp.Choice("alpha", sorted(set(float(v) for v in search["alpha"])))
-    if search.get("head"):
+    if search["head"]:
         hp.Choice("head", sorted(set(search["head"])))
 
 

@@ -33,10 +33,11 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from faceattr.errors import FaceattrError
+from faceattr.names import PREVIOUS  # noqa: F401 (registry.PREVIOUS: the tag rollback follows)
+from faceattr import names
 
 CHAMPION = "champion"
 PRODUCTION = "Production"
-PREVIOUS = "faceattr.previous_champion"      # on a version: the champion it replaced
 LOCK_ENV = "FACEATTR_PROMOTE_LOCK"
 CRASH_ENV = "FACEATTR_TEST_CRASH_BETWEEN_MOVES"   # tests: os._exit() between the stage and the alias call
 _MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
@@ -207,7 +208,7 @@ def repair(name: str) -> list[str]:
                      f"archived {others or 'none'} (an interrupted promotion or rollback)")
     for note in fixed:
         client().set_model_version_tag(name, str(current.version) if current else in_production[0].version,
-                                       "faceattr.repaired", f"{now()} {note}")
+                                       names.REPAIRED, f"{now()} {note}")
     return fixed
 
 
@@ -236,6 +237,14 @@ def _transition(name: str, version: str, stage: str, archive_existing_versions: 
             client().transition_model_version_stage(name, str(version), stage)
             for other in others:
                 client().transition_model_version_stage(name, str(other.version), "Archived")
+
+
+def model_file(version, path: str) -> Path | None:
+    """A file of a version's logged model (e.g. `artifacts/record.json`), downloaded; None if it has none."""
+    try:
+        return Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}/{path}"))
+    except (MlflowException, OSError):
+        return None
 
 
 def record(name: str, version: str, tags: dict[str, str], description: str | None = None) -> None:

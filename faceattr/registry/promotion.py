@@ -24,19 +24,15 @@ import pandas as pd
 import yaml
 
 from faceattr import config as config_module
-from faceattr import evaluate, models, registry, serving, tasks, tracking
+from faceattr import evaluate, names, record, registry, serving, tasks, tracking
 from faceattr.data import manifest
-from faceattr.data.regions import photo_refusal
 from faceattr.data.loading import (UNKNOWN_GENDER, Split, gender_one_hot, has_gender_labels, make_split, open_data,
                                    shows_faces)
 from faceattr.errors import ConfigError, DataError
-from faceattr.features.face_descriptor import describe_data
 from faceattr.gender_input import rows_gender
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "registry"
 REFUSED = 3           # exit code of a refused promotion (config/data/registry errors are 2)
-# data.* params that name the data set and its split (identity: the target person and the seen/unseen deal)
-_DATA_KEYS = set(config_module.DEFAULTS["data"]) | {"person", "unseen_share", "holdout"}
 
 
 # --- policy -----------------------------------------------------------------------------------
@@ -114,7 +110,7 @@ def decide(policy: Policy, challenger: dict, champion: dict | None, slices: dict
             reasons.append(f"{key} {value:.4g} is below the minimum {bound['min']}")
         if "max" in bound and not value <= bound["max"]:
             reasons.append(f"{key} {value:.4g} is above the maximum {bound['max']}")
-    if policy.require_no_collapse and challenger.get("collapsed"):
+    if policy.require_no_collapse and challenger.get(names.COLLAPSED):
         reasons.append(f"collapsed: its outputs spread only {challenger.get('collapse_std_ratio', float('nan')):.3g} "
                        f"of the labels' spread")
     metric = policy.metric
@@ -195,47 +191,28 @@ class EvalSet:
 
 
 def training_config(version, eval_data: str | None = None) -> dict:
-    """The experiment config a version was trained with (its run's data.* params), data overridable."""
+    """The experiment config a version was trained with (its run's config.json: tracking.run_config),
+    data overridable."""
     run = registry.client().get_run(version.run_id) if version.run_id else None
     if run is None:
         raise DataError(f"version {str(version.version)} of {version.name!r} has no training run to recover its data "
                         f"from; pass --eval-data")
-    params = run.data.params
-    name = run.data.tags.get("faceattr.experiment", version.name)
-    overrides: dict = {}
-    folders: dict = {}
-    for key, value in params.items():
-        parts = key.split(".")
-        if parts[0] != "data" or len(parts) < 2 or parts[1] not in _DATA_KEYS:
-            continue
-        value = None if value == "None" else value
-        if parts[1] == "folders" and len(parts) > 2:
-            node = folders
-            for part in parts[2:-1]:
-                node = node.setdefault(part, {})
-            node[parts[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
-        elif len(parts) == 2:
-            overrides[key] = value
-    if "model.backbone" in params:   # the backbone decides what the model reads (crops or descriptors)
-        overrides["model.backbone"] = params["model.backbone"]
-    if "region" in params:           # the crop it reads (`-P region=eye` on an experiment made for `eyes`)
-        overrides["region"] = params["region"]
-    cfg = config_module.load(name, {k: v for k, v in overrides.items() if k != "data.folders"})
-    if folders:
-        cfg["data"]["folders"] = folders
+    cfg = tracking.run_config(run)
     if eval_data:
         cfg["data"]["source"] = eval_data
         cfg["data"]["folders"] = None
     return cfg
 
 
-def eval_set(cfg: dict, descriptors: bool = False) -> EvalSet:
-    """The held-out test rows of the data set `cfg` names (and its training rows, for the baseline);
-    with `descriptors`, only the photos with a usable face, and their face descriptors."""
+def eval_set(cfg: dict, versions=()) -> EvalSet:
+    """The held-out test rows of the data set `cfg` names (and its training rows, for the baseline), with
+    what the models of `versions` read computed from them (their records' input kinds, models/inputs.py):
+    a model reading face descriptors is judged on the photos with a usable face, and so is its rival."""
     task = tasks.of(cfg)
     data, found = open_data(cfg, task), None
-    if descriptors:
-        data, found, _ = describe_data(data, progress=False)
+    for kind in {record_of(version).kind for version in versions}:
+        data, computed, _ = kind.prepare(data, progress=False)
+        found = computed if computed is not None else found
     if len(data.rows("test")) == 0:
         raise DataError(f"{cfg['data']['source']}: the test split is empty: nothing to evaluate on; use more images")
     labels = task.labels(data.frame, cfg)
@@ -251,14 +228,15 @@ def evaluate_version(version, data: EvalSet, collapse_threshold: float) -> dict:
     test, task = data.test, tasks.of(data.config)
     gender = None
     if task.reads_gender:
-        source = registry.client().get_run(version.run_id).data.params.get("gender_source", "") \
+        source = registry.client().get_run(version.run_id).data.params.get(names.GENDER_SOURCE, "") \
             if version.run_id else ""
         if served.gender_model is not None and shows_faces(test.frame):
             gender = rows_gender(served.gender_model, test.frame)
         elif source == "labels" and has_gender_labels(test.frame):
             gender = gender_one_hot(test.frame)
-    inputs = test.descriptors if served.reads == "descriptor" else test.images
-    return evaluate.evaluate(task, served.scores(inputs, gender), test, data.train, collapse_threshold, served.spec)
+    inputs = served.record.kind.of_split(test)
+    return evaluate.evaluate(task, served.scores(inputs, gender), test, data.train, collapse_threshold,
+                             served.record.settings)
 
 
 def evaluate_photos(version, source: str, cfg: dict) -> dict:
@@ -273,7 +251,7 @@ def evaluate_photos(version, source: str, cfg: dict) -> dict:
     frame = manifest.load_dataset(source, targets=(target,), region="photo", image_region="photo")
     served = serving.load(f"models:/{version.name}/{str(version.version)}")
     out = {"photos_n": len(frame)}
-    refusal = photo_refusal(served.spec.get("crops"))
+    refusal = served.record.photo_refusal()
     if refusal:
         return {**out, "photos_scored_share": 0.0, "photos_refusal": refusal}
     from faceattr.serving.batch import ANSWER_PREFIX, score
@@ -290,11 +268,14 @@ def evaluate_photos(version, source: str, cfg: dict) -> dict:
     return out
 
 
-def reads(version) -> str:
-    """What a version's model reads, by its training run's `model.backbone`: `image` or `descriptor`
-    (a run without the param used its task's default backbone, and those all read images)."""
-    params = registry.client().get_run(version.run_id).data.params if version.run_id else {}
-    return models.backbone_reads(params["model.backbone"]) if "model.backbone" in params else "image"
+def record_of(version) -> record.ModelRecord:
+    """What a version's model is and reads: the record its logged model carries (faceattr/record.py;
+    `spec.json` in models logged before the record)."""
+    for name in (names.RECORD, names.SPEC):
+        path = registry.model_file(version, f"artifacts/{name}")
+        if path is not None:
+            return record.read(json.loads(path.read_text()), f"version {version.version} of {version.name!r}: {name}")
+    raise DataError(f"version {version.version} of {version.name!r}: its logged model has no {names.RECORD}")
 
 
 # --- the commands -----------------------------------------------------------------------------
@@ -349,9 +330,8 @@ def promote(model: str, version: str | None = None, *, dry_run: bool = False, ev
                 return Result("already-champion", str(challenger.version), str(current.version), None,
                               run.run_id, repaired)
             cfg = training_config(challenger, eval_data)
-            # A model reading face descriptors is judged on the photos with a usable face; its rival too.
             readers = [challenger] + ([current] if current is not None else [])
-            data = eval_set(cfg, descriptors=any(reads(v) == "descriptor" for v in readers))
+            data = eval_set(cfg, readers)
             threshold = policy.collapse_threshold or cfg["evaluation"]["collapse_threshold"]
             mine = evaluate_version(challenger, data, threshold)
             if photos:
@@ -376,21 +356,21 @@ def promote(model: str, version: str | None = None, *, dry_run: bool = False, ev
                             run.run_id, repaired, mine, theirs or {})
             if dry_run:
                 return result
-            stamp = {"faceattr.decided_at": registry.now(), "faceattr.decided_by": registry.who(),
-                     "faceattr.promote_run_id": run.run_id, "faceattr.decision": action,
-                     "faceattr.eval_data": f"{data.name} ({data.digest}, {len(data.test)} test rows)",
-                     f"faceattr.{policy.metric}": f"{mine[policy.metric]:.6g}"}
+            stamp = {names.DECIDED_AT: registry.now(), names.DECIDED_BY: registry.who(),
+                     names.PROMOTE_RUN: run.run_id, names.DECISION: action,
+                     names.EVAL_DATA: f"{data.name} ({data.digest}, {len(data.test)} test rows)",
+                     names.PREFIX + policy.metric: f"{mine[policy.metric]:.6g}"}
             if theirs:
-                stamp["faceattr.champion_" + policy.metric] = f"{theirs[policy.metric]:.6g}"
-            by = f"by {stamp['faceattr.decided_by']} at {stamp['faceattr.decided_at']}, run {run.run_id}"
+                stamp[names.PREFIX + "champion_" + policy.metric] = f"{theirs[policy.metric]:.6g}"
+            by = f"by {stamp[names.DECIDED_BY]} at {stamp[names.DECIDED_AT]}, run {run.run_id}"
             if decision.promote:
                 stamp[registry.PREVIOUS] = str(current.version) if current else "none"
-                stamp["faceattr.beat_champion"] = str(current.version) if current else "none (first champion)"
-                registry.record(model, str(challenger.version), {**stamp, "faceattr.reasons": "-"},
+                stamp[names.BEAT_CHAMPION] = str(current.version) if current else "none (first champion)"
+                registry.record(model, str(challenger.version), {**stamp, names.REASONS: "-"},
                                 f"Promoted {by}: {'; '.join(decision.evidence)}")
                 registry.move_champion(model, str(challenger.version))
             else:
-                registry.record(model, str(challenger.version), {**stamp, "faceattr.reasons": "; ".join(decision.reasons)},
+                registry.record(model, str(challenger.version), {**stamp, names.REASONS: "; ".join(decision.reasons)},
                                 f"Refused {by}: {'; '.join(decision.reasons)} ({'; '.join(decision.evidence)})")
             return result
 
@@ -411,8 +391,8 @@ def rollback(model: str) -> Result:
             _log(run, {"decision": "rolled-back", "reasons": f"rollback requested by {registry.who()}"},
                  {"model": model, "from_version": str(current.version), "to_version": str(target.version)}, {})
             by = f"by {registry.who()} at {registry.now()}, run {run.run_id}"
-            registry.record(model, str(current.version), {"faceattr.rolled_back": by})
-            registry.record(model, str(target.version), {"faceattr.restored": f"replacing version {str(current.version)} {by}"},
+            registry.record(model, str(current.version), {names.ROLLED_BACK: by})
+            registry.record(model, str(target.version), {names.RESTORED: f"replacing version {str(current.version)} {by}"},
                             f"Champion again after a rollback of version {str(current.version)} {by}")
             registry.move_champion(model, str(target.version))
             return Result("rolled-back", str(target.version), str(current.version), None, run.run_id, repaired)
@@ -434,12 +414,12 @@ def audit_experiment(model: str) -> str:
 def _audit_run(model: str, action: str, version: str):
     """The decision's run in experiment `promote-<model>` (tracking.audit_run)."""
     return tracking.audit_run(audit_experiment(model), f"{action}-{model}-v{version}",
-                              {"faceattr.action": action, "faceattr.model": model, "faceattr.user": registry.who()},
-                              link_tag="faceattr.promote_run_id", record="promotion.json")
+                              {names.ACTION: action, names.MODEL_NAME: model, names.USER: registry.who()},
+                              link_tag=names.PROMOTE_RUN, record=names.PROMOTION)
 
 
 def _log(run, tags: dict, params: dict, metrics: dict) -> None:
-    run.log({f"faceattr.{k}" if k in ("decision", "reasons", "evidence") else k: v for k, v in tags.items()},
+    run.log({names.PREFIX + k if k in ("decision", "reasons", "evidence") else k: v for k, v in tags.items()},
             params, metrics)
 
 

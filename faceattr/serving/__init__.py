@@ -1,5 +1,5 @@
-"""Serving: the pyfunc model `mlflow models serve` loads (model.py: photos in, values out) and batch
-scoring of photo folders with it (batch.py).
+"""Serving: the pyfunc model `mlflow models serve` loads (model.py: photos in, values out; logged from
+code by entry.py) and batch scoring of photo folders with it (batch.py).
 
 FaceattrModel is importable from here because models logged before serving/ became a package
 pickled it as `faceattr.serving.FaceattrModel`; they keep loading.
@@ -7,9 +7,9 @@ pickled it as `faceattr.serving.FaceattrModel`; they keep loading.
 
 import mlflow.pyfunc
 
-from faceattr.serving.model import FaceattrModel, bad_request, encode_image, signature
+from faceattr.serving.model import ERROR, FaceattrModel, bad_request, encode_image, image_bytes, signature
 
-__all__ = ["FaceattrModel", "bad_request", "encode_image", "load", "signature"]
+__all__ = ["ERROR", "FaceattrModel", "bad_request", "encode_image", "image_bytes", "load", "signature"]
 
 
 def load(model_uri: str) -> FaceattrModel:

@@ -30,6 +30,7 @@ import pandas as pd
 from faceattr.data import faces
 from faceattr.data.manifest import IMAGE_SUFFIXES
 from faceattr.errors import DataError, FaceattrError
+from faceattr.serving import model as served
 from faceattr.serving.model import ERROR
 
 ANSWER_PREFIX = "pred_"
@@ -102,7 +103,7 @@ def answer_chunk(model, rows: list[dict]) -> tuple[pd.DataFrame, dict]:
         try:
             with open(row["path"], "rb") as fh:
                 raw = fh.read()
-            reads.append(model.read(raw, row.get("kind"), profile))
+            reads.append(model.read(served.photo_bytes(raw), row.get("kind"), profile))
         except OSError as exc:
             reads.append(DataError(f"cannot read file ({exc.strerror or exc})"))
         except DataError as exc:

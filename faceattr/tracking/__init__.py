@@ -20,19 +20,21 @@ from pathlib import Path
 import keras
 import mlflow
 from mlflow.entities import RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from faceattr import config as config_module
-from faceattr import models
+from faceattr import models, names
 from faceattr.data.loading import Data
 from faceattr.tracking import packaging
 from faceattr.tracking.outbox import Recorder, remote_tracking
 
 
 
+# The MLflow input context of each split's data set; evaluation metrics of a split are linked to it.
+SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 EXPERIMENT_WE_SET = "FACEATTR_EXPERIMENT_ID"   # the experiment id `use_experiment` set in this process
-# What a run is, on every run that is not a plain training run: search, trial, repeat (faceattr/tuning.py),
-# report (faceattr/report.py). One tag name, so a reader can tell them apart without knowing who wrote them.
-ROLE = "faceattr.role"
+# MLflow's own tags, for the modules that do not import mlflow (report)
+RUN_NAME, PARENT = MLFLOW_RUN_NAME, MLFLOW_PARENT_RUN_ID
 
 
 def use_experiment(name: str) -> None:
@@ -58,17 +60,23 @@ class Run:
         self.run_id, self.experiment_id = run_id, experiment_id
         self.recorder = recorder or Recorder()
         self.outbox: Path | None = None
+        self.datasets: dict = {}   # split -> the MLflow data set logged as its input (log_data)
 
     def log_params(self, params: dict) -> None:
         params = {k: str(v) for k, v in params.items()}
         self.recorder.write({"op": "params", "params": params})
         self.recorder.call("log params", mlflow.log_params, params, run_id=self.run_id)
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, model_id: str | None = None,
+                    split: str | None = None) -> None:
+        """`model_id`, `split`: MLflow 3 links the metrics to that logged model and to the split's data
+        set (log_data), so the model's page compares models per split. The outbox keeps them unlinked:
+        `faceattr sync` logs a new model."""
         metrics = {k: float(v) for k, v in metrics.items()}
         stamp = int(time.time() * 1000)
         self.recorder.write({"op": "metrics", "metrics": metrics, "step": step, "timestamp": stamp})
-        self.recorder.call("log metrics", mlflow.log_metrics, metrics, step=step, timestamp=stamp, run_id=self.run_id)
+        self.recorder.call("log metrics", mlflow.log_metrics, metrics, step=step, timestamp=stamp, run_id=self.run_id,
+                           model_id=model_id, dataset=self.datasets.get(split))
 
     def set_tags(self, tags: dict) -> None:
         tags = {k: str(v) for k, v in tags.items()}
@@ -125,10 +133,11 @@ def _own_name(run_name: str, nested: bool = False) -> str | None:
 def start_run(run_name: str, nested: bool = False, tags: dict | None = None, parent_run_id: str | None = None,
               experiment_id: str | None = None):
     """Start (or, under `mlflow run`, resume) a run and name it; yields its `Run`.
-    `nested` runs are children of the active run or of `parent_run_id` (tuning's trials)."""
+    `nested` runs are children of the active run or of `parent_run_id` (tuning's trials).
+    Every run trains: MLflow samples its CPU and memory (system metrics; psutil)."""
     with mlflow.start_run(run_name=_own_name(run_name, nested), nested=nested, parent_run_id=parent_run_id,
-                          experiment_id=experiment_id) as active:
-        mlflow.set_tags({"mlflow.runName": run_name, **(tags or {})})
+                          experiment_id=experiment_id, log_system_metrics=True) as active:
+        mlflow.set_tags({MLFLOW_RUN_NAME: run_name, **(tags or {})})
         yield Run(active.info.run_id, active.info.experiment_id)
 
 
@@ -145,9 +154,9 @@ def recorded_run(experiment: str, run_name: str, tags: dict | None = None):
         return
     recorder = Recorder()
     recorder.begin(experiment, run_name, tags or {})
-    active = recorder.call("start run", mlflow.start_run, run_name=_own_name(run_name))
+    active = recorder.call("start run", mlflow.start_run, run_name=_own_name(run_name), log_system_metrics=True)
     if active is not None:
-        recorder.call("set tags", mlflow.set_tags, {"mlflow.runName": run_name, **(tags or {})})
+        recorder.call("set tags", mlflow.set_tags, {MLFLOW_RUN_NAME: run_name, **(tags or {})})
     run = Run(active.info.run_id if active else "", active.info.experiment_id if active else "", recorder)
     ok = False
     try:
@@ -163,6 +172,12 @@ def recorded_run(experiment: str, run_name: str, tags: dict | None = None):
         else:
             recorder.call("end run", mlflow.end_run, "FINISHED" if ok else "FAILED")
         run.outbox = recorder.finish(ok)
+
+
+def system_metrics_node(node_id: str) -> None:
+    """Name this process's system metrics (`system/<node_id>/cpu_utilization_percentage`), so the
+    workers of one distributed search are told apart."""
+    mlflow.system_metrics.set_system_metrics_node_id(node_id)
 
 
 def get_run(run_id: str):
@@ -221,9 +236,9 @@ class audit_run:
         experiment = client.get_experiment_by_name(self.experiment)
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(self.experiment)
         parent = os.environ.get("MLFLOW_RUN_ID")
-        tags = {"mlflow.runName": self.run_name, **self.tags}
+        tags = {MLFLOW_RUN_NAME: self.run_name, **self.tags}
         if parent:
-            tags["faceattr.launched_by_run"] = parent
+            tags[names.LAUNCHED_BY] = parent
         self.run = client.create_run(experiment_id, tags=tags)
         if parent:
             try:
@@ -257,12 +272,13 @@ class audit_run:
 
 def run_tags(config: dict, data: Data) -> dict[str, str]:
     """Tags that say what ran, the same names on every run."""
-    return {"faceattr.experiment": config["name"], "faceattr.data": data.name,
-            "faceattr.widths": models.widths(config), "faceattr.seed": str(config["train"]["seed"])}
+    return {names.EXPERIMENT: config["name"], names.DATA: data.name,
+            names.WIDTHS: models.widths(config), names.SEED: str(config["train"]["seed"])}
 
 
 def log_config(run: Run, config: dict) -> None:
-    """Every key of the resolved config as a dotted param (`train.epochs`).
+    """The validated config whole as the artifact config.json (what promotion and the report read back:
+    `run_config`), and every key as a dotted param (`train.epochs`) to search and compare runs by.
 
     `mlflow run` has already logged each `-P` value; a `-P model.dense_0=64` names a config key, so
     that key is skipped here (it holds the same value) rather than logged twice, which MLflow refuses.
@@ -270,33 +286,48 @@ def log_config(run: Run, config: dict) -> None:
     found = run.recorder.call("get run", mlflow.get_run, run.run_id) if run.run_id else None
     logged = found.data.params if found else {}
     run.log_params({k: str(v) for k, v in config_module.flatten(config).items() if k not in logged})
+    run.log_dict(config, names.CONFIG)
+
+
+def run_config(run) -> dict:
+    """The validated config an MLflow run (a search result or `get_run`'s) was trained with: its
+    config.json; for a run logged before runs carried one, rebuilt from its params
+    (config.from_params): the one place such older runs are read."""
+    found = read_artifact(run.info.run_id, names.CONFIG)
+    if found is not None:
+        return json.loads(found)
+    return config_module.from_params(run.data.params, source=f"run {run.info.run_id}'s params")
 
 
 def log_data(run: Run, data: Data) -> None:
-    """The data set as an MLflow input (name, digest, size) and its split sizes as params."""
+    """Each split's rows as an MLflow input of the run (context training, validation or test; kept in
+    `run.datasets` for the metrics linked to it) and the data set's name, digest and split sizes as params."""
     table = data.frame.drop(columns=["path"]).assign(path=[Path(p).name for p in data.frame["path"]])
-    with warnings.catch_warnings():  # schema-inference hints about this table are not the user's concern
-        warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_pandas(table, source=data.source, name=data.name)
-    run.recorder.call("log input", _log_input, dataset)   # into the active run: `run`
+    for split, context in SPLIT_CONTEXTS.items():
+        with warnings.catch_warnings():  # schema-inference hints about this table are not the user's concern
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(table[table["split"] == split], source=data.source,
+                                              name=f"{data.name}-{split}")
+        run.recorder.call("log input", _log_input, dataset, context)   # into the active run: `run`
+        run.datasets[split] = dataset
     counts = data.frame["split"].value_counts()
     run.log_params({"data.name": data.name, "data.digest": data.digest, "data.rows": len(data.frame),
                     **{f"data.n_{s}": int(counts.get(s, 0)) for s in ("train", "val", "test")}})
 
 
-def _log_input(dataset) -> None:
+def _log_input(dataset, context: str) -> None:
     """mlflow.log_input, retried once: MLflow inserts a new data set with check-then-insert, so two
     processes logging the same one at once (tuning workers) can lose the race with a UNIQUE
     violation; on the retry the data set exists and is only linked to the run."""
     from mlflow.exceptions import MlflowException
 
     try:
-        mlflow.log_input(dataset, context="training")
+        mlflow.log_input(dataset, context=context)
     except MlflowException as exc:
         if "UNIQUE" not in str(exc) and "duplicate key" not in str(exc):
             raise
         time.sleep(0.5)
-        mlflow.log_input(dataset, context="training")
+        mlflow.log_input(dataset, context=context)
 
 
 class EpochMetrics(keras.callbacks.Callback):
@@ -317,10 +348,17 @@ class EpochMetrics(keras.callbacks.Callback):
         self.run.log_metrics({k: float(v) for k, v in metrics.items()}, step=epoch)
 
 
-def log_results(run: Run, metrics: dict[str, float], tags: dict[str, str], first_outputs: list[float]) -> None:
-    run.log_metrics(metrics)
+def log_results(run: Run, metrics: dict[str, float], tags: dict[str, str], first_outputs: list[float],
+                by_split: dict[str, list[str]] | None = None, model_id: str | None = None) -> None:
+    """The evaluation's metrics, tags and collapse check. `by_split` ({"val": [metric names], ..}): those
+    metrics are linked to the split's data set; all are linked to the logged model `model_id`, if any."""
+    by_split = by_split or {}
+    for split, keys in by_split.items():
+        run.log_metrics({k: metrics[k] for k in keys}, model_id=model_id, split=split)
+    linked = {k for keys in by_split.values() for k in keys}
+    run.log_metrics({k: v for k, v in metrics.items() if k not in linked}, model_id=model_id)
     run.set_tags(tags)
-    run.log_dict({"first_training_outputs": first_outputs}, "collapse_check.json")
+    run.log_dict({"first_training_outputs": first_outputs}, names.COLLAPSE_CHECK)
 
 
 def log_figures(run: Run, figures: dict) -> None:

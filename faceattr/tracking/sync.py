@@ -8,10 +8,12 @@ from pathlib import Path
 
 import mlflow
 from mlflow.entities import Metric, Param
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
+from faceattr import names
 from faceattr.errors import FaceattrError
 from faceattr.tracking.outbox import JOURNAL, SYNCED, read_journal
-from faceattr.tracking.packaging import log_saved_model
+from faceattr.tracking.packaging import kept_model, log_saved_model
 
 
 def sync(path: str | Path, force: bool = False) -> dict:
@@ -43,7 +45,7 @@ def sync(path: str | Path, force: bool = False) -> dict:
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(start["experiment"])
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(start["experiment"])
-    tags.update({"mlflow.runName": start["run_name"], "faceattr.synced_from": str(path)})
+    tags.update({MLFLOW_RUN_NAME: start["run_name"], names.SYNCED_FROM: str(path)})
     run = client.create_run(experiment_id, start_time=int(start["time"] * 1000),
                             tags=tags, run_name=start["run_name"])
     run_id = run.info.run_id
@@ -56,7 +58,7 @@ def sync(path: str | Path, force: bool = False) -> dict:
     if artifacts.is_dir():
         client.log_artifacts(run_id, str(artifacts))
     version = model_uri = None
-    if (path / "model" / "spec.json").is_file():
+    if kept_model(path / "model"):
         with mlflow.start_run(run_id=run_id):
             info = log_saved_model(path / "model")
             model_uri = info.model_uri

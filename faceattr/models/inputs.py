@@ -1,0 +1,128 @@
+"""What a model reads of a photo: an input kind, declared by its backbone (`READS`, default IMAGE).
+
+A kind knows its shape, how to compute itself from a data set, a split, a ready crop, a whole photo
+or a face, the pinned requirements a served model reading it needs beyond faceattr's own, and whether
+`train.augment` applies. Training, promotion, the served model and the gender input ask the kind;
+none of them branches on its name. A backbone reading something new is one more kind here.
+
+- IMAGE: the region's crop, (H, W, 3) in 0..255, resized as in training (data/regions.py).
+- DESCRIPTOR: dlib's 128-number face descriptor of the photo at full resolution
+  (features/face_descriptor.py); the face is searched whole in a crop, found by MTCNN in a photo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from faceattr.data.regions import REGION_SIZES, crop_region, parse_box
+from faceattr.errors import DataError
+from faceattr.features import face_descriptor
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str = "image"            # the Keras input's name
+    what: str = "crops"            # what a caller hands over, in error messages
+    augments: bool = True          # train.augment changes pixels: it applies to crops
+    pins: tuple[str, ...] = ()     # nothing beyond faceattr's own requirements
+
+    def shape(self, region: str) -> tuple[int, ...]:
+        return (*REGION_SIZES[region], 3)
+
+    def prepare(self, data, progress: bool = True):
+        """(the data set, its inputs beyond the crops it holds (None), the photos left out)."""
+        return data, None, []
+
+    def of_split(self, split) -> np.ndarray:
+        return split.images
+
+    def example(self, split) -> np.ndarray:
+        """The pixels of one request a served model takes (its input example)."""
+        return split.images[0]
+
+    def needs_face(self, region: str) -> bool:
+        """Whether a whole photo's face must be found to read it (the background needs none)."""
+        return region != "photo"
+
+    def of_crop(self, image, region: str) -> np.ndarray:
+        """A ready crop of the model's region -> (1, H, W, 3)."""
+        return crop_region(image, region)[None]
+
+    def of_photo(self, image, region: str, boxes: dict) -> np.ndarray:
+        """A whole photo with its detected boxes -> (cuts, H, W, 3): one crop per cut (each eye)."""
+        from faceattr.data import faces
+
+        return faces.cut(image, region, boxes)
+
+    def of_face(self, image, face_box: str) -> np.ndarray | None:
+        """The face of a whole photo, as a gender model reading this kind takes it."""
+        return crop_region(image, "face", parse_box(face_box))
+
+    def of_rows(self, frame) -> tuple[np.ndarray, np.ndarray]:
+        """A data set's faces (whole photos with face boxes, or face crops) -> (inputs, which rows have one)."""
+        from faceattr.data.loading import load_crops
+
+        crops = load_crops(frame, "face")[0]
+        return crops, np.ones(len(crops), bool)
+
+
+# A model reading face descriptors computes them when serving: dlib and its packaged weights
+# (face_recognition_models imports pkg_resources, which setuptools 81 removed).
+DESCRIPTOR_PINS = ("dlib-bin==20.0.1.post1", "face_recognition_models==0.3.0", "setuptools<81")
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    name: str = "descriptor"
+    what: str = "descriptors"
+    augments: bool = False         # computed from the photo, not from augmented pixels
+    pins: tuple[str, ...] = DESCRIPTOR_PINS
+
+    def shape(self, region: str) -> tuple[int, ...]:
+        return (face_descriptor.DIMENSIONS,)
+
+    def prepare(self, data, progress: bool = True):
+        """Only the photos with a usable face, their descriptors, and the photos left out."""
+        return face_descriptor.describe_data(data, progress=progress)
+
+    def of_split(self, split) -> np.ndarray:
+        return split.descriptors
+
+    def example(self, split) -> np.ndarray:
+        return face_descriptor.example_face(split.frame)     # the descriptor is computed from it
+
+    def needs_face(self, region: str) -> bool:
+        return True
+
+    def of_crop(self, image, region: str) -> np.ndarray:
+        return face_descriptor.describe(np.asarray(image))[None]    # a crop is searched whole
+
+    def of_photo(self, image, region: str, boxes: dict) -> np.ndarray:
+        return face_descriptor.describe(np.asarray(image), parse_box(boxes["face_box"]))[None]
+
+    def of_face(self, image, face_box: str) -> np.ndarray | None:
+        try:
+            return face_descriptor.describe(np.asarray(image), parse_box(face_box))
+        except DataError:     # dlib sees no face where MTCNN did: the gender input falls back to unknown
+            return None
+
+    def of_rows(self, frame) -> tuple[np.ndarray, np.ndarray]:
+        found, kept, _ = face_descriptor.describe_rows(frame, max_failure_share=None, progress=False)
+        return found, kept
+
+
+IMAGE, DESCRIPTOR = Image(), Descriptor()
+KINDS = {kind.name: kind for kind in (IMAGE, DESCRIPTOR)}
+
+
+def named(name: str):
+    """The kind a record names (faceattr/record.py)."""
+    return KINDS[name]
+
+
+def of_model(model) -> Image | Descriptor:
+    """What a built or loaded Keras model reads: the kind whose name is one of its inputs."""
+    names = {tensor.name for tensor in model.inputs}
+    return next((kind for kind in KINDS.values() if kind.name in names), IMAGE)

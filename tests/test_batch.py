@@ -63,7 +63,7 @@ def test_chunks_of_batch_size_answer_like_one_photo_at_a_time(tmp_path, monkeypa
     answered = chunked[chunked["error"] == ""]
     assert list(answered["path"]) == paths
     np.testing.assert_allclose(answered["pred_eyes"].astype(float), alone, atol=1e-6)
-    assert "unreadable image" in chunked["error"][2] and pd.isna(chunked["pred_eyes"][2])
+    assert "non-empty bytes" in chunked["error"][2] and pd.isna(chunked["pred_eyes"][2])
     assert set(profile) == {*batch.STAGES, "wall"} and profile["decode"] > 0 and profile["predict"] > 0
 
 

@@ -44,8 +44,10 @@ FACES = SHARED / "utkface-gender"
 
 # --- the models ------------------------------------------------------------------------------------
 
-def served_model(gender_photos: int, epochs: int) -> str:
-    """An eye model bundling a dlib-resnet gender model, both trained here: the logged model's URI."""
+def served_model(gender_photos: int, epochs: int, before: str) -> tuple[str, str]:
+    """An eye model bundling a dlib-resnet gender model, both trained here: the logged model's URI, and
+    the URI of the same Keras models logged by the code before the change (which reads only its own
+    format) for today's path."""
     import numpy as np
     import pandas as pd
 
@@ -59,13 +61,36 @@ def served_model(gender_photos: int, epochs: int) -> str:
                                         "model.backbone": "dlib-resnet", "epochs": epochs, "train.verbose": 0})
     gender = serving.load(experiment.train(gender_cfg, register=False).model_uri)
     eye_cfg = config.load("eyes", {"data": str(SHARED / "eye-state"), "region": "eye", "data.image_region": "eye",
-                                   "epochs": epochs, "train.verbose": 0, "data.gender": "labels"})
+                                   "epochs": epochs, "train.verbose": 0})
     eye = serving.load(experiment.train(eye_cfg, register=False).model_uri)
     example = pd.DataFrame([{"image": image_bytes(np.zeros((48, 48, 3), np.uint8)), "kind": "crop"}])
+    made_by = eye.record.crops.made_by if eye.record.crops else None
     tracking.use_experiment("benchmark-scoring")
     with tracking.start_run("eye+gender") as run:
-        return run.log_model(eye.model, eye_cfg, example, gender_model=gender.model,
-                             made_by=eye.record.crops.made_by if eye.record.crops else None).model_uri
+        uri = run.log_model(eye.model, eye_cfg, example, gender_model=gender.model, made_by=made_by).model_uri
+    eye.model.save(Path(STORE) / "eye.keras")
+    gender.model.save(Path(STORE) / "gender.keras")
+    overrides = {"region": "eye", "data.image_region": "eye"}
+    _, printed = timed_command([sys.executable, "-c", OLD_LOGGER, STORE, json.dumps(overrides), str(made_by)],
+                               {"PYTHONPATH": str(Path(before).resolve())})
+    return uri, printed.strip().splitlines()[-1]
+
+
+OLD_LOGGER = """
+import json, sys
+import keras, numpy as np, pandas as pd
+from faceattr import config, tracking
+from faceattr.serving import encode_image
+store, overrides, made_by = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+cfg = config.load("eyes", overrides)
+example = pd.DataFrame([{"image": encode_image(np.zeros((48, 48, 3), np.uint8)), "kind": "crop"}])
+tracking.use_experiment("benchmark-scoring")
+with tracking.start_run("eye+gender, as logged before the change") as run:
+    info = run.log_model(keras.models.load_model(store + "/eye.keras", compile=False), cfg, example,
+                         gender_model=keras.models.load_model(store + "/gender.keras", compile=False),
+                         made_by=None if made_by == "None" else made_by)
+print(info.model_uri)
+"""
 
 
 # --- peak memory of worker processes ---------------------------------------------------------------
@@ -168,7 +193,7 @@ def main() -> int:
     import pandas as pd
 
     machine_line = machine()
-    uri = served_model(args.gender_photos, args.epochs)
+    uri, before_uri = served_model(args.gender_photos, args.epochs, args.before)
     labels = pd.read_csv(FACES / "labels.csv").head(args.photos)
     labels["path"] = [str(FACES / p) for p in labels["path"]]
     work = Path(STORE)
@@ -183,7 +208,8 @@ def main() -> int:
              f"a dlib-resnet gender model (trained here, {args.epochs} epochs)"]
 
     with PeakMemory() as memory:
-        before, _ = timed_command([*faceattr_command(python), *predict, "--out", str(work / "before.csv")],
+        before, _ = timed_command([*faceattr_command(python), "predict", str(work / "all.csv"), "--kind", "photo",
+                                   "--model", before_uri, "--out", str(work / "before.csv")],
                                   {"PYTHONPATH": str(Path(args.before).resolve())})
         before_mb = memory.worst("from faceattr.cli import main")
     with PeakMemory() as memory:

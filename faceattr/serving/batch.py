@@ -126,9 +126,10 @@ def score(model, rows: pd.DataFrame, batch_size: int = 64, progress: bool = True
     (`local_model`); workers: processes, each loading the model from that folder (1: this process)."""
     from tqdm import tqdm
 
-    workers = max(1, min(workers, -(-len(rows) // batch_size)))
     records = [{k: v for k, v in r.items() if k in INPUT_COLUMNS or k == "path"} for r in rows.to_dict("records")]
-    chunks = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
+    size = max(1, min(batch_size, -(-len(records) // (4 * workers))))   # a few chunks per worker: all busy to the end
+    chunks = [records[i:i + size] for i in range(0, len(records), size)]
+    workers = max(1, min(workers, len(chunks)))
     started = time.perf_counter()
     answers, profile = [], dict.fromkeys(STAGES, 0.0)
     pool = None

@@ -47,7 +47,7 @@ def fitted(experiment_name: str, overrides: dict, run_name: str):
     from faceattr import config, experiment, tracking
 
     cfg = config.load(experiment_name, {"train.verbose": 0, **overrides})
-    prepared = experiment.prepare(cfg)
+    prepared = experiment.gather(cfg)
     tracking.use_experiment("benchmark-face-features")
     with tracking.start_run(run_name) as run:
         outcome = experiment.fit_and_log(prepared, run, log_model=False)
@@ -71,7 +71,7 @@ def descriptor_ceiling() -> str:
 
     cfg = config.load("gender", {"data": str(SHARED / "utkface-gender"), "data.image_region": "face",
                                  "model.backbone": "dlib-resnet"})
-    splits = experiment.prepare(cfg).splits
+    splits = experiment.gather(cfg).splits
     x, y = splits["train"].descriptors, splits["train"].labels[:, 1]
     tx, ty = splits["test"].descriptors, splits["test"].labels[:, 1]
     found = {f"logistic C={c}": LogisticRegression(C=c, max_iter=20000) for c in (1, 10, 100)}

@@ -36,7 +36,7 @@ def run_one(source: str, person: str | None, backbone: str, epochs: int) -> dict
     if person:
         overrides["person"] = person
     cfg = config.load("identity", overrides)
-    prepared = experiment.prepare(cfg)
+    prepared = experiment.gather(cfg)
     times: list[float] = []
 
     class Timer(keras.callbacks.Callback):

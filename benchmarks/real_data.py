@@ -23,7 +23,7 @@ from benchmarks.common import SHARED, append_results, machine  # noqa: E402
 
 
 def bench_prepare(workers: int) -> list[str]:
-    from faceattr.prepare import prepare
+    from faceattr.data.prepare import prepare
 
     lines = []
     with tempfile.TemporaryDirectory() as tmp:

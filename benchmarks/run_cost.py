@@ -1,7 +1,7 @@
 """A run's own cost: a whole `faceattr train eyes` process against a plain Keras script (issue 22, item 10).
 
     .venv/bin/python benchmarks/run_cost.py [--pairs 3] [--epochs 10] [--data ../shared/data/eye-state]
-                                            [--code DIR] [--label after]
+                                            [--code before=DIR --code after=DIR]
 
 Each side is its own process under `/usr/bin/time -v` (wall, CPU = user + system, peak RSS):
 - faceattr: `python -m faceattr train eyes` on eye-state declared as in real_eval (region `eye`,
@@ -10,12 +10,13 @@ Each side is its own process under `/usr/bin/time -v` (wall, CPU = user + system
 - plain: this script's `--plain` mode: read labels.csv, decode and resize the crops, `model.fit` the
   same architecture (the same layers, the same parameter count, printed) for the same epochs on a
   90/10 split, print the validation loss. Nothing else.
-Pairs are interleaved (faceattr then plain, then plain then faceattr, ...) after one untimed warm-up of
+Rounds are interleaved (each side once, in turn forwards and backwards) after one untimed warm-up of
 each (the OS file cache and faceattr's cache are warm for every timed run), so load on a shared machine
-falls on both sides alike; the load average is printed per pair. The fixed seconds inside the faceattr
+falls on every side alike; the load average is printed per round. The fixed seconds inside the faceattr
 runs (imports, data, fit, evaluation, views, logging the model, registration) are the run's own
 `time_*` metrics (experiment.Timings), read back from the tracking store.
-`--code DIR` runs faceattr from another checkout (PYTHONPATH), to measure a before and an after.
+`--code LABEL=DIR` runs faceattr from that checkout (PYTHONPATH); given twice, a before and an after
+are measured side by side in the same rounds.
 Appends the figures, the machine and the command to benchmarks/RESULTS.md.
 """
 
@@ -105,11 +106,12 @@ def stat(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=3, help="rounds: each runs every side once")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--data", default=str(SHARED / "eye-state"))
-    parser.add_argument("--code", default=str(REPO), help="the faceattr checkout to run (default: this one)")
-    parser.add_argument("--label", default="", help="names this measurement in RESULTS.md (before, after)")
+    parser.add_argument("--code", action="append", metavar="[LABEL=]DIR",
+                        help="a faceattr checkout to run (repeatable: a before and an after, interleaved in "
+                             "the same rounds); default: this one")
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)   # the plain side itself
     args = parser.parse_args()
     data = Path(args.data).resolve()
@@ -118,47 +120,55 @@ def main() -> None:
         return
     if not (data / "labels.csv").is_file():
         raise SystemExit(f"no eye-state set at {data} (labels.csv)")
+    checkouts = dict(c.split("=", 1) if "=" in c else ("faceattr", c) for c in (args.code or [str(REPO)]))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        uri = f"sqlite:///{tmp / 'mlflow.db'}"
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "FACEATTR_CACHE": str(tmp / "cache"),
-               "PYTHONPATH": str(Path(args.code).resolve()), "TF_CPP_MIN_LOG_LEVEL": "2"}
-        sides = {"faceattr": [sys.executable, "-m", "faceattr", "train", "eyes", "--data", str(data),
-                              "--epochs", str(args.epochs), "--train.verbose=0", *EYE_STATE],
-                 "plain": [sys.executable, str(Path(__file__).resolve()), "--plain", "--data", str(data),
-                           "--epochs", str(args.epochs)]}
+        envs, sides = {}, {}
+        for label, code in checkouts.items():   # a tracking store per checkout: phases() reads its newest run
+            uri = f"sqlite:///{tmp / label / 'mlflow.db'}"
+            (tmp / label).mkdir()
+            envs[label] = {**os.environ, "MLFLOW_TRACKING_URI": uri, "FACEATTR_CACHE": str(tmp / "cache"),
+                           "PYTHONPATH": str(Path(code).resolve()), "TF_CPP_MIN_LOG_LEVEL": "2"}
+            sides[label] = [sys.executable, "-m", "faceattr", "train", "eyes", "--data", str(data),
+                            "--epochs", str(args.epochs), "--train.verbose=0", *EYE_STATE]
+        envs["plain"] = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        sides["plain"] = [sys.executable, str(Path(__file__).resolve()), "--plain", "--data", str(data),
+                          "--epochs", str(args.epochs)]
         head = machine()
         print(head)
         for side, command in sides.items():   # warm-up, untimed
-            timed(command, env, tmp)
+            timed(command, envs[side], tmp / side if side in checkouts else tmp)
         found = {side: [] for side in sides}
-        inside, lines = [], [head, f"faceattr code: {Path(args.code).resolve()} {args.label}".rstrip()]
+        inside = {label: [] for label in checkouts}
+        lines = [head, *(f"{label}: faceattr from {Path(code).resolve()}" for label, code in checkouts.items())]
         for pair in range(args.pairs):
             order = list(sides) if pair % 2 == 0 else list(reversed(sides))
             load = os.getloadavg()[0]
             for side in order:
-                found[side].append(timed(sides[side], env, tmp))
-            inside.append(phases(uri))
-            line = (f"pair {pair + 1} (load {load:.1f}): " + ", ".join(
+                found[side].append(timed(sides[side], envs[side], tmp / side if side in checkouts else tmp))
+                if side in checkouts:
+                    inside[side].append(phases(envs[side]["MLFLOW_TRACKING_URI"]))
+            line = (f"round {pair + 1} (load {load:.1f}): " + ", ".join(
                 f"{s} {found[s][-1]['wall']:.1f} s wall {found[s][-1]['cpu']:.1f} s CPU {found[s][-1]['rss']:.0f} MiB"
                 for s in sides))
             print(line, flush=True)
             lines.append(line)
         lines.append(found["plain"][-1]["out"].strip().splitlines()[-1])
-        for key, unit in (("wall", "s"), ("cpu", "s"), ("rss", "MiB")):
-            mine, theirs = [r[key] for r in found["faceattr"]], [r[key] for r in found["plain"]]
-            ratios = [a / b for a, b in zip(mine, theirs)]
-            lines.append(f"{key:4s}: faceattr {stat(mine)} {unit}, plain {stat(theirs)} {unit}, "
-                         f"ratio per pair {stat(ratios)}")
-        names = sorted(set().union(*inside))
-        if names:
-            lines.append("inside the faceattr runs (mean ± sd, s): " + ", ".join(
-                f"{n[5:]} {stat([p.get(n, float('nan')) for p in inside]).strip()}" for n in names))
-        for line in lines[-5:]:
+        for label in checkouts:
+            for key, unit in (("wall", "s"), ("cpu", "s"), ("rss", "MiB")):
+                mine, theirs = [r[key] for r in found[label]], [r[key] for r in found["plain"]]
+                ratios = [a / b for a, b in zip(mine, theirs)]
+                lines.append(f"{label:8s} {key:4s}: {stat(mine)} {unit} against plain {stat(theirs)} {unit}, "
+                             f"ratio per round {stat(ratios)}")
+            names = sorted(set().union(*inside[label]))
+            if names:
+                lines.append(f"{label:8s} inside the run (mean ± sd, s): " + ", ".join(
+                    f"{n[5:]} {stat([p.get(n, float('nan')) for p in inside[label]]).strip()}" for n in names))
+        for line in lines[-(4 * len(checkouts)):]:
             print(line)
-    append_results(f"A run's own cost: faceattr train eyes vs plain Keras on eye-state {args.label}".rstrip(),
-                   lines, notes="Ratios are per interleaved pair (faceattr / plain), mean ± sd over the pairs; "
-                                "the machine is shared with other work (load printed per pair).")
+    append_results("A run's own cost: faceattr train eyes vs plain Keras on eye-state", lines,
+                   notes="Ratios are per interleaved round (faceattr / plain), mean ± sd over the rounds; the "
+                         "machine is shared with other work (load printed per round).")
 
 
 if __name__ == "__main__":

@@ -172,7 +172,7 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 def train_and_promote(size: int, epochs: int, with_gender: bool) -> str:
     from faceattr import config, experiment
-    from faceattr.registry import promotion as promote
+    from faceattr import promotion as promote
 
     lax = {"gender": ("accuracy", True), "eyes": ("mse", False)}
     for name in (["gender"] if with_gender else []) + ["eyes"]:

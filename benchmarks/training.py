@@ -97,7 +97,7 @@ def bench_model(name: str, epochs: int, rounds: int) -> str:
     cfg = config_module.load(name, {"epochs": epochs, "train.early_stopping_patience": epochs + 1,
                                     "train.verbose": 0})
     start = time.perf_counter()
-    prepared = experiment.prepare(cfg)
+    prepared = experiment.gather(cfg)
     decode = time.perf_counter() - start
     tracking.use_experiment("benchmark-training")
     epoch_times: dict[str, list[float]] = {mode: [] for mode in RUNNERS}

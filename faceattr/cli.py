@@ -158,16 +158,16 @@ def cmd_tune(args, extra) -> int:
     return 0
 
 
-# --- registry: promote, predict, pipeline (faceattr/registry/promotion.py, serving/batch.py, workflow.py) ---
+# --- registry: promote, predict, pipeline (faceattr/promotion.py, serving/batch.py, workflow.py) ---
 def add_registry_parsers(sub) -> None:
     promote = sub.add_parser("promote", help="judge a registered version against the champion; move "
-                                             "Production/@champion if it wins (exit 3: refused)")
+                                             "@champion (and stage Production) if it wins (exit 3: refused)")
     promote.add_argument("model", help="registered model (eyes, mouth, background, gender)")
     promote.add_argument("--version", default="", help="version to judge (default: the newest)")
     promote.add_argument("--dry-run", dest="dry_run", nargs="?", const="true", default="false",
                          help="decide and report, move nothing")
     promote.add_argument("--rollback", nargs="?", const="true", default="false",
-                         help="move Production/@champion back to the champion the current one replaced")
+                         help="move @champion (and Production) back to the champion the current one replaced")
     promote.add_argument("--eval-data", dest="eval_data", default="",
                          help="evaluate on the test split of this manifest/folder instead of the challenger's data")
     promote.add_argument("--policy", default="", help="policy YAML (default registry/MODEL.yaml)")
@@ -180,7 +180,7 @@ def add_registry_parsers(sub) -> None:
                                              "on this machine's cores or on Spark")
     predict.add_argument("source", help="folder of JPEG/PNG files, a quoted glob ('photos/**/*.jpg'), or a manifest "
                                         "(.csv/.parquet) with a `path` column; its other columns are kept")
-    predict.add_argument("--model", required=True, help="model URI, e.g. models:/eyes/Production")
+    predict.add_argument("--model", required=True, help="model URI, e.g. models:/eyes@champion")
     predict.add_argument("--out", default="",
                          help="output .csv or .parquet (default preds.csv; preds.parquet with --engine spark)")
     predict.add_argument("--kind", default="crop", choices=("crop", "photo"),
@@ -214,7 +214,7 @@ def _flag(value, name: str) -> bool:
 
 
 def cmd_promote(args, extra) -> int:
-    from faceattr.registry import promotion as promote
+    from faceattr import promotion as promote
 
     if extra:
         raise FaceattrError(f"unexpected arguments {extra}")
@@ -266,7 +266,7 @@ def cmd_pipeline(args, extra) -> int:
                         extra=extra)
 
 
-# --- prepare, evaluate: real photos (faceattr/prepare.py, faceattr/real_eval.py) ---
+# --- prepare, evaluate: real photos (faceattr/data/prepare.py, faceattr/real_eval.py) ---
 def add_data_parsers(sub) -> None:
     prep = sub.add_parser("prepare", help="detect faces (MTCNN) in photos, write every model's crops + manifests")
     prep.add_argument("photos", help="a labels CSV, a folder with labels.csv, or a folder of photos")
@@ -288,14 +288,15 @@ def add_data_parsers(sub) -> None:
 
 def cmd_prepare(args, extra) -> int:
     from faceattr import tracking
-    from faceattr.prepare import EXIT_TOO_MANY_FAILURES, prepare
+    from faceattr.data.prepare import EXIT_TOO_MANY_FAILURES, prepare
 
     if extra:
         raise FaceattrError(f"unexpected arguments: {' '.join(extra)}")
     tracking.use_experiment("prepare")
     with tracking.start_run(f"prepare-{args.out.rstrip('/').split('/')[-1]}") as run:
         report = prepare(args.photos, args.out, image_region=args.image_region or None, cache_dir=args.cache_dir,
-                         max_failure_share=args.max_failure_share, workers=args.workers, run=run)
+                         max_failure_share=args.max_failure_share, workers=args.workers)
+        log_prepare(run, report, args)
     print(f"faceattr: prepare: {report.counts()} failure share {report.failure_share:.3f} "
           f"in {report.seconds:.1f}s; report in {report.out}/report.json, failures in {report.out}/failures.csv")
     if report.failure_share >= args.max_failure_share and report.failures:
@@ -303,6 +304,23 @@ def cmd_prepare(args, extra) -> int:
               f"(--max-failure-share {args.max_failure_share})", file=sys.stderr)
         return EXIT_TOO_MANY_FAILURES
     return 0
+
+
+def log_prepare(run, report, args) -> None:
+    """The prepare run's params, counts and report files (`run`: a tracking.Run; `report`: prepare's Report)."""
+    from pathlib import Path
+
+    from faceattr.data import faces
+
+    out = Path(report.out)
+    run.log_params({"source": str(args.photos), "out": str(out), "image_region": str(args.image_region or None),
+                    "max_failure_share": args.max_failure_share, "workers": args.workers, "detector": faces.DETECTOR})
+    counts = report.counts()
+    run.log_metrics({**{f"photos_{k}": v for k, v in counts.items()}, "failure_share": report.failure_share,
+                     "seconds": report.seconds,
+                     "photos_per_second": report.total / report.seconds if report.seconds else 0.0})
+    for name in ("report.json", "failures.csv"):
+        run.log_artifact(out / name, artifact_path="prepare")
 
 
 def cmd_evaluate(args, extra) -> int:

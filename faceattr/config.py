@@ -20,6 +20,7 @@ from faceattr.data.regions import REGION_SIZES
 from faceattr.errors import ConfigError
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+POLICY_DIR = Path(__file__).resolve().parent.parent / "registry"     # promotion policies: <model>.yaml
 REGIONS = tuple(REGION_SIZES)
 MOBILENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 NO_WEIGHTS = (None, "none", "None", "")
@@ -306,7 +307,7 @@ BACKBONE_DEFAULTS = {
 }
 
 
-# --- promotion policies (registry/<model>.yaml, read by registry/promotion.py) ---
+# --- promotion policies (registry/<model>.yaml, read by faceattr/promotion.py) ---
 
 class Bound(_Section):
     min: float | None = None
@@ -318,11 +319,11 @@ class Margin(_Section):
     absolute: Annotated[float, Field(ge=0)] = 0.0    # ... and by this much
 
 
-PHOTO_METRICS = ("photos_accuracy", "photos_scored_share", "photos_mae")   # registry/promotion.evaluate_photos
+PHOTO_METRICS = ("photos_accuracy", "photos_scored_share", "photos_mae")   # promotion.judge_photos
 
 
 class PhotoGate(_Section):
-    """Whole photos judged through the served model (registry/promotion.py evaluate_photos)."""
+    """Whole photos judged through the served model (promotion.judge_photos)."""
     data: str | None = None                          # labelled whole photos (manifest CSV / folder); relative
                                                      # to the policy file; `--eval-photos` overrides
     thresholds: dict[str, Bound] = {}                # on photos_accuracy, photos_scored_share, photos_mae
@@ -337,6 +338,7 @@ class SliceRule(_Section):
 
 
 class Policy(_Section):
+    """A promotion policy: `registry/<model>.yaml` (`Policy.load`), judged by promotion.decide."""
     model: str | None = None
     metric: str                                      # compared between champion and challenger
     higher_is_better: bool
@@ -347,14 +349,44 @@ class Policy(_Section):
     slices: SliceRule | None = None
     photos: PhotoGate | None = None
 
+    @classmethod
+    def load(cls, model: str, path: str | Path | None = None) -> "Policy":
+        """`registry/<model>.yaml` (or `path`), checked; ConfigError naming the file and the key at fault.
+        `photos.data` comes back resolved against the policy file's folder."""
+        path = Path(path) if path else POLICY_DIR / f"{model}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"no promotion policy for {model!r}: {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        policy = validate_policy(raw, str(path))
+        if policy.photos and policy.photos.data:
+            policy.photos.data = str((path.parent / policy.photos.data).resolve())
+        return policy.model_copy(update={"model": policy.model or model})
+
+    @property
+    def photo_thresholds(self) -> dict[str, Bound]:
+        return self.photos.thresholds if self.photos else {}
+
+    def as_params(self) -> dict[str, str]:
+        """The policy as the promotion run's `policy.*` params."""
+        out = {"policy.metric": self.metric, "policy.higher_is_better": self.higher_is_better,
+               "policy.require_no_collapse": self.require_no_collapse,
+               "policy.margin_relative": self.margin.relative, "policy.margin_absolute": self.margin.absolute}
+        for key, bound in {**self.thresholds, **self.photo_thresholds}.items():
+            out.update({f"policy.{key}.{k}": v for k, v in bound.model_dump(exclude_none=True).items()})
+        out.update({f"policy.slices.{k}": v for k, v in (self.slices.model_dump(exclude_none=True)
+                                                        if self.slices else {}).items()})
+        return {k: str(v) for k, v in out.items()}
+
 
 def validate_policy(raw: Any, source: str) -> Policy:
     """A promotion policy file's content, checked; ConfigError naming the key at fault."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
-    _check(Policy, raw, "", source)
-    policy = Policy.model_validate(raw)
-    photos = (policy.photos or PhotoGate()).thresholds
+    policy = _check(Policy, raw, "", source)
+    photos = policy.photo_thresholds
     bounds = {**{f"thresholds.{k}": b for k, b in policy.thresholds.items()},
               **{f"photos.thresholds.{k}": b for k, b in photos.items()}}
     for key, bound in bounds.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import time
 from dataclasses import dataclass, field
@@ -59,7 +60,7 @@ class Outcome:
     slices: list = field(default_factory=list)   # the slices.json rows (views.show)
 
 
-def prepare(config: dict) -> Prepared:
+def gather(config: dict) -> Prepared:
     """Load and validate the data (errors before any compute), pick the gender input, split."""
     task = tasks.of(config)
     data = open_data(config, task)
@@ -108,7 +109,7 @@ def train(config: dict, register: bool = True) -> Outcome:
     timings = Timings()
     timings.seconds["startup"] = time.time() - psutil.Process().create_time()   # imports, config: before the run
     with timings.stage("data"):
-        prepared = prepare(config)
+        prepared = gather(config)
     tracking.use_experiment(config["name"])
     run_name = f"{config['name']}-{models.widths(config)}-s{config['train']['seed']}"
     with tracking.recorded_run(config["name"], run_name, tags=tracking.run_tags(config, prepared.data)) as run:
@@ -151,18 +152,25 @@ def fit_and_log(prepared: Prepared, run: tracking.Run, model: keras.Model | None
         assessed = assess(model, config, splits)
     metrics, tags = assessed.metrics, assessed.tags
     metrics["epochs_trained"] = len(history.history["loss"])
-    with timings.stage("views"):
-        slices, shown, shown_tags = views.show(run, model, config, splits, assessed.scores, history.history,
-                                               assessed.served)
-        if prepared.crop_check:
-            tracking.log_figures(run, {names.CROP_CHECK: plots.crop_check(prepared.crop_check, config["region"])})
+    def draw():
+        with timings.stage("views"):
+            drawn = views.show(run, model, config, splits, assessed.scores, history.history, assessed.served)
+            if prepared.crop_check:
+                tracking.log_figures(run, {names.CROP_CHECK: plots.crop_check(prepared.crop_check, config["region"])})
+            return drawn
+
     model_uri = model_id = None
-    if log_model:
-        with timings.stage("model"):
-            info = run.log_model(model, config, input_example(config, splits["val"]), prepared.gender_model,
-                                 assessed.served, crops_made_by(prepared.data.frame))
-        if info:   # None: tracking failed, the model is in the outbox
-            model_uri, model_id = info.model_uri, info.model_id
+    # The views are drawn while the model is logged: each is mostly one thread's work (matplotlib, saving
+    # and uploading files), so together they use the cores the fit used (issue 22: a run's own cost).
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="views") as pool:
+        drawing = pool.submit(draw)
+        if log_model:
+            with timings.stage("model"):
+                info = run.log_model(model, config, input_example(config, splits["val"]), prepared.gender_model,
+                                     assessed.served, crops_made_by(prepared.data.frame))
+            if info:   # None: tracking failed, the model is in the outbox
+                model_uri, model_id = info.model_uri, info.model_id
+        slices, shown, shown_tags = drawing.result()
     with timings.stage("logging"):   # after the model: MLflow 3 links the metrics to it and to each split
         tracking.log_results(run, metrics, tags, assessed.first_outputs, assessed.by_split, model_id)
     metrics.update(shown)

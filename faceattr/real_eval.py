@@ -1,6 +1,6 @@
 """`faceattr evaluate`: train from scratch and evaluate on the real sets in ../shared/data (held-out split).
 
-Reuses `experiment.prepare` + `experiment.fit_and_log` (the same data path and fit as `faceattr train`),
+Reuses `experiment.gather` + `experiment.fit_and_log` (the same data path and fit as `faceattr train`),
 with `-P`-style overrides (`data=...`, `data.image_region=...`, `data.split=...`). Every set x split kind
 is one MLflow run in experiment `evaluate-real`. Figures are on the held-out `test` split (10%, never
 trained on nor used for early stopping):
@@ -37,7 +37,7 @@ def evaluate_set(name: str, split: str = "content", epochs: int = 40, data_root=
     settings = {"data": str(root / name), "data.split": split, "epochs": epochs, "train.verbose": "0", **spec,
                 **(overrides or {})}
     config = config_module.load(exp, settings)
-    prepared = experiment.prepare(config)
+    prepared = experiment.gather(config)
     tracking.use_experiment("evaluate-real")
     with tracking.start_run(f"{name}-{split}", tags={names.EXPERIMENT: exp, names.DATA: name,
                                                      names.SPLIT: split}) as run:

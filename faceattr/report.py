@@ -28,7 +28,7 @@ import numpy as np
 from faceattr import config as config_module
 from faceattr import evaluate, names, registry, tasks, tracking
 from faceattr.errors import FaceattrError
-from faceattr.registry import promotion
+from faceattr import promotion
 
 SEED_PARAMS = ("train.seed", "seed")   # `seed`: the -P shortcut `mlflow run` logs beside train.seed
 CURVES = ("loss", "val_loss")          # per-epoch metrics (tracking.EpochMetrics)
@@ -242,7 +242,7 @@ def _table(raw: bytes) -> dict:
 
 
 def decisions(model: str) -> list[dict]:
-    """The promotion history, newest first: one row per audit run (registry/promotion.py)."""
+    """The promotion history, newest first: one row per audit run (faceattr/promotion.py)."""
     rows = []
     for run in reversed(promotion.history(model)):
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics

@@ -208,7 +208,7 @@ def tune(config: dict, tuner: str = "hyperband", max_trials: int = 10, factor: i
     declare(kt.HyperParameters(), config)   # a bad search: section fails here, before any compute
     project_dir = Path(directory or Path("tuner") / config["name"]).resolve()
     worker = is_worker()
-    prepared = experiment.prepare(config)
+    prepared = experiment.gather(config)
     # A worker never wipes the shared project directory: only the chief (or a lone tuner) may.
     tuner_obj = make_tuner(tuner, prepared, project_dir, max_trials, factor, overwrite=fresh and not worker)
     tracking.system_metrics_node(tuner_obj.tuner_id)   # chief or worker: its own system metrics

@@ -21,7 +21,7 @@ ORDER = ("gender", "background", "eyes", "mouth")
 def run_pipeline(models: list[str], epochs: str = "", data: str = "synthetic", data_size: str = "",
                  extra: list[str] | None = None) -> int:
     from faceattr import tracking
-    from faceattr.registry import promotion as promote
+    from faceattr import promotion as promote
 
     models = sorted((m.strip() for m in models if m.strip()), key=lambda m: ORDER.index(m) if m in ORDER else 99)
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID",

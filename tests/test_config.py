@@ -76,3 +76,24 @@ def test_conda_yaml_pins_the_same_dependencies_as_pyproject():
     conda = yaml.safe_load((REPO / "conda.yaml").read_text())["dependencies"]
     pip = next(d["pip"] for d in conda if isinstance(d, dict))
     assert sorted(pip) == sorted(pyproject)
+
+
+def test_load_returns_the_validated_config_with_every_default_filled_in(tmp_path):
+    """Readers index the config (`layer["pool"]`, `train["balance"]`) with no default of their own."""
+    path = tmp_path / "bare.yaml"
+    path.write_text("name: bare\ntask: regression\ntarget: eyes\nregion: eyes\n"
+                    "model: {conv: [{filters: 8}], dense_0: 16, dense_1: 8}\n")
+    cfg = config.load(str(path))
+    assert cfg["model"] == {"backbone": "cnn", "conv": [{"filters": 8, "padding": "valid", "pool": False}],
+                            "dropout": 0.25, "dense_0": 16, "dense_1": 8}
+    assert cfg["data"]["person"] is None and cfg["data"]["split"] == "auto"
+    assert cfg["train"]["balance"] == "class_weight" and cfg["train"]["epochs"] == 40
+    assert cfg["search"] == {"filters": None, "dense_0": None, "dense_1": None, "alpha": None, "head": None,
+                             "dropout": None, "learning_rate": None}
+    assert config.validate(cfg) == cfg   # a validated config validates to itself (tuning re-validates)
+
+
+def test_a_transfer_model_section_gets_its_own_defaults():
+    cfg = config.load("identity", {"model.weights": "none"})
+    assert {k: cfg["model"][k] for k in ("input_size", "alpha", "pooling", "trainable")} == \
+        {"input_size": "auto", "alpha": 1.0, "pooling": "auto", "trainable": "auto"}

@@ -17,7 +17,7 @@ from faceattr.data.loading import crops_made_by, open_data
 from faceattr.data.manifest import load_dataset, one_row_per_cut
 from faceattr.data.regions import box_columns, crop_region, eye_boxes, lips_box, load_rgb, parse_box, photo_refusal
 from faceattr.errors import DataError
-from faceattr.registry import promotion as promote
+from faceattr import promotion as promote
 from faceattr.serving import FaceattrModel
 
 
@@ -144,7 +144,7 @@ def test_the_crop_check_shows_the_served_cut_beside_the_training_crops(synthetic
 
 def test_the_gate_refuses_a_refused_or_weak_model_on_whole_photos():
     policy = promote.Policy(model="eyes", metric="mse", higher_is_better=False, thresholds={},
-                            photo_thresholds={"photos_accuracy": {"min": 0.9}})
+                            photos={"thresholds": {"photos_accuracy": {"min": 0.9}}})
     good = {"mse": 0.02, "collapsed": False, "photos_accuracy": 0.97, "photos_scored_share": 1.0}
     assert promote.decide(policy, good, None).promote
     weak = promote.decide(policy, {**good, "photos_accuracy": 0.03}, None)
@@ -162,7 +162,7 @@ def test_a_policy_names_whole_photo_metrics_it_knows(tmp_path):
     with pytest.raises(ConfigError, match="photos.thresholds.photos_acc: not a whole-photo metric"):
         promote.Policy.load("eyes", bad)
     bad.write_text("metric: mse\nhigher_is_better: false\nphotos: {data: set.csv, thresholds: {photos_accuracy: {min: 0.9}}}\n")
-    assert promote.Policy.load("eyes", bad).photos == str(tmp_path / "set.csv")
+    assert promote.Policy.load("eyes", bad).photos.data == str(tmp_path / "set.csv")
 
 
 @pytest.mark.slow
@@ -185,7 +185,7 @@ def test_promotion_on_whole_photos_refuses_the_skewed_model_and_passes_the_match
     open_data(photos, tasks.of(photos))                       # draws them into the cache
     photo_set = next(synthetic_cache.glob("synthetic-v*-seed7-n20-*")) / "labels.csv"
     policy = promote.Policy(model="eyes", metric="mse", higher_is_better=False, thresholds={},
-                            require_no_collapse=False, photo_thresholds={"photos_scored_share": {"min": 0.5}})
+                            require_no_collapse=False, photos={"thresholds": {"photos_scored_share": {"min": 0.5}}})
 
     experiment.train(skewed)
     refused = promote.promote("eyes", policy=policy, eval_photos=str(photo_set))

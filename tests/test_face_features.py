@@ -40,7 +40,7 @@ def test_dlib_gender_trains_logs_and_serves_from_photos(mlflow_store, synthetic_
     assert served.record.reads == "descriptor"
     requirements = open(mlflow.pyfunc.get_model_dependencies(outcome.model_uri)).read()
     assert "dlib-bin==" in requirements and "face_recognition_models==" in requirements
-    prepared = experiment.prepare(config.load("gender", {**SMALL, "model.backbone": "dlib-resnet"}))
+    prepared = experiment.gather(config.load("gender", {**SMALL, "model.backbone": "dlib-resnet"}))
     from faceattr.features.face_descriptor import example_face
 
     face = serving.encode_image(example_face(prepared.splits["val"].frame))
@@ -72,7 +72,7 @@ def test_a_data_set_of_faceless_photos_is_refused_listing_each_file(tmp_path, sy
     cfg = config.load("gender", {"data": str(tmp_path / "labels.csv"), "data.image_region": "face",
                                  "model.backbone": "dlib-resnet"})
     with pytest.raises(DataError, match=r"12 of 12 photos .*no usable face") as info:
-        experiment.prepare(cfg)
+        experiment.gather(cfg)
     assert all(f"noise{i}.png: no face" in str(info.value) for i in range(12))
 
 
@@ -90,7 +90,7 @@ def test_identity_logs_the_cosine_baseline_beside_the_head(mlflow_store, synthet
 
 @pytest.mark.slow
 def test_a_regression_reads_its_gender_from_a_dlib_champion(mlflow_store, synthetic_cache):
-    from faceattr.registry import promotion
+    from faceattr import promotion
 
     gender = experiment.train(config.load("gender", {**SMALL, "data.size": 100, "epochs": 3,
                                                      "model.backbone": "dlib-resnet"}))
@@ -104,6 +104,6 @@ def test_a_regression_reads_its_gender_from_a_dlib_champion(mlflow_store, synthe
     assert run.data.params["gender_source"] == f"model:gender/{gender.version}"
     served = serving.load(mouth.model_uri)
     assert served.record.gender_reads == "descriptor" and inputs.of_model(served.gender_model).name == "descriptor"
-    prepared = experiment.prepare(config.load("mouth", {**SMALL, "data.size": 100}))
+    prepared = experiment.gather(config.load("mouth", {**SMALL, "data.size": 100}))
     # the regression was trained on the champion's answers for each photo: not the unknown [0.5, 0.5]
     assert np.abs(prepared.splits["train"].gender - 0.5).max() > 0.01

@@ -224,7 +224,7 @@ def test_imagenet_offline_says_which_option(monkeypatch):
 def test_tiny_identity_run_logs_seen_and_unseen_accuracy(mlflow_store, synthetic_cache):
     import mlflow
 
-    from faceattr.experiment import prepare, train
+    from faceattr.experiment import gather, train
 
     cfg = config.load("identity", {"epochs": 1, "data.size": 100, "data.persons": 10, "model.input_size": 32,
                                    "model.alpha": 0.35, "train.verbose": 0})
@@ -236,7 +236,7 @@ def test_tiny_identity_run_logs_seen_and_unseen_accuracy(mlflow_store, synthetic
     # the served pyfunc answers p_person / is_person / person, and the logged figures are its answers' figures:
     # per split, and seen/unseen over validation and test together
     served = mlflow.pyfunc.load_model(outcome.model_uri).unwrap_python_model()
-    splits = prepare(cfg).splits
+    splits = gather(cfg).splits
     answers = {name: served.predict_arrays(splits[name].images) for name in ("val", "test")}
     # the decision threshold is chosen on validation, served, and logged
     threshold = served.record.threshold
@@ -277,7 +277,7 @@ def test_served_identity_model_answers_p_person():
 def test_identity_search_space_and_policy():
     import keras_tuner as kt
 
-    from faceattr.registry.promotion import Policy
+    from faceattr.promotion import Policy
     from faceattr.tuning import apply, declare
 
     cfg = config.load("identity")
@@ -297,7 +297,7 @@ def test_identity_search_space_and_policy():
 @pytest.mark.slow
 def test_identity_is_tuned_registered_promoted_and_served_like_the_others(mlflow_store, synthetic_cache, tmp_path):
     from faceattr import registry, serving, tuning
-    from faceattr.registry import promotion as promote
+    from faceattr import promotion as promote
 
     # VGG16 has no batch norm: after one epoch from scratch a MobileNetV2's inference-mode statistics
     # are still far off and it answers one value for every photo (a collapse, which tuning refuses)

@@ -4,6 +4,7 @@ import json
 import socket
 
 import mlflow
+import numpy as np
 import pytest
 
 from faceattr import tracking
@@ -64,3 +65,35 @@ def test_code_errors_are_not_swallowed(mlflow_store, tmp_path, monkeypatch):
     with pytest.raises(ZeroDivisionError):
         with tracking.recorded_run("eyes", "eyes-bug") as run:
             run.recorder.call("boom", lambda: 1 / 0)
+
+
+def test_a_run_whose_model_cannot_be_logged_keeps_it_and_sync_logs_and_registers_it(mlflow_store, synthetic_cache,
+                                                                                      tmp_path, monkeypatch):
+    """A real `eyes` run against a tracking server (the store answers) whose artifact store fails when the
+    model is uploaded: the trained model is kept in the outbox, and `faceattr sync` logs and registers a
+    model that answers exactly as the one trained."""
+    from mlflow.exceptions import MlflowException
+
+    from faceattr import config, experiment
+
+    monkeypatch.setenv("FACEATTR_OUTBOX", str(tmp_path / "outbox"))
+    monkeypatch.setattr(outbox, "remote_tracking", lambda: True)
+    monkeypatch.setattr(tracking, "remote_tracking", lambda: True)
+    cfg = config.load("eyes", {"data.size": 20, "epochs": 1, "train.verbose": 0, "evaluation.gallery": 0,
+                               "data.gender": "labels"})
+    with monkeypatch.context() as failing:
+        def upload_fails(*args, **kwargs):
+            raise MlflowException("artifact store unreachable")
+
+        failing.setattr(mlflow.pyfunc, "log_model", upload_fails)
+        outcome = experiment.train(cfg)
+    assert outcome.model_uri is None and outcome.version is None and outcome.outbox is not None
+    assert mlflow.search_registered_models() == []
+
+    result = sync.sync(outcome.outbox)
+    assert result["registered"] is not None and result["model_uri"]
+    served = mlflow.pyfunc.load_model(result["model_uri"]).unwrap_python_model()
+    val = experiment.prepare(cfg).splits["val"]
+    trained = outcome.model.predict({"image": val.images.astype("float32"), "gender": val.gender}, verbose=0)
+    answers = served.predict_arrays(val.images, val.gender)["eyes"].to_numpy()
+    assert answers == pytest.approx(np.clip(np.asarray(trained).reshape(-1), 0, 1), abs=1e-5)

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from faceattr.data import faces
-from faceattr.data.regions import REGION_SIZES, parse_box
-from faceattr.prepare import EXIT_TOO_MANY_FAILURES, prepare
+from faceattr.data.regions import REGION_SIZES, crop_region, parse_box
+from faceattr.data.prepare import EXIT_TOO_MANY_FAILURES, prepare
 from helpers import shared_data
 
 
@@ -129,3 +129,33 @@ def test_region_boxes_geometry():
     fx0, fy0, fx1, fy1 = boxes["face_box"]
     assert fx1 - fx0 == pytest.approx(115) and (fy0 + fy1) / 2 == pytest.approx(70)
     assert np.isfinite([*boxes["face_box"], *boxes["eyes_box"]]).all()
+
+
+@pytest.mark.parametrize("left, right", [((40, 50), (80, 50)), ((40, 60), (70, 30))], ids=["level", "tilted"])
+def test_mtcnn_cuts_each_eye_in_its_own_square_raised_towards_the_brow(left, right, monkeypatch):
+    """MTCNN's eye keypoints -> `eye_left_box` around the image's left eye and `eye_right_box` around the
+    other: squares of side 0.75 D (D: the distance between the eyes), their centres moved 0.05 side
+    perpendicular to the eye line, towards the brow; and the served cut of a photo (find_regions, then
+    cut) crops exactly those squares, left eye first."""
+    left, right = np.asarray(left, float), np.asarray(right, float)
+    side = 0.75 * np.hypot(*(right - left))
+    brow = np.array([(right - left)[1], -(right - left)[0]]) / np.hypot(*(right - left))   # image y grows down
+    assert brow[1] < 0 or brow[0] < 0
+    expected = {}
+    for name, eye in (("eye_left_box", left), ("eye_right_box", right)):
+        cx, cy = eye + 0.05 * side * brow
+        expected[name] = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+    keypoints = {"left_eye": list(left), "right_eye": list(right), "nose": [60, 70], "mouth_left": [45, 95],
+                 "mouth_right": [75, 95]}
+    face = {"box": [20, 20, 100, 120], "confidence": 0.99, "keypoints": keypoints}
+    boxes = {k: parse_box(v) for k, v in faces.region_boxes(face).items()}
+    for name, box in expected.items():
+        assert boxes[name] == pytest.approx(box, abs=0.01), name
+
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (140, 120, 3), dtype=np.uint8))
+    monkeypatch.setattr(faces, "detect", lambda images: [{"size": list(photo.size), "faces": [face]}])
+    cuts = faces.cut(photo, "eye", faces.find_regions(photo))
+    by_hand = [crop_region(photo, "eye", tuple(round(v, 2) for v in expected[name]))
+               for name in ("eye_left_box", "eye_right_box")]
+    assert cuts.shape == (2, *REGION_SIZES["eye"], 3) and not np.array_equal(*by_hand)
+    assert np.array_equal(cuts, np.stack(by_hand))

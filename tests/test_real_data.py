@@ -52,7 +52,7 @@ def test_augment_switch_defaults_off_and_changes_only_training_batches():
 
 def test_prepare_output_folder_is_a_data_source_per_region(tmp_path):
     from faceattr.data.loading import open_data
-    from faceattr.prepare import prepare
+    from faceattr.data.prepare import prepare
 
     (tmp_path / "in").mkdir()
     rng = np.random.default_rng(0)

@@ -72,3 +72,89 @@ def test_a_new_record_round_trips_and_keeps_what_training_chose():
 def test_a_record_faceattr_cannot_read_is_refused_naming_why(raw, message):
     with pytest.raises(DataError, match=message):
         record.read(raw, "models:/eyes/1")
+
+
+def test_a_model_kept_in_the_outbox_is_logged_by_sync_with_its_record(mlflow_store, tmp_path):
+    """Offline, log_model keeps the Keras file, the record and the input example (its image bytes as
+    base64 text); `faceattr sync` logs the same model from them: the same record, the same answer."""
+    from types import SimpleNamespace
+
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    from faceattr import models
+    from faceattr.serving import image_bytes, load
+    from faceattr.tracking import packaging
+
+    cfg = config.load("identity", {"person": "p0003"})
+    model = models.build(cfg)
+    pixels = np.random.default_rng(0).integers(0, 255, (*model.inputs[0].shape[1:3], 3), dtype=np.uint8)
+    example = pd.DataFrame({"image": [image_bytes(pixels)], "kind": ["crop"]})
+    offline = SimpleNamespace(call=lambda *args, **kwargs: None, dir=tmp_path)     # every tracking call failed
+    assert packaging.log_model(offline, model, cfg, example, served={"threshold": 0.42}, made_by="faceattr") is None
+    assert packaging.kept_model(tmp_path / "model")
+    with mlflow.start_run():
+        info = packaging.log_saved_model(tmp_path / "model")
+    served = load(info.model_uri)
+    assert served.record == record.make(cfg, served={"threshold": 0.42}, made_by="faceattr")
+    answer = served.predict(None, example)
+    assert answer["p_person"][0] == pytest.approx(float(model.predict_on_batch({"image": pixels[None].astype("float32")})[0, 0]), abs=1e-5)
+    assert answer["is_person"][0] == (answer["p_person"][0] >= 0.42)
+
+
+# --- input kinds (faceattr/models/inputs.py) --------------------------------------------------------
+
+# what branching on the kind looks like: the kind's names compared or spelled outside models/
+KIND_BRANCH = re.compile(r'"descriptor"|== "image"|reads ==|input_name|backbone_reads|DESCRIPTOR_PINS')
+
+
+def test_no_module_outside_models_branches_on_what_a_model_reads():
+    found = [f"{path.relative_to(REPO)}:{i}: {line.strip()}"
+             for path in (REPO / "faceattr").rglob("*.py") if "models" not in path.relative_to(REPO).parts
+             for i, line in enumerate(path.read_text().splitlines(), 1)
+             if KIND_BRANCH.search(line) and not path.match("data/loading.py")]   # the split's two arrays
+    assert not found, "\n".join(found)
+
+
+def test_backbones_declare_their_input_kind_and_a_built_model_shows_it():
+    from faceattr import models
+
+    crops, faces = config.load("gender"), config.load("gender", {"model.backbone": "dlib-resnet"})
+    assert models.input_kind(crops) is inputs.IMAGE and models.input_kind(faces) is inputs.DESCRIPTOR
+    assert inputs.of_model(models.build(crops)) is inputs.IMAGE
+    assert inputs.of_model(models.build(faces)) is inputs.DESCRIPTOR
+    assert inputs.IMAGE.shape("eye") == (48, 48, 3) and inputs.DESCRIPTOR.shape("face") == (128,)
+    assert inputs.IMAGE.augments and not inputs.DESCRIPTOR.augments
+    assert inputs.IMAGE.pins == () and "dlib-bin==20.0.1.post1" in inputs.DESCRIPTOR.pins
+
+
+def test_augmentation_is_asked_of_the_input_kind(monkeypatch):
+    """train.augment reaches the pipeline for a kind that augments (crops), never for face descriptors."""
+    import keras
+    import numpy as np
+    import pandas as pd
+
+    from faceattr import train
+    from faceattr.data.loading import Split
+
+    cfg = config.load("gender", {"epochs": 1, "train.verbose": 0, "model.backbone": "dlib-resnet", "train.augment": "true"})
+    calls = []
+    real = train.to_tf_dataset
+    # record what the pipeline is asked; build it without augmentation (which needs pixels)
+    monkeypatch.setattr(train, "to_tf_dataset", lambda *a, augment=False, **k: calls.append(augment) or real(*a, **k))
+    descriptor = keras.Input((128,), name="descriptor")
+    model = keras.Model({"descriptor": descriptor}, keras.layers.Dense(2, activation="softmax")(descriptor))
+    rows = Split(np.zeros((8, 60, 60, 3), np.uint8), np.full((8, 2), 0.5, np.float32), np.eye(2)[[0, 1] * 4],
+                 pd.DataFrame({"path": ["x"] * 8}), np.zeros((8, 128), np.float32))
+    assert cfg["train"]["augment"]                   # the experiment asks for it ...
+    train.fit(model, cfg, rows, rows)
+    assert calls == [False, False]                   # ... and descriptors are not augmented
+    import dataclasses
+
+    from faceattr.models import face_head
+
+    monkeypatch.setattr(face_head, "READS", dataclasses.replace(inputs.DESCRIPTOR, augments=True))
+    calls.clear()
+    train.fit(model, cfg, rows, rows)
+    assert calls[0] == cfg["train"]["augment"]

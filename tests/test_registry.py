@@ -13,13 +13,13 @@ import pytest
 from helpers import subprocess_env
 
 from faceattr import registry
-from faceattr.registry import promotion as promote
+from faceattr import promotion as promote
 from faceattr.cli import main
 from faceattr.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 POLICY = promote.Policy(model="eyes", metric="mse", higher_is_better=False,
-                        thresholds={"baseline_ratio": {"min": 1.5}}, margin_relative=0.02)
+                        thresholds={"baseline_ratio": {"min": 1.5}}, margin={"relative": 0.02})
 
 
 def good(mse, **extra):
@@ -57,8 +57,8 @@ def test_margin_over_the_champion():
 def test_shipped_policies_load_and_bad_ones_are_clear(tmp_path):
     for name in ("eyes", "mouth", "background", "gender"):
         policy = promote.Policy.load(name)
-        assert policy.margin_relative == 0.02 and policy.require_no_collapse
-    assert promote.Policy.load("eyes").thresholds == {"baseline_ratio": {"min": 1.5}}
+        assert policy.margin.relative == 0.02 and policy.require_no_collapse
+    assert promote.Policy.load("eyes").thresholds["baseline_ratio"].model_dump(exclude_none=True) == {"min": 1.5}
     bad = tmp_path / "p.yaml"
     bad.write_text("metric: mse\nhigher_is_better: false\nmargn: {relative: 0.1}\n")
     with pytest.raises(ConfigError, match="margn"):
@@ -141,21 +141,21 @@ def test_lock_file_sits_next_to_the_sqlite_store(mlflow_store, tmp_path, monkeyp
 PROMOTER = textwrap.dedent("""
     import sys, time
     from types import SimpleNamespace
-    from faceattr.registry import promotion as promote
+    from faceattr import promotion as promote
 
     SCORES = {"1": 0.05, "2": 0.04, "3": 0.03}
     promote.training_config = lambda version, eval_data=None: {
         "data": {"source": "fake"}, "evaluation": {"collapse_threshold": 0.25}}
     promote.eval_set = lambda cfg, descriptors=False: SimpleNamespace(name="fake", digest="0", test=[0] * 10)
 
-    def evaluate_version(version, data, threshold):
+    def judge_version(version, data, threshold):
         time.sleep(0.5)   # a real evaluation takes time: widen the race window
         return {"mse": SCORES[str(version.version)], "baseline_ratio": 2.0, "collapsed": False,
                 "collapse_std_ratio": 0.9}
 
-    promote.evaluate_version = evaluate_version
+    promote.judge_version = judge_version
     policy = promote.Policy(model="eyes", metric="mse", higher_is_better=False,
-                            thresholds={"baseline_ratio": {"min": 1.5}}, margin_relative=0.02)
+                            thresholds={"baseline_ratio": {"min": 1.5}}, margin={"relative": 0.02})
     result = promote.promote("eyes", sys.argv[1], policy=policy)
     print("ACTION", result.action, result.champion)
     sys.exit(result.exit_code)

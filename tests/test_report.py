@@ -15,7 +15,7 @@ from faceattr import registry
 from faceattr.names import ROLE
 from faceattr.tracking import read_artifact
 from faceattr.cli import main
-from faceattr.registry import promotion
+from faceattr import promotion
 
 # Two configurations over seeds; the third is a search's seed repeats. val_mse per seed.
 CONFIGS = {"64": {0: 0.031, 1: 0.027, 2: 0.035}, "128": {0: 0.022, 1: 0.026}}

@@ -21,7 +21,7 @@ import pytest
 from faceattr import config, experiment, models, serving, tracking
 from faceattr.data.loading import load_crops
 from faceattr.data.regions import REGION_SIZES
-from faceattr.registry import promotion
+from faceattr import promotion
 from helpers import store_in
 
 RUN = {"data.size": 60, "epochs": 1, "train.verbose": 0, "evaluation.gallery": 0}
@@ -63,7 +63,8 @@ def keras_scores(model, images, gender) -> np.ndarray:
 
 def champion_gender(gender_keras, frame) -> np.ndarray:
     """What the gender champion says of these rows: its Keras model on their face crops."""
-    return np.asarray(gender_keras.predict({"image": load_crops(frame, "face")[0].astype(np.float32)}, verbose=0), np.float64)
+    faces = load_crops(frame, "face")[0].astype(np.float32)
+    return np.asarray(gender_keras.predict({"image": faces}, verbose=0), np.float64)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def _train_and_promote(folder):
     client.set_registered_model_alias("gender", "champion", gender_version)
 
     probe = config.load("mouth", RUN)
-    splits = experiment.prepare(probe).splits
+    splits = experiment.gather(probe).splits
     counts = splits["val"].frame["gender"].value_counts()
     assert len(counts) == 2 and counts.iloc[0] > counts.iloc[1], f"the data no longer fit these checks: {counts}"
     min_slice = int(counts.iloc[0])          # the larger gender's validation slice has exactly min_slice photos
@@ -107,9 +108,13 @@ def _train_and_promote(folder):
     second = promotion.promote("mouth", flat.version, policy=policy)
     return SimpleNamespace(cfg=cfg, splits=splits, min_slice=min_slice, trained=trained, flat=flat,
                            constant=constant, gender_version=gender_version, first=first, second=second,
-                           run=client.get_run(mlflow.get_logged_model(trained.model_uri.split("/")[-1]).source_run_id),
-                           flat_run=client.get_run(mlflow.get_logged_model(flat.model_uri.split("/")[-1]).source_run_id),
+                           run=run_of(trained), flat_run=run_of(flat),
                            gender_keras=serving.load(f"models:/gender/{gender_version}").model)
+
+
+def run_of(outcome):
+    """The training run that logged an outcome's model."""
+    return mlflow.MlflowClient().get_run(mlflow.get_logged_model(outcome.model_uri.split("/")[-1]).source_run_id)
 
 
 def per_gender_baseline(train, split) -> float:
@@ -164,13 +169,13 @@ def test_a_gender_slice_of_exactly_min_slice_photos_is_gated(runs):
 
 def test_the_logged_model_records_how_its_crops_were_made(runs):
     """Synthetic photos are whole photos: the mouth model learnt faceattr's cut of them."""
-    spec = serving.load(runs.trained.model_uri).spec
-    assert spec["crops"] == {"region": "mouth", "made_by": "photo"}
+    crops = serving.load(runs.trained.model_uri).record.crops
+    assert crops.model_dump() == {"region": "mouth", "made_by": "photo"}
 
 
 def test_a_regression_reads_the_registered_gender_champion(runs):
     assert runs.run.data.params["gender_source"] == f"model:gender/{runs.gender_version}"
-    split = experiment.prepare(runs.cfg).splits["train"]   # what the run fitted on
+    split = runs.splits["train"]   # what the run fitted on (gathered after the champion was registered)
     said = champion_gender(runs.gender_keras, split.frame)
     labels = np.eye(2)[(split.frame["gender"] == "female").to_numpy(int)]
     assert np.abs(said - labels).max() > 0.1                # the champion's answers are not the labels

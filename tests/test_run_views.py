@@ -12,7 +12,7 @@ import pytest
 from faceattr import config, evaluate, experiment, plots, tasks
 from faceattr.data.loading import Split, gender_one_hot
 from faceattr.errors import ConfigError
-from faceattr.registry import promotion as promote
+from faceattr import promotion as promote
 
 SMALL = {"epochs": 2, "data.size": 120, "train.verbose": 0}
 
@@ -137,7 +137,7 @@ def test_bad_evaluation_settings_name_the_key(override, key):
 def test_a_slice_column_the_data_lacks_is_refused_before_training(synthetic_cache):
     cfg = config.load("eyes", {**SMALL, "evaluation.slices": {"age": None}})
     with pytest.raises(ConfigError, match=r"evaluation\.slices\.age.*no column 'age'"):
-        experiment.prepare(cfg)
+        experiment.gather(cfg)
 
 
 GENDER_POLICY = promote.Policy(model="gender", metric="accuracy", higher_is_better=True, thresholds={},
@@ -164,7 +164,7 @@ def test_policy_slices_refuse_naming_the_worst_slice_and_the_gap():
 def test_policy_file_slices_are_validated(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text("metric: accuracy\nhigher_is_better: true\nslices: {metric: val_accuracy, min_worst: 0.9}\n")
-    assert promote.Policy.load("gender", path).slices == {"metric": "val_accuracy", "min_worst": 0.9}
+    assert promote.Policy.load("gender", path).slices.model_dump(exclude_none=True) == {"metric": "val_accuracy", "min_worst": 0.9}
     path.write_text("metric: accuracy\nhigher_is_better: true\nslices: {metric: val_accuracy}\n")
     with pytest.raises(ConfigError, match="slices"):
         promote.Policy.load("gender", path)

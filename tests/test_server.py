@@ -9,7 +9,6 @@ on a developer's machine and fail under CI (helpers.require).
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -182,7 +181,7 @@ def test_train_promote_serve_against_the_server(server, env, tmp_path, monkeypat
     from faceattr.tasks import TASKS
 
     row = local.input_example.iloc[0]
-    crop = crop_region(load_rgb(base64.b64decode(row["image"])), "mouth")[None].astype("float32")
+    crop = crop_region(load_rgb(row["image"]), "mouth")[None].astype("float32")   # a binary column: bytes
     keras_model = local.unwrap_python_model().model
     raw = keras_model.predict_on_batch({"image": crop, "gender": np.array([[0.0, 1.0]], "float32")})
     assert row["gender"] == "female" and expected == pytest.approx(TASKS["regression"].scores(raw).tolist(), abs=1e-6)
@@ -200,7 +199,7 @@ def test_train_promote_serve_against_the_server(server, env, tmp_path, monkeypat
             answer = json.loads(resp.read())
         timings["serve (start + 1 query)"] = round(time.monotonic() - t, 1)
         assert list(answer) == ["predictions"] and len(answer["predictions"]) == len(expected), answer
-        assert all(list(row) == ["mouth"] for row in answer["predictions"]), answer
+        assert all(list(row) == ["mouth", "error"] and row["error"] == "" for row in answer["predictions"]), answer
         assert [row["mouth"] for row in answer["predictions"]] == pytest.approx(expected, abs=1e-6)
     finally:
         from faceattr.server import _kill_group

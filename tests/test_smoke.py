@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy.special import expit, logit
 
 from faceattr import config, evaluate, experiment, models, tasks
 from faceattr import tracking
@@ -52,6 +53,22 @@ def test_every_experiment_yaml_is_smoke_tested():
     ids = {case.id for case in _cases()}
     assert {"identity", "identity-vgg16", "identity-dlib-resnet", "gender-dlib-resnet"} <= ids
     assert names <= ids
+
+
+def widest_margin_threshold(scores, target) -> float:
+    """Identity's served threshold, worked out here by brute force over validation's own scores: of the
+    cuts "accept a score >= s" (s each score, or above them all: accept none), the best balanced accuracy
+    (true minus false accept rate), the highest s among ties (at most 1), placed midway in log-odds
+    between s and the highest score it rejects."""
+    scores, target = np.asarray(scores, np.float64), np.asarray(target, bool)
+    assert target.any() and not target.all(), "validation must hold the target person and others"
+    cuts = [*sorted(set(scores)), np.inf]
+    balanced = {s: round(np.mean(scores[target] >= s) - np.mean(scores[~target] >= s), 9) for s in cuts}
+    best = min(1.0, max(cuts, key=lambda s: (balanced[s], s)))
+    below = scores[scores < best]
+    reject = below.max() if below.size else best
+    accept, reject = np.clip([best, reject], 1e-7, 1 - 1e-7)
+    return float(expit((logit(accept) + logit(reject)) / 2))
 
 
 def _served_answers(served, cfg, split) -> pd.DataFrame:
@@ -98,9 +115,11 @@ def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_m
     answer = pyfunc.predict(pyfunc.input_example)
     assert list(answer.columns) == [c["name"] for c in model_info.signature.outputs.to_dict()]
     served = pyfunc.unwrap_python_model()
-    val = experiment.prepare(cfg).splits["val"]   # the same deterministic split the run used
+    val = experiment.gather(cfg).splits["val"]   # the same deterministic split the run used
     assert len(val) == int(params["data.n_val"]) > 0
     out = _served_answers(served, cfg, val)
+    # how its training crops were made: synthetic photos are whole photos, cut by faceattr
+    assert served.record.crops.model_dump() == {"region": cfg["region"], "made_by": "photo"}
     if cfg["task"] == "regression":
         assert {"val_mse", "baseline_mse", "baseline_ratio", "test_mse"} <= set(metrics)
         assert params["gender_source"] == "labels"   # training registers a gender model, never promotes one
@@ -119,6 +138,7 @@ def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_m
         assert params["class_weights"].startswith("0:") and params["data.person"] == served.record.person
         assert {"val_accuracy", "val_roc_auc", "seen_accuracy", "unseen_accuracy", "test_accuracy"} <= set(metrics)
         threshold = served.record.threshold   # chosen on validation, served and logged
+        assert threshold == pytest.approx(widest_margin_threshold(out["p_person"], val.labels >= 0.5), rel=1e-4)
         assert metrics["served_threshold"] == pytest.approx(threshold)
         assert (out["person"] == params["data.person"]).all() and (out["is_person"] == (out["p_person"] >= threshold)).all()
         truth = evaluate.identity_metrics(out["p_person"], val.labels, val.frame["group"], threshold)

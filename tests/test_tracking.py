@@ -13,9 +13,9 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from faceattr import config as config_module
-from faceattr import tracking
+from faceattr import names, tracking
 from faceattr.data.loading import Data
-from faceattr.registry import promotion
+from faceattr import promotion
 
 
 def test_a_data_set_logged_by_two_processes_at_once_is_linked_not_lost(mlflow_store):
@@ -80,14 +80,11 @@ def test_a_training_run_samples_system_metrics_under_its_node(mlflow_store, monk
     assert "system/worker-7/system_memory_usage_megabytes" in mlflow.get_run(run.run_id).data.metrics
 
 
-CONFIG = {"name": "eyes", "task": "regression", "target": "eyes", "region": "eye"}
-
-
 def test_the_validated_config_is_logged_whole_and_read_back_by_promotion(mlflow_store):
     config = config_module.load("eyes", {"data": "elsewhere.csv", "region": "eye", "model.dense_0": 64})
     with tracking.start_run("configured") as run:
         tracking.log_config(run, config)
-        mlflow.MlflowClient().delete_tag(run.run_id, "mlflow.runName")
+    assert json.loads(tracking.read_artifact(run.run_id, names.CONFIG)) == config
     version = SimpleNamespace(run_id=run.run_id, version="1", name="eyes")
     assert promotion.training_config(version) == config
     assert promotion.training_config(version, "other.csv")["data"]["source"] == "other.csv"

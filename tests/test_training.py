@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from faceattr import config, experiment
+from faceattr import config, experiment, names
 from faceattr.serving import encode_image
 
 SMALL = {"epochs": 2, "data.size": 120, "train.verbose": 0}
@@ -56,9 +56,20 @@ def test_a_run_logs_params_epoch_metrics_results_plots_data_and_model(name, mlfl
         plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
         assert plots == {"plots/learning_curves.png", "plots/predicted_vs_true.png",
                          "plots/crop_check.png", "plots/error_gallery.png"}
-    inputs = run.inputs.dataset_inputs
-    assert len(inputs) == 1 and inputs[0].dataset.name.startswith("synthetic-v")
-    assert inputs[0].dataset.digest
+    inputs = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset
+              for i in run.inputs.dataset_inputs}
+    assert sorted(inputs) == ["test", "training", "validation"]
+    assert inputs["validation"].name.startswith("synthetic-v") and inputs["validation"].name.endswith("-val")
+    assert all(d.digest for d in inputs.values())
+    # the evaluation's metrics on the logged model's page, each linked to its split's data set
+    on_model = {m.key: m for m in mlflow.get_logged_model(outcome.model_uri.split("/")[-1]).metrics}
+    headline = "val_accuracy" if name == "gender" else "val_mse"
+    assert on_model[headline].value == metrics[headline]
+    assert on_model[headline].dataset_name == inputs["validation"].name
+    assert on_model[headline.replace("val_", "test_")].dataset_name == inputs["test"].name
+    # the validated config, whole, and the stages' seconds
+    assert json.loads(open(client.download_artifacts(run.info.run_id, names.CONFIG)).read()) == config.load(name, SMALL)
+    assert {"time_fit", "time_evaluation", "time_views", "time_model", "time_registration"} <= set(metrics)
 
 
 def test_logged_model_takes_photos_and_has_a_signature_and_example(mlflow_store, synthetic_cache):

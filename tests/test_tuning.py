@@ -93,6 +93,9 @@ def test_hyperband_search_nests_trials_logs_best_and_registers_the_median_repeat
 
 def test_a_search_where_every_trial_collapses_registers_nothing(mlflow_store, synthetic_cache, capsys, monkeypatch):
     monkeypatch.setattr(tuning.experiment.evaluate, "collapse_check", lambda *a: (0.01, True))
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.05")   # a sample within the short trial
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
+    monkeypatch.delenv("MLFLOW_SYSTEM_METRICS_NODE_ID", raising=False)   # tune sets it; restored after
     code = main(["tune", "eyes", "--tuner", "random", "--max-trials", "1", "--epochs", "1", *TINY])
     assert code != 0
     assert "every completed trial (1) collapsed" in capsys.readouterr().err
@@ -101,6 +104,7 @@ def test_a_search_where_every_trial_collapses_registers_nothing(mlflow_store, sy
     (trial,) = runs_of("trial")
     assert trial.data.tags["collapsed"] == "true"
     assert trial.data.metrics["tuner_objective"] >= tuning.COLLAPSE_PENALTY   # the oracle ranks it last
+    assert "system/tuner0/cpu_utilization_percentage" in trial.data.metrics   # this tuner's node id
     assert not mlflow.MlflowClient().search_registered_models()
 
 

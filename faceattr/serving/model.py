@@ -183,7 +183,9 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
             with timed(profile, "predict"):
                 found = self.answer_photos([reads[i][0] for i in good], gender)
             answer = found.set_axis(good).reindex(range(len(reads)))[answer.columns]
-        answer = answer.astype(object).where(answer.notna(), None)
+        for column in answer:          # a column with a gap holds None there (JSON null), else stays numeric
+            if answer[column].isna().any():
+                answer[column] = answer[column].astype(object).where(answer[column].notna(), None)
         answer[ERROR] = [str(found) if isinstance(found, DataError) else "" for found in reads]
         return answer
 

@@ -88,9 +88,9 @@ def read_inputs(source, image_region: str | None = None) -> pd.DataFrame:
 
 
 def prepare(source, out, *, image_region: str | None = None, cache_dir=None, max_failure_share: float = 0.1,
-            workers: int = 1, progress: bool = True, run=None) -> Report:
-    """Detect, crop and write DATASET_DIR; returns the Report (also written, and logged into `run`, a
-    tracking.Run, when given)."""
+            workers: int = 1, progress: bool = True) -> Report:
+    """Detect, crop and write DATASET_DIR; returns the Report (also written to DATASET_DIR/report.json).
+    Logging it to MLflow is the caller's (`faceattr prepare`: cli.log_prepare): faceattr.data never tracks."""
     if image_region is not None and image_region not in REGION_SIZES:
         raise DataError(f"--image-region {image_region!r} is not one of {', '.join(REGION_SIZES)}")
     if not max_failure_share >= 0:  # above 1: never fail on the share
@@ -131,7 +131,6 @@ def prepare(source, out, *, image_region: str | None = None, cache_dir=None, max
             report.failures.append({"path": row["path"], "reason": result["status"], "detail": result["detail"]})
     report.seconds = time.perf_counter() - started
     _write_outputs(out, frame, pd.DataFrame.from_records(records), report)
-    _log_run(run, report, out, source, image_region, max_failure_share, workers)
     return report
 
 
@@ -277,20 +276,6 @@ def _write_outputs(out: Path, frame: pd.DataFrame, records: pd.DataFrame, report
                "detector": faces.DETECTOR, "max_side": faces.MAX_SIDE, "min_confidence": faces.MIN_CONFIDENCE,
                "several_faces_policy": f"largest face kept when >= {faces.SUBJECT_AREA_RATIO}x the next; else rejected"}
     (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
-
-
-def _log_run(run, report: Report, out: Path, source, image_region, max_failure_share, workers) -> None:
-    """The prepare run's params, counts and report files (`run`: a tracking.Run, or None)."""
-    if run is None:
-        return
-    run.log_params({"source": str(source), "out": str(out), "image_region": str(image_region),
-                         "max_failure_share": max_failure_share, "workers": workers, "detector": faces.DETECTOR})
-    counts = report.counts()
-    run.log_metrics({**{f"photos_{k}": v for k, v in counts.items()}, "failure_share": report.failure_share,
-                          "seconds": report.seconds,
-                          "photos_per_second": report.total / report.seconds if report.seconds else 0.0})
-    for name in ("report.json", "failures.csv"):
-        run.log_artifact(out / name, artifact_path="prepare")
 
 
 def _progress(total: int, enabled: bool):

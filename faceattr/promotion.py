@@ -17,11 +17,9 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from faceattr import config as config_module
 from faceattr import evaluate, names, record, registry, serving, tasks, tracking
@@ -31,54 +29,12 @@ from faceattr.data.loading import (UNKNOWN_GENDER, Split, gender_one_hot, has_ge
 from faceattr.errors import ConfigError, DataError
 from faceattr.gender_input import rows_gender
 
-POLICY_DIR = Path(__file__).resolve().parents[2] / "registry"
 REFUSED = 3           # exit code of a refused promotion (config/data/registry errors are 2)
 
 
 # --- policy -----------------------------------------------------------------------------------
 
-@dataclass
-class Policy:
-    model: str
-    metric: str                                   # compared between champion and challenger
-    higher_is_better: bool
-    thresholds: dict[str, dict[str, float]]       # {"baseline_ratio": {"min": 1.5}}: every champion meets them
-    require_no_collapse: bool = True
-    collapse_threshold: float | None = None       # None: the experiment config's evaluation.collapse_threshold
-    margin_relative: float = 0.0                  # challenger must beat the champion by this share ...
-    margin_absolute: float = 0.0                  # ... and by this much
-    slices: dict | None = None                    # {"metric": "val_accuracy", "min_worst": 0.9, "max_gap": 0.05}
-    photos: str | None = None                     # labelled whole photos judged through the served model
-    photo_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)   # {"photos_accuracy": {"min": .9}}
-
-    @classmethod
-    def load(cls, model: str, path: str | Path | None = None) -> "Policy":
-        path = Path(path) if path else POLICY_DIR / f"{model}.yaml"
-        if not path.is_file():
-            raise ConfigError(f"no promotion policy for {model!r}: {path} does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        checked = config_module.validate_policy(raw, str(path))
-        gate = checked.photos or config_module.PhotoGate()
-        photos = str((path.parent / gate.data).resolve()) if gate.data else None   # relative to the policy
-        return cls(photos=photos,
-                   photo_thresholds={k: b.model_dump(exclude_none=True) for k, b in gate.thresholds.items()},
-                   model=checked.model or model, metric=checked.metric, higher_is_better=checked.higher_is_better,
-                   thresholds={k: b.model_dump(exclude_none=True) for k, b in checked.thresholds.items()},
-                   require_no_collapse=checked.require_no_collapse, collapse_threshold=checked.collapse_threshold,
-                   margin_relative=checked.margin.relative, margin_absolute=checked.margin.absolute,
-                   slices=checked.slices.model_dump(exclude_none=True) if checked.slices else None)
-
-    def as_params(self) -> dict[str, str]:
-        out = {"policy.metric": self.metric, "policy.higher_is_better": self.higher_is_better,
-               "policy.require_no_collapse": self.require_no_collapse,
-               "policy.margin_relative": self.margin_relative, "policy.margin_absolute": self.margin_absolute}
-        for key, bound in {**self.thresholds, **self.photo_thresholds}.items():
-            out.update({f"policy.{key}.{k}": v for k, v in bound.items()})
-        out.update({f"policy.slices.{k}": v for k, v in (self.slices or {}).items()})
-        return {k: str(v) for k, v in out.items()}
+Policy = config_module.Policy   # registry/<model>.yaml: its schema, loading and params (faceattr/config.py)
 
 
 @dataclass
@@ -93,7 +49,7 @@ def decide(policy: Policy, challenger: dict, champion: dict | None, slices: dict
     champion (if any).
 
     `challenger`/`champion`: metrics of a fresh evaluation, with `collapsed` (bool) among them.
-    `slices`: the challenger's gated slices of `policy.slices["metric"]`, {(column, slice): (value, n)}
+    `slices`: the challenger's gated slices of `policy.slices.metric`, {(column, slice): (value, n)}
     (`training_slices`).
     """
     reasons, evidence = [], []
@@ -106,10 +62,10 @@ def decide(policy: Policy, challenger: dict, champion: dict | None, slices: dict
         if value is None or (isinstance(value, float) and math.isnan(value)):
             reasons.append(f"{key} is missing from the evaluation")
             continue
-        if "min" in bound and not value >= bound["min"]:
-            reasons.append(f"{key} {value:.4g} is below the minimum {bound['min']}")
-        if "max" in bound and not value <= bound["max"]:
-            reasons.append(f"{key} {value:.4g} is above the maximum {bound['max']}")
+        if bound.min is not None and not value >= bound.min:
+            reasons.append(f"{key} {value:.4g} is below the minimum {bound.min}")
+        if bound.max is not None and not value <= bound.max:
+            reasons.append(f"{key} {value:.4g} is above the maximum {bound.max}")
     if policy.require_no_collapse and challenger.get(names.COLLAPSED):
         reasons.append(f"collapsed: its outputs spread only {challenger.get('collapse_std_ratio', float('nan')):.3g} "
                        f"of the labels' spread")
@@ -121,7 +77,7 @@ def decide(policy: Policy, challenger: dict, champion: dict | None, slices: dict
         evidence.append(f"no champion: first version judged on the thresholds alone ({metric} {mine:.4g})")
     else:
         theirs = champion[metric]
-        need = abs(theirs) * policy.margin_relative + policy.margin_absolute
+        need = abs(theirs) * policy.margin.relative + policy.margin.absolute
         target = theirs + need if policy.higher_is_better else theirs - need
         beats = mine >= target if policy.higher_is_better else mine <= target
         if policy.higher_is_better and need == 0:
@@ -132,15 +88,15 @@ def decide(policy: Policy, challenger: dict, champion: dict | None, slices: dict
         evidence.append(f"{metric} {mine:.4g} vs champion's {theirs:.4g} (needed {target:.4g} or {word})")
         if not beats:
             reasons.append(f"{metric} {mine:.4g} does not beat the champion's {theirs:.4g} by the margin "
-                           f"({policy.margin_relative:.1%} relative + {policy.margin_absolute:g}): needed "
+                           f"({policy.margin.relative:.1%} relative + {policy.margin.absolute:g}): needed "
                            f"{target:.4g} or {word}")
     return Decision(not reasons, reasons, evidence)
 
 
-def slice_reasons(rule: dict, slices: dict) -> list[str]:
+def slice_reasons(rule: config_module.SliceRule, slices: dict) -> list[str]:
     """Why the slices fail `rule` (min_worst / max_worst over all gated slices, max_gap within a column);
     each reason names the slice."""
-    metric = rule["metric"]
+    metric = rule.metric
     if not slices:
         return [f"{metric} has no gated slice in the training run (none with evaluation.min_slice photos)"]
     def named(key):
@@ -148,18 +104,18 @@ def slice_reasons(rule: dict, slices: dict) -> list[str]:
         return f"{key[0]}={key[1]} ({value:.4g}, n={n})"
     reasons = []
     lowest, highest = min(slices, key=lambda k: slices[k][0]), max(slices, key=lambda k: slices[k][0])
-    if "min_worst" in rule and not slices[lowest][0] >= rule["min_worst"]:
-        reasons.append(f"{metric} of the worst slice {named(lowest)} is below the minimum {rule['min_worst']}")
-    if "max_worst" in rule and not slices[highest][0] <= rule["max_worst"]:
-        reasons.append(f"{metric} of the worst slice {named(highest)} is above the maximum {rule['max_worst']}")
-    if "max_gap" in rule:
+    if rule.min_worst is not None and not slices[lowest][0] >= rule.min_worst:
+        reasons.append(f"{metric} of the worst slice {named(lowest)} is below the minimum {rule.min_worst}")
+    if rule.max_worst is not None and not slices[highest][0] <= rule.max_worst:
+        reasons.append(f"{metric} of the worst slice {named(highest)} is above the maximum {rule.max_worst}")
+    if rule.max_gap is not None:
         for column in sorted({c for c, _ in slices}):
             mine = {k: v for k, v in slices.items() if k[0] == column}
             low, high = min(mine, key=lambda k: mine[k][0]), max(mine, key=lambda k: mine[k][0])
             gap = mine[high][0] - mine[low][0]
-            if gap > rule["max_gap"]:
+            if gap > rule.max_gap:
                 reasons.append(f"{metric} differs by {gap:.4g} between slices {named(high)} and {named(low)}: "
-                               f"above the maximum gap {rule['max_gap']}")
+                               f"above the maximum gap {rule.max_gap}")
     return reasons
 
 
@@ -221,7 +177,7 @@ def eval_set(cfg: dict, versions=()) -> EvalSet:
                    make_split(data, "train", labels, no_gender, found))
 
 
-def evaluate_version(version, data: EvalSet, collapse_threshold: float) -> dict:
+def judge_version(version, data: EvalSet, collapse_threshold: float) -> dict:
     """Fresh metrics of one registered version on `data`, through the served model's predict path,
     with the gender input it was trained with: its bundled gender model, the labels, or unknown."""
     served = serving.load(f"models:/{version.name}/{str(version.version)}")
@@ -239,7 +195,7 @@ def evaluate_version(version, data: EvalSet, collapse_threshold: float) -> dict:
                              served.record.settings)
 
 
-def evaluate_photos(version, source: str, cfg: dict) -> dict:
+def judge_photos(version, source: str, cfg: dict) -> dict:
     """Whole-photo metrics of one version: every photo of `source` (whole photos labelled with the
     model's target; validated before anything is scored) sent as `kind=photo` through the served model
     (FaceattrModel.read + answer_photos, what the server runs), the bundled gender model reading faces.
@@ -316,7 +272,7 @@ def promote(model: str, version: str | None = None, *, dry_run: bool = False, ev
     """Judge `version` (default: the newest) against the champion and move both records if it wins.
     `eval_photos`: labelled whole photos the challenger is also judged on (default: the policy's)."""
     policy = policy or Policy.load(model)
-    photos = eval_photos or policy.photos
+    photos = eval_photos or (policy.photos.data if policy.photos else None)
     if policy.photo_thresholds and not photos:
         raise ConfigError(f"the policy of {model!r} sets photos.thresholds but names no photos: add "
                           f"photos.data to it or pass --eval-photos PATH")
@@ -333,11 +289,11 @@ def promote(model: str, version: str | None = None, *, dry_run: bool = False, ev
             readers = [challenger] + ([current] if current is not None else [])
             data = eval_set(cfg, readers)
             threshold = policy.collapse_threshold or cfg["evaluation"]["collapse_threshold"]
-            mine = evaluate_version(challenger, data, threshold)
+            mine = judge_version(challenger, data, threshold)
             if photos:
-                mine.update(evaluate_photos(challenger, photos, cfg))
-            theirs = evaluate_version(current, data, threshold) if current is not None else None
-            slices = training_slices(challenger, policy.slices["metric"]) if policy.slices else None
+                mine.update(judge_photos(challenger, photos, cfg))
+            theirs = judge_version(current, data, threshold) if current is not None else None
+            slices = training_slices(challenger, policy.slices.metric) if policy.slices else None
             decision = decide(policy, mine, theirs, slices)
             action = ("would-" if dry_run else "") + ("promote" if decision.promote else "refuse")
             action = {"promote": "promoted", "refuse": "refused"}.get(action, action)

@@ -66,10 +66,10 @@ def scored(served, photos, column: str):
     """Each photo's answer through the served model (NaN where it refused the photo)."""
     import pandas as pd
 
-    from faceattr.serving.batch import score
+    from faceattr.serving.batch import ANSWER_PREFIX, score
 
-    out = score(served, pd.DataFrame({"path": photos["path"], "kind": "photo"}), progress=False)
-    return pd.to_numeric(out[column].where(out["error"] == ""), errors="coerce").to_numpy(float)
+    out, _ = score(served, pd.DataFrame({"path": photos["path"], "kind": "photo"}), progress=False)
+    return pd.to_numeric(out[ANSWER_PREFIX + column].where(out["error"] == ""), errors="coerce").to_numpy(float)
 
 
 def share_row(label: str, groups: dict, answers: dict, wanted_open: bool) -> str:

@@ -235,13 +235,26 @@ def add_registry_parsers(sub) -> None:
                               "sent as kind=photo through the served model (default: the policy's photos.data)")
     promote.set_defaults(func=cmd_promote)
 
-    predict = sub.add_parser("predict", help="score a folder of photos or a manifest CSV into a CSV")
-    predict.add_argument("source", help="folder of JPEG/PNG files, or a manifest CSV with a `path` column")
+    predict = sub.add_parser("predict", help="score photos (a folder, a glob or a manifest) into CSV or Parquet, "
+                                             "on this machine's cores or on Spark")
+    predict.add_argument("source", help="folder of JPEG/PNG files, a quoted glob ('photos/**/*.jpg'), or a manifest "
+                                        "(.csv/.parquet) with a `path` column; its other columns are kept")
     predict.add_argument("--model", required=True, help="model URI, e.g. models:/eyes@champion")
-    predict.add_argument("--out", default="preds.csv", help="output CSV (default preds.csv)")
+    predict.add_argument("--out", default="",
+                         help="output .csv or .parquet (default preds.csv; preds.parquet with --engine spark)")
     predict.add_argument("--kind", default="crop", choices=("crop", "photo"),
                          help="the files are ready crops of the model's region (default) or whole photos")
-    predict.add_argument("--batch-size", dest="batch_size", type=int, default=64)
+    predict.add_argument("--engine", default="local", choices=("local", "spark"),
+                         help="local: worker processes on this machine (default); spark: mlflow's spark_udf "
+                              "(pip install -e '.[spark]' and Java 17; docs/spark.md)")
+    predict.add_argument("--workers", type=int, default=0,
+                         help="local engine: worker processes (default: one per core)")
+    predict.add_argument("--master", default="",
+                         help="spark engine: the cluster's master URL (default local[N], N the cores)")
+    predict.add_argument("--batch-size", dest="batch_size", type=int, default=64,
+                         help="photos per model call (a chunk of a worker; an Arrow batch on Spark)")
+    predict.add_argument("--profile", action="store_true",
+                         help="local engine: print where the time goes per photo (decode, detect, cut, ...)")
     predict.set_defaults(func=cmd_predict)
 
     pipeline = sub.add_parser("pipeline", help="train + promote gender, then background, eyes, mouth")
@@ -277,14 +290,31 @@ def cmd_promote(args, extra) -> int:
 
 
 def cmd_predict(args, extra) -> int:
-    from faceattr.serving.batch import predict
-
     if extra:
         raise FaceattrError(f"unexpected arguments {extra}")
-    result = predict(args.source, args.model, args.out, kind=args.kind, batch_size=args.batch_size)
+    if args.batch_size < 1 or args.workers < 0:
+        raise FaceattrError("--batch-size must be >= 1 and --workers >= 0")
+    if args.engine == "spark":
+        from faceattr.serving.spark import predict as predict_on_spark
+
+        out = args.out or "preds.parquet"
+        result = predict_on_spark(args.source, args.model, out, kind=args.kind, master=args.master or None,
+                                  batch_size=args.batch_size)
+        print(f"faceattr: scored {result.scored} of {result.rows} photos into {out} on {result.master}"
+              + (f"; {result.rows - result.scored} could not be answered (see its `error` column)"
+                 if result.rows > result.scored else "")
+              + f"; the model was loaded {result.loads} time(s) ({result.seconds:.1f} s)")
+        return 0
+    from faceattr.serving.batch import predict, profile_lines
+
+    out = args.out or "preds.csv"
+    result, profile = predict(args.source, args.model, out, kind=args.kind, batch_size=args.batch_size,
+                              workers=args.workers or None)
     bad = int((result["error"] != "").sum())
-    print(f"faceattr: scored {len(result) - bad} of {len(result)} photos into {args.out}"
-          + (f"; {bad} could not be read (see its `error` column)" if bad else ""))
+    print(f"faceattr: scored {len(result) - bad} of {len(result)} photos into {out}"
+          + (f"; {bad} could not be answered (see its `error` column)" if bad else ""))
+    if args.profile:
+        print("faceattr: time per photo (summed over the workers):\n" + "\n".join(profile_lines(profile, len(result))))
     return 0
 
 

@@ -248,14 +248,14 @@ def judge_photos(version, frame: pd.DataFrame, cfg: dict) -> dict:
     refusal = served.record.photo_refusal()
     if refusal:
         return {**out, "photos_scored_share": 0.0, "photos_refusal": refusal}
-    from faceattr.serving.batch import score
+    from faceattr.serving.batch import ANSWER_PREFIX, score
 
-    scored = score(served, pd.DataFrame({"path": frame["path"], "kind": "photo"}), progress=False)
+    scored, _ = score(served, pd.DataFrame({"path": frame["path"], "kind": "photo"}), progress=False)
     answered = (scored["error"] == "").to_numpy()
     out["photos_scored_share"] = float(answered.mean())
     if answered.any():
         column = task.answer_columns(target)[0][1]      # the task's score: the value, p_female, p_person
-        found = scored.loc[answered, column].astype(float).to_numpy()
+        found = scored.loc[answered, ANSWER_PREFIX + column].astype(float).to_numpy()
         truth = task.truth(task.labels(frame, cfg))[answered]
         out["photos_accuracy"] = float(np.mean((found >= 0.5) == (truth >= 0.5)))
         out["photos_mae"] = float(np.mean(np.abs(found - truth)))

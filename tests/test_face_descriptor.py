@@ -88,9 +88,9 @@ def test_a_face_box_in_a_larger_photo_gives_the_crop_s_descriptor():
 @needs_dlib
 def test_a_second_call_is_served_from_the_cache(tmp_path, counted):
     paths, _ = orl_photos(("s6",), 3)
-    first, _ = fd.describe_files(paths, cache_dir=tmp_path)
+    first, _ = fd.describe_files(paths, cache_dir=tmp_path, workers=1)
     assert len(counted) == 3
-    second, failures = fd.describe_files(paths, cache_dir=tmp_path)
+    second, failures = fd.describe_files(paths, cache_dir=tmp_path, workers=1)
     assert len(counted) == 3 and failures == []
     np.testing.assert_array_equal(first, second)
     assert len(list(tmp_path.rglob("*.npy"))) == 3 and not list(tmp_path.rglob("*.tmp"))
@@ -101,14 +101,14 @@ def test_the_cache_key_is_the_content_the_box_and_the_settings(tmp_path, counted
     paths, _ = orl_photos(("s7",), 1)
     copy = tmp_path / "renamed.png"
     copy.write_bytes(Path(paths[0]).read_bytes())
-    fd.describe_files(paths, cache_dir=tmp_path / "c")
-    fd.describe_files([copy], cache_dir=tmp_path / "c")                     # same bytes, other name: cached
+    fd.describe_files(paths, cache_dir=tmp_path / "c", workers=1)
+    fd.describe_files([copy], cache_dir=tmp_path / "c", workers=1)          # same bytes, other name: cached
     assert len(counted) == 1
-    fd.describe_files(paths, ["0 0 92 100"], cache_dir=tmp_path / "c")      # a manifest box: computed
-    fd.describe_files(paths, cache_dir=tmp_path / "c", settings=fd.Alignment(padding=0.3))
+    fd.describe_files(paths, ["0 0 92 100"], cache_dir=tmp_path / "c", workers=1)  # a manifest box: computed
+    fd.describe_files(paths, cache_dir=tmp_path / "c", settings=fd.Alignment(padding=0.3), workers=1)
     assert len(counted) == 3
     Image.open(paths[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(copy)  # other bytes, same name
-    fd.describe_files([copy], cache_dir=tmp_path / "c")
+    fd.describe_files([copy], cache_dir=tmp_path / "c", workers=1)
     assert len(counted) == 4
 
 
@@ -122,10 +122,10 @@ def test_alignment_settings_have_a_stable_key_and_are_checked():
 @needs_dlib
 def test_no_face_is_a_failure_naming_the_file_and_its_verdict_is_cached(tmp_path, counted):
     paths = noise_and_blank(tmp_path)
-    x, failures = fd.describe_files(paths, cache_dir=tmp_path / "c")
+    x, failures = fd.describe_files(paths, cache_dir=tmp_path / "c", workers=1)
     assert [(f["path"], f["reason"]) for f in failures] == [(p, "no face") for p in paths]
     assert np.isnan(x).all()
-    fd.describe_files(paths, cache_dir=tmp_path / "c")
+    fd.describe_files(paths, cache_dir=tmp_path / "c", workers=1)
     assert len(counted) == 2   # the second time from the cache
     with pytest.raises(DataError, match="no face"):
         fd.describe(np.asarray(Image.open(paths[0])))
@@ -134,11 +134,11 @@ def test_no_face_is_a_failure_naming_the_file_and_its_verdict_is_cached(tmp_path
 def test_unreadable_files_are_failures_and_bad_boxes_stop_before_any_work(tmp_path, counted):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff not a jpeg")
-    _, failures = fd.describe_files([broken, tmp_path / "missing.png"], cache_dir=tmp_path / "c")
+    _, failures = fd.describe_files([broken, tmp_path / "missing.png"], cache_dir=tmp_path / "c", workers=1)
     assert [(f["path"], f["reason"]) for f in failures] == [(str(broken), "unreadable"),
                                                             (str(tmp_path / "missing.png"), "unreadable")]
     with pytest.raises(DataError, match="broken.jpg"):
-        fd.describe_files([broken], ["10 10 5 20"], cache_dir=tmp_path / "c")
+        fd.describe_files([broken], ["10 10 5 20"], cache_dir=tmp_path / "c", workers=1)
     assert counted == []
 
 
@@ -164,7 +164,7 @@ CHILD = textwrap.dedent("""
     go = sys.argv[1]
     while not os.path.exists(go):   # start together
         time.sleep(0.01)
-    x, failures = fd.describe_files(sys.argv[4:], cache_dir=sys.argv[2])
+    x, failures = fd.describe_files(sys.argv[4:], cache_dir=sys.argv[2], workers=1)
     assert failures == [], failures
     np.save(sys.argv[3], x)
 """)
@@ -185,6 +185,19 @@ def test_two_processes_filling_one_cache_both_succeed_and_agree(tmp_path):
     cached, _ = fd.describe_files(paths, cache_dir=tmp_path / "cache")
     np.testing.assert_array_equal(cached, np.load(tmp_path / "x0.npy"))
     assert len(list((tmp_path / "cache").rglob("*.npy"))) == 4 and not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+@needs_dlib
+def test_workers_fill_the_cache_in_other_processes_with_the_same_descriptors(tmp_path, counted):
+    paths, _ = orl_photos(("s5",), 4)
+    paths = [*paths, *noise_and_blank(tmp_path)]
+    alone, alone_failures = fd.describe_files(paths, cache_dir=tmp_path / "one", workers=1)
+    described = len(counted)
+    pooled, pooled_failures = fd.describe_files(paths, cache_dir=tmp_path / "two", workers=2)
+    assert len(counted) == described          # no face went through this process: the workers described them
+    np.testing.assert_array_equal(pooled, alone)
+    assert pooled_failures == alone_failures and [f["path"] for f in pooled_failures] == paths[4:]
+    assert len(list((tmp_path / "two").rglob("*.npy"))) == 4 and len(list((tmp_path / "two").rglob("*.json"))) == 2
 
 
 def test_cosine_baseline_scores_the_target_above_others():

@@ -173,10 +173,10 @@ def test_predict_cli_scores_a_folder_and_reports_a_corrupt_file(mlflow_store, tm
     assert main(["predict", str(photos), "--model", info.model_uri, "--out", str(out), "--batch-size", "2"]) == 0
     assert "scored 3 of 4 photos" in capsys.readouterr().out
     preds = pd.read_csv(out, keep_default_na=False)
-    assert list(preds.columns) == ["path", "kind", "eyes", "faces", "error"]
+    assert list(preds.columns) == ["path", "kind", "pred_eyes", "pred_faces", "error"]
     broken = preds[preds["path"].str.endswith("broken.jpg")].iloc[0]
-    assert "unreadable image" in broken["error"] and broken["eyes"] == ""
-    assert preds[preds["error"] == ""]["eyes"].astype(float).between(0, 1).all()
+    assert "unreadable image" in broken["error"] and broken["pred_eyes"] == ""
+    assert preds[preds["error"] == ""]["pred_eyes"].astype(float).between(0, 1).all()
 
 
 # --- end to end ------------------------------------------------------------------------------

@@ -77,6 +77,15 @@ def detector():
         return _detector
 
 
+def one_tf_thread() -> None:
+    """Give TensorFlow (MTCNN, Keras) one thread in this process, before it runs anything: a pool of
+    worker processes, one per core, uses the cores (prepare, descriptors, batch scoring)."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
 def detect(images: list[Image.Image]) -> list[dict]:
     """Raw MTCNN results for RGB images: per image {"size": [w, h], "faces": [{box, confidence, keypoints}]}.
 

@@ -107,7 +107,7 @@ def prepare(source, out, *, image_region: str | None = None, cache_dir=None, max
     bar = _progress(len(items), progress)
     try:
         if workers > 1 and len(chunks) > 1:
-            with ProcessPoolExecutor(workers, initializer=_worker_init) as pool:
+            with ProcessPoolExecutor(workers, initializer=faces.one_tf_thread) as pool:
                 for done in pool.map(_process_chunk, chunks, [str(out)] * len(chunks), [str(cache)] * len(chunks)):
                     results.update(done)
                     bar.update(len(done))
@@ -135,14 +135,6 @@ def prepare(source, out, *, image_region: str | None = None, cache_dir=None, max
 
 
 # --- work on one chunk (runs in a worker process when workers > 1) ---------------------------------
-
-
-def _worker_init() -> None:
-    """One TF thread per worker process: the processes, not TF's thread pool, use the cores."""
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
 def _process_chunk(chunk, out: str, cache: str) -> dict[int, dict]:

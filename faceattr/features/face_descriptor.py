@@ -185,27 +185,77 @@ def _face_rect(m: Models, image: np.ndarray, box):
 
 
 def describe_files(paths, boxes=None, *, find_faces: bool = False, settings: Alignment = ALIGNMENT,
-                   cache_dir=None, progress: bool = False) -> tuple[np.ndarray, list[dict]]:
+                   cache_dir=None, progress: bool = False, workers: int | None = None
+                   ) -> tuple[np.ndarray, list[dict]]:
     """Descriptors (N, 128) float32 of N photos, each read at full resolution, and the failures.
 
     boxes: per photo its face box ("x0 y0 x1 y1" in the photo's pixels, as manifests hold) or None: the
     photo is a face crop, or with find_faces=True its face is found by MTCNN as `faceattr prepare` finds it.
     A photo that fails gets a NaN row and an entry {"path", "reason", "detail"} as in prepare's report
     (reason: unreadable, no face, several faces or descriptor failed); the caller decides whether too
-    many failed. cache_dir: default $FACEATTR_CACHE/descriptors.
+    many failed. cache_dir: default $FACEATTR_CACHE/descriptors. The photos not in the cache are described
+    by `workers` processes (default one per core): dlib describes one face at a time per process.
     """
     paths = [os.fspath(p) for p in paths]
     boxes = _parse_boxes(paths, [None] * len(paths) if boxes is None else list(boxes))
     root = (Path(cache_dir).expanduser() if cache_dir else cache_root() / "descriptors") / settings.key
     out = np.full((len(paths), DIMENSIONS), np.nan, dtype=np.float32)
-    failures = []
-    for i, (path, box) in enumerate(_progress(list(zip(paths, boxes)), progress)):
+    failures: dict[int, dict] = {}
+    todo = []   # (row, path, box, cache entry) of the photos the cache does not answer
+    for i, (path, box) in enumerate(zip(paths, boxes)):
         try:
-            out[i] = _describe_file(path, box, find_faces, settings, root)
+            found = _cached(path, box, find_faces, root)
         except DataError as exc:
-            failures.append({"path": path, "reason": getattr(exc, "reason", DescriptorFailed.reason),
-                             "detail": str(exc)})
-    return out, failures
+            failures[i] = _failure(path, exc)
+            continue
+        if isinstance(found, np.ndarray):
+            out[i] = found
+        else:
+            todo.append((i, path, box, found))
+    described = _describe_all([(path, box, entry) for _, path, box, entry in todo], find_faces, settings, workers)
+    bar = _progress(len(paths), len(paths) - len(todo), progress)
+    for (i, path, _, _), (vector, error) in zip(todo, described):
+        if error is None:
+            out[i] = vector
+        else:
+            failures[i] = {"path": path, **error}
+        bar.update(1)
+    bar.close()
+    return out, [failures[i] for i in sorted(failures)]
+
+
+def _failure(path: str, exc: DataError) -> dict:
+    return {"path": path, "reason": getattr(exc, "reason", DescriptorFailed.reason), "detail": str(exc)}
+
+
+def _describe_all(items: list, find_faces: bool, settings: Alignment, workers: int | None):
+    """(vector, None) or (None, {"reason", "detail"}) per (path, box, entry), in order: in this process,
+    or in `workers` processes (spawned: this process may run TensorFlow threads a fork would not copy)."""
+    workers = min(workers or os.cpu_count() or 1, len(items))
+    if workers <= 1:
+        return (_describe_item(item, find_faces, settings) for item in items)
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+    from multiprocessing import get_context
+
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                               initializer=faces.one_tf_thread if find_faces else None)
+    chunk = max(1, min(16, len(items) // (4 * workers)))   # few round trips, yet every worker busy to the end
+
+    def results():
+        with pool:
+            yield from pool.map(partial(_describe_item, find_faces=find_faces, settings=settings), items,
+                                chunksize=chunk)
+    return results()
+
+
+def _describe_item(item, find_faces: bool, settings: Alignment):
+    path, box, entry = item
+    try:
+        return _describe_file(path, box, find_faces, settings, entry), None
+    except DataError as exc:
+        failure = _failure(path, exc)
+        return None, {"reason": failure["reason"], "detail": failure["detail"]}
 
 
 def _parse_boxes(paths: list[str], boxes: list) -> list:
@@ -228,7 +278,9 @@ def _no_box(box) -> bool:
     return box is None or (isinstance(box, float) and math.isnan(box)) or (isinstance(box, str) and not box.strip())
 
 
-def _describe_file(path: str, box, find_faces: bool, settings: Alignment, root: Path) -> np.ndarray:
+def _cached(path: str, box, find_faces: bool, root: Path) -> np.ndarray | Path:
+    """The photo's cached descriptor, or its cache entry (no suffix) when it is not cached yet; raises the
+    cached verdict (no face, several faces) or Unreadable."""
     try:
         content = Path(path).read_bytes()
     except OSError as exc:
@@ -236,10 +288,15 @@ def _describe_file(path: str, box, find_faces: bool, settings: Alignment, root: 
     sha1 = hashlib.sha1(content).hexdigest()
     entry = root / sha1[:2] / f"{sha1}-{_box_tag(box, find_faces)}"
     cached = _cache_get(entry)
-    if cached is not None:
-        return cached
+    return entry if cached is None else cached
+
+
+def _describe_file(path: str, box, find_faces: bool, settings: Alignment, entry: Path) -> np.ndarray:
+    """Describe the photo at `path` and store the descriptor (or the no-face verdict) at `entry`."""
     try:
-        image = load_rgb(content)
+        image = load_rgb(Path(path).read_bytes())
+    except OSError as exc:
+        raise Unreadable(f"cannot read file ({exc.strerror or exc})") from None
     except DataError as exc:
         raise Unreadable(str(exc).removeprefix("<bytes>: ")) from None
     try:
@@ -313,11 +370,12 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _progress(items: list, enabled: bool):
+def _progress(total: int, done: int, enabled: bool):
     from tqdm import tqdm
 
     # disable=None: no bar when stderr is not a terminal (logs, CI)
-    return tqdm(items, unit="photo", desc="face descriptors", disable=None if enabled else True, smoothing=0.1)
+    return tqdm(total=total, initial=done, unit="photo", desc="face descriptors", disable=None if enabled else True,
+                smoothing=0.1)
 
 
 # --- a training-free identity baseline -------------------------------------------------------------

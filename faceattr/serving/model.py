@@ -19,18 +19,24 @@ itself has no body-size limit; put a proxy (nginx `client_max_body_size`) in fro
 
 Batch jobs in Python skip JSON and base64: `predict_arrays(crops, gender)` takes ready (N, H, W, 3)
 crops, and batch.py scores files through `read` and `answer_reads`, the rule the server answers by.
-What the model is (task, region, what it reads, its served settings) is its record (faceattr/record.py). The Keras models are loaded and traced once, in `load_context`;
-requests run Keras' `predict_on_batch`, a `tf.function` (reduce_retracing) under the TF backend.
+What the model is (task, region, what it reads, its served settings) is its record (faceattr/record.py). The Keras
+models are loaded and traced once per process (`loaded`), in `load_context`: Spark's `spark_udf` loads the pyfunc
+once per task, and a reused Python worker runs many tasks. Requests run Keras' `predict_on_batch`, a
+`tf.function` (reduce_retracing) under the TF backend.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import json
 import os
 from typing import NamedTuple
+import time
+import uuid
+from contextlib import contextmanager
 
 import mlflow.pyfunc
 import numpy as np
@@ -51,6 +57,9 @@ KINDS = ("crop", "photo")
 ERROR = "error"   # the answer's column saying why a row has no values ("" where it has them)
 MAX_ROWS = int(os.environ.get("FACEATTR_MAX_ROWS", "1024"))
 MAX_IMAGE_MB = float(os.environ.get("FACEATTR_MAX_IMAGE_MB", "8"))
+# Set to a folder, every load of the Keras models writes a file named after its process there: how
+# tests and `faceattr predict --engine spark` count loads (one per worker process, not per task).
+LOAD_LOG = "FACEATTR_LOAD_LOG"
 
 
 def signature(model: record.ModelRecord) -> ModelSignature:
@@ -101,20 +110,48 @@ class Reading(NamedTuple):
     faces: int | None = None       # how many faces a whole photo showed (None: a crop, or none searched)
 
 
+@functools.lru_cache(maxsize=4)   # a few models per process: the one a Spark worker answers with, at most
+def loaded(artifacts: tuple) -> tuple:
+    """(record, Keras model, gender model or None) from a logged model's artifacts ((name, path, mtime), ...),
+    traced for batch sizes 1 and 2; each load is written to LOAD_LOG when it is set. Two loads of one model
+    in a process share its Keras objects."""
+    import keras
+
+    paths = {name: path for name, path, _ in artifacts}
+    model = FaceattrModel()
+    path = paths.get("record") or paths["spec"]   # spec: models logged before the record
+    with open(path) as fh:
+        model.record = record.read(json.load(fh), path)
+    model.model = keras.models.load_model(paths["keras_model"], compile=False)
+    gender_path = paths.get("gender_model")
+    model.gender_model = keras.models.load_model(gender_path, compile=False) if gender_path else None
+    model.warm_up()
+    if folder := os.environ.get(LOAD_LOG):
+        os.makedirs(folder, exist_ok=True)
+        open(os.path.join(folder, f"{os.getpid()}-{uuid.uuid4().hex[:8]}"), "w").close()
+    return model.record, model.model, model.gender_model
+
+
+@contextmanager
+def timed(profile: dict | None, stage: str):
+    """Add the seconds the block takes to profile[stage] (nothing when profile is None)."""
+    if profile is None:
+        yield
+        return
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        profile[stage] = profile.get(stage, 0.0) + time.perf_counter() - start
+
+
 class FaceattrModel(mlflow.pyfunc.PythonModel):
     """Photos in, attribute values out; carries the Keras model and the gender model it was trained with,
     and the model's record (`self.record`: what it reads, its region, its served settings)."""
 
     def load_context(self, context):
-        import keras
-
-        path = context.artifacts.get("record") or context.artifacts["spec"]   # spec: models logged before the record
-        with open(path) as fh:
-            self.record = record.read(json.load(fh), path)
-        self.model = keras.models.load_model(context.artifacts["keras_model"], compile=False)
-        gender_path = context.artifacts.get("gender_model")
-        self.gender_model = keras.models.load_model(gender_path, compile=False) if gender_path else None
-        self.warm_up()
+        key = tuple(sorted((name, path, os.path.getmtime(path)) for name, path in context.artifacts.items()))
+        self.record, self.model, self.gender_model = loaded(key)
 
     def warm_up(self) -> None:
         """Trace the compiled predict functions now (batch sizes 1 and 2, so later sizes reuse a
@@ -143,16 +180,18 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
                 reads.append(exc)
         return self.answer_reads(frame, reads)
 
-    def answer_reads(self, frame: pd.DataFrame, reads: list) -> pd.DataFrame:
+    def answer_reads(self, frame: pd.DataFrame, reads: list, profile: dict | None = None) -> pd.DataFrame:
         """The answer row by row, the one rule of the server and of `faceattr predict`: `reads[i]` is what
         `read` gave for row i of `frame`, or the DataError it raised; such a row gets no values (None)
         and the reason in `error` ("" for the rows answered). Missing values are None, not NaN, so the
-        JSON answer holds null."""
+        JSON answer holds null. `profile` (a dict) gathers the seconds of the gender input and the predict."""
         good = [i for i, found in enumerate(reads) if not isinstance(found, DataError)]
         answer = pd.DataFrame(index=range(len(reads)), columns=answer_names(self.record), dtype=object)
         if good:
-            gender = self.gender(frame.iloc[good], [reads[i][1] for i in good])
-            found = self.answer_photos([reads[i][0] for i in good], gender, [reads[i].faces for i in good])
+            with timed(profile, "gender input"):
+                gender = self.gender(frame.iloc[good], [reads[i][1] for i in good])
+            with timed(profile, "predict"):
+                found = self.answer_photos([reads[i][0] for i in good], gender, [reads[i].faces for i in good])
             answer = found.set_axis(good).reindex(range(len(reads)))[answer.columns]
         for column in answer:          # a column with a gap holds None there (JSON null), else stays numeric
             if answer[column].isna().any():
@@ -202,36 +241,43 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
                 np.asarray(gender, np.float32)
         return task.scores(self.model.predict_on_batch(named))
 
-    def read(self, raw, kind: str | None = None) -> "Reading":
+    def read(self, raw, kind: str | None = None, profile: dict | None = None) -> "Reading":
         """Photo bytes (or a path) -> a Reading: the model's inputs, one per cut, as its input kind computes
         them (faceattr/models/inputs.py): (cuts, H, W, 3) crops of its region resized as in training, or
         (1, 128) the photo's face descriptor; the bundled gender model's input from the photo's face, or
         None; and how many faces a whole photo showed (data/faces.py's subject-face rule answers for one).
         Whole photos go through the same face detection and crop code as `faceattr prepare` and training.
         DataError if the photo is unusable (unreadable, no face, ...) or if the model must not read whole
-        photos (regions.photo_refusal: its training crops do not look like this cut)."""
+        photos (regions.photo_refusal: its training crops do not look like this cut). `profile` (a dict)
+        gathers the seconds spent per stage: decode, detect, cut, gender input."""
         kind = kind if isinstance(kind, str) and kind else "crop"
         if kind not in KINDS:
             raise DataError(f"kind={kind!r}; use one of {', '.join(KINDS)}")
         if kind == "photo" and (refusal := self.record.photo_refusal()):
             raise DataError(f"kind=photo refused: {refusal}")
         region, reads = self.record.region, self.record.kind
-        try:
-            image = load_rgb(raw)
-        except DataError as exc:
-            raise DataError(f"`image` is not a JPEG/PNG photo: {exc}") from exc
+        with timed(profile, "decode"):
+            try:
+                image = load_rgb(raw)
+            except DataError as exc:
+                raise DataError(f"`image` is not a JPEG/PNG photo: {exc}") from exc
         if kind == "crop":
-            return Reading(reads.of_crop(image, region), None)
+            with timed(profile, "cut"):
+                return Reading(reads.of_crop(image, region), None)
         boxes = {}
-        if reads.needs_face(region):
-            boxes = faces.find_regions(image)           # NoFace / SeveralFaces are the sender's problem
-        elif self.gender_model is not None:
-            try:                                        # the background needs no face; gender falls back
-                boxes = faces.find_regions(image)
-            except DataError:
-                boxes = {}
-        return Reading(reads.of_photo(image, region, boxes), self._gender_input(image, boxes.get("face_box")),
-                       int(boxes[FACES]) if FACES in boxes else None)
+        with timed(profile, "detect"):
+            if reads.needs_face(region):
+                boxes = faces.find_regions(image)           # NoFace / SeveralFaces are the sender's problem
+            elif self.gender_model is not None:
+                try:                                        # the background needs no face; gender falls back
+                    boxes = faces.find_regions(image)
+                except DataError:
+                    boxes = {}
+        with timed(profile, "cut"):
+            inputs = reads.of_photo(image, region, boxes)
+        with timed(profile, "gender input"):
+            return Reading(inputs, self._gender_input(image, boxes.get("face_box")),
+                           int(boxes[FACES]) if FACES in boxes else None)
 
     def _gender_input(self, image, face_box: str | None) -> np.ndarray | None:
         """What the bundled gender model reads of this photo's face (its input kind: a crop or a descriptor)."""

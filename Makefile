@@ -8,7 +8,7 @@ EXPERIMENTS := eyes mouth background gender
 install: $(VENV)/bin/faceattr
 
 $(VENV)/bin/faceattr: pyproject.toml
-	python3 -m venv $(VENV) && $(VENV)/bin/pip install -e ".[test]"
+	python3 -m venv $(VENV) && $(VENV)/bin/pip install -e ".[test,spark]"
 	touch $@
 
 $(EXPERIMENTS): install

@@ -54,8 +54,8 @@ def test_chunks_of_batch_size_answer_like_one_photo_at_a_time(tmp_path, monkeypa
     (tmp_path / "photos" / "c01x.png").write_bytes(b"")                 # sorts third: an empty file
     calls = []
     real = model.answer_photos
-    monkeypatch.setattr(model, "answer_photos", lambda inputs, gender=None: calls.append(len(inputs)) or
-                        real(inputs, gender))
+    monkeypatch.setattr(model, "answer_photos", lambda inputs, gender=None, faces=None: calls.append(len(inputs)) or
+                        real(inputs, gender, faces))
     rows = batch.list_inputs(tmp_path / "photos")
     chunked, profile = batch.score(model, rows, batch_size=2, progress=False)
     assert calls == [2, 1, 1]                                  # one predict per chunk, the empty file left out
@@ -98,7 +98,7 @@ def test_the_inputs_columns_are_kept_beside_answers_that_cannot_collide(tmp_path
                            "mouth": ["a", "b", "c"]})
     labels.to_parquet(tmp_path / "labels.parquet")
     out, _ = batch.score(model, batch.list_inputs(tmp_path / "labels.parquet"), progress=False)
-    assert list(out.columns) == ["path", "eyes", "mouth", "kind", "pred_eyes", "error"]
+    assert list(out.columns) == ["path", "eyes", "mouth", "kind", "pred_eyes", "pred_faces", "error"]
     assert list(out["eyes"]) == [0.0, 1.0, 0.5] and list(out["mouth"]) == ["a", "b", "c"]   # the labels, as given
     assert out["pred_eyes"].astype(float).between(0, 1).all()
 

@@ -253,7 +253,7 @@ def test_the_served_answer_says_how_many_faces_a_photo_shows(tmp_path):
     one = shared_data("lfw-attributes") / pd.read_csv(shared_data("lfw-attributes") / "labels.csv")["path"][5]
     rows = pd.DataFrame({"path": [str(tmp_path / "two.png"), str(one), str(tmp_path / "two.png")],
                          "kind": ["photo", "photo", "crop"]})
-    out = score(model, rows, progress=False)
+    out, _ = score(model, rows, progress=False)
     assert (out["error"] == "").all()
-    assert out["faces"].tolist()[:2] == [2, faces.choose_face(faces.detect([Image.open(one).convert("RGB")])[0])[faces.FACES]]
-    assert pd.isna(out["faces"][2])   # a crop: no face was searched
+    assert out["pred_faces"].tolist()[:2] == [2, faces.choose_face(faces.detect([Image.open(one).convert("RGB")])[0])[faces.FACES]]
+    assert pd.isna(out["pred_faces"][2])   # a crop: no face was searched

@@ -45,7 +45,7 @@ def test_dlib_gender_trains_logs_and_serves_from_photos(mlflow_store, synthetic_
 
     face = serving.encode_image(example_face(prepared.splits["val"].frame))
     answer = served.predict(None, pd.DataFrame({"image": [face], "kind": ["crop"]}))
-    assert list(answer.columns) == ["p_female", "gender"] and answer["gender"][0] in ("male", "female")
+    assert list(answer.columns) == ["p_female", "gender", "faces", "error"] and answer["gender"][0] in ("male", "female")
     # the served descriptor is the one training computed (same photo, same face): the same answer
     row = prepared.splits["val"]
     direct = experiment.scores(outcome.model, prepared.config, row.take([0]))

@@ -304,7 +304,7 @@ def test_identity_is_tuned_registered_promoted_and_served_like_the_others(mlflow
     cfg = config.load("identity", {"epochs": 1, "data.size": 100, "data.persons": 10, "backbone": "vgg16",
                                    "model.input_size": 32, "model.head": [16], "train.verbose": 0,
                                    "evaluation.collapse_threshold": 1e-6})   # 1 epoch: judge the plumbing
-    cfg["search"] = {"head": [8, 16], "learning_rate": [1e-4, 1e-3]}
+    cfg["search"].update({"head": [8, 16], "learning_rate": [1e-4, 1e-3]})   # the other keys keep their defaults
     summary = tuning.tune(cfg, tuner="random", max_trials=2, repeats=1, fresh=True, directory=str(tmp_path / "t"))
     assert summary["trials_completed"] == 2 and "repeat_val_roc_auc_mean" in summary
     lenient = promote.Policy(model="identity", metric="roc_auc", higher_is_better=True, thresholds={},

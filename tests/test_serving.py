@@ -255,7 +255,7 @@ def test_train_promote_refuse_promote_and_serve_production(mlflow_store, synthet
             pd.DataFrame([{"image": base64.b64decode(request[0]["image"]), "kind": "crop"}]))   # Python: bytes
         status, answer = post(port, {"dataframe_records": request})   # what the promoted version answers
         assert status == 200 and answer == {"predictions": [{"mouth": pytest.approx(expected["mouth"][0], abs=1e-6),
-                                                             "error": ""}]}
+                                                             "faces": None, "error": ""}]}
         bad = [(b"{not json", "valid JSON"),                    # wrong as a whole: 4xx
                ({"dataframe_records": [{"img": encode_image(mouth)}]}, "image"),
                ({"dataframe_records": []}, "")]

@@ -65,7 +65,7 @@ def test_spark_local2_answers_50_photos_and_a_broken_file_like_the_one_machine_p
                            progress=False)
     alone = alone.sort_values("path").reset_index(drop=True)
 
-    assert list(on_spark.columns) == ["path", "gender", "age", "race", "kind", "pred_eyes", "error"]
+    assert list(on_spark.columns) == ["path", "gender", "age", "race", "kind", "pred_eyes", "pred_faces", "error"]
     pd.testing.assert_frame_equal(on_spark[["path", "gender", "age"]], alone[["path", "gender", "age"]],
                                   check_dtype=False)
     assert (on_spark["error"] == "").tolist() == (alone["error"] == "").tolist()
@@ -74,3 +74,4 @@ def test_spark_local2_answers_50_photos_and_a_broken_file_like_the_one_machine_p
     answered = on_spark["error"] == ""
     diff = (on_spark.loc[answered, "pred_eyes"] - alone.loc[answered, "pred_eyes"].astype(float)).abs().max()
     assert diff <= 1e-4
+    assert on_spark.loc[answered, "pred_faces"].tolist() == alone.loc[answered, "pred_faces"].astype(float).tolist()

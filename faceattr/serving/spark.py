@@ -33,7 +33,10 @@ from faceattr.serving import model as served
 from faceattr.serving.batch import ANSWER_PREFIX, INPUT_COLUMNS, read_manifest
 
 INSTALL = "pip install -e '.[spark]' (pyspark) and Java 17 (Debian: apt-get install openjdk-17-jre-headless)"
-SPARK_TYPES = {"double": "double", "float": "float", "long": "bigint", "integer": "int", "boolean": "boolean",
+# Whole numbers travel as double: spark_udf casts each answer column with numpy's astype, and an integer
+# column cannot hold the gaps a row-by-row answer has (`faces` is empty for a crop, every column for a bad
+# row); a double keeps them as null.
+SPARK_TYPES = {"double": "double", "float": "float", "long": "double", "integer": "double", "boolean": "boolean",
                "string": "string"}
 
 

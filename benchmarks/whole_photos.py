@@ -90,23 +90,34 @@ def share_row(label: str, groups: dict, answers: dict, wanted_open: bool) -> str
     return f"{label}: " + "; ".join(cells)
 
 
-def eyes(epochs: int, gallery: str) -> list[str]:
+def contenders(target: str, close_ups: str, region: str, ratio: str, epochs: int):
+    """The photo model (`<target>-photo`), today's close-up model (`target` trained on the `close_ups` set as
+    region `region`) and the landmark baseline named `ratio`, each answering the photo model's held-out
+    whole photos: (the photos, {contender: answers}, a line describing the three)."""
     import numpy as np
 
     from faceattr.features.landmarks import aspect_ratios
 
-    cfg, new, served_new = trained("eyes-photo", {}, epochs)
-    _, old, served_old = trained("eyes", {"data": str(SHARED / "eye-state"), "region": "eye",
-                                          "data.image_region": "eye"}, epochs)
+    cfg, new, served_new = trained(f"{target}-photo", {}, epochs)
+    _, old, served_old = trained(target, {"data": str(SHARED / close_ups), "region": region,
+                                          "data.image_region": region}, epochs)
     photos = held_out(cfg)
     threshold = new.metrics["landmark_baseline_threshold"]
-    answers = {"eyes-photo": scored(served_new, photos, "eyes"), "close-up": scored(served_old, photos, "eyes"),
-               "EAR": np.where(np.isnan(ear := aspect_ratios(photos, "eyes")), np.nan, (ear >= threshold) * 1.0)}
+    values = aspect_ratios(photos, target)
+    answers = {f"{target}-photo": scored(served_new, photos, target), "close-up": scored(served_old, photos, target),
+               ratio: np.where(np.isnan(values), np.nan, (values >= threshold) * 1.0)}
+    line = (f"{target}-photo: {new.metrics['epochs_trained']:.0f} epochs, test accuracy "
+            f"{new.metrics['test_accuracy_at_0_5']:.4f}; close-up ({region} on {close_ups}): "
+            f"{old.metrics['epochs_trained']:.0f} epochs, test accuracy {old.metrics['test_accuracy_at_0_5']:.4f}; "
+            f"{ratio} threshold {threshold:.3f} (chosen on validation)")
+    return photos, answers, line
+
+
+def eyes(epochs: int, gallery: str) -> list[str]:
+    photos, answers, line = contenders("eyes", "eye-state", "eye", "EAR", epochs)
     whole, lfw = photos["set"] == "eyes-whole", photos["set"] == "lfw-attributes"
     closed, opened = whole & (photos["eyes"] < 0.5), photos["eyes"] >= 0.5
-    lines = [f"eyes-photo: {new.metrics['epochs_trained']:.0f} epochs, test accuracy {new.metrics['test_accuracy_at_0_5']:.4f}; "
-             f"close-up (eye on eye-state): {old.metrics['epochs_trained']:.0f} epochs, test accuracy "
-             f"{old.metrics['test_accuracy_at_0_5']:.4f}; EAR threshold {threshold:.3f} (chosen on validation)",
+    lines = [line,
              share_row("closed eyes called closed", {"eyes-whole closed (CEW)": closed.to_numpy()}, answers, False),
              share_row("open eyes called open", {
                  "eyes-whole open (UTKFace)": (whole & opened).to_numpy(), "LFW": lfw.to_numpy(),
@@ -119,21 +130,9 @@ def eyes(epochs: int, gallery: str) -> list[str]:
 
 
 def mouth(epochs: int, gallery: str) -> list[str]:
-    import numpy as np
-
-    from faceattr.features.landmarks import aspect_ratios
-
-    cfg, new, served_new = trained("mouth-photo", {}, epochs)
-    _, old, served_old = trained("mouth", {"data": str(SHARED / "yawn-mouth"), "region": "lips",
-                                           "data.image_region": "lips"}, epochs)
-    photos = held_out(cfg)
-    threshold = new.metrics["landmark_baseline_threshold"]
-    answers = {"mouth-photo": scored(served_new, photos, "mouth"), "close-up": scored(served_old, photos, "mouth"),
-               "MAR": np.where(np.isnan(mar := aspect_ratios(photos, "mouth")), np.nan, (mar >= threshold) * 1.0)}
+    photos, answers, line = contenders("mouth", "yawn-mouth", "lips", "MAR", epochs)
     lfw = (photos["set"] == "lfw-attributes").to_numpy()
-    lines = [f"mouth-photo: {new.metrics['epochs_trained']:.0f} epochs, test accuracy {new.metrics['test_accuracy_at_0_5']:.4f}; "
-             f"close-up (lips on yawn-mouth): {old.metrics['epochs_trained']:.0f} epochs, test accuracy "
-             f"{old.metrics['test_accuracy_at_0_5']:.4f}; MAR threshold {threshold:.3f}",
+    lines = [line,
              share_row("LFW portraits called yawning (refused photos count as not answered)",
                        {"LFW": lfw, "LFW smiling": lfw & (photos["smiling"] == 1).to_numpy(),
                         "LFW turned head": lfw & photos["pose"].isin(TURNED).to_numpy()}, answers, None)]

@@ -69,7 +69,7 @@ def gather(config: dict) -> Prepared:
         if column not in data.frame:
             raise ConfigError(f"evaluation.slices.{column}: the data set {data.name} has no column {column!r} "
                               f"(it has {', '.join(c for c in data.frame.columns if not c.endswith('_box'))})")
-    data, descriptors, left_out = models.input_kind(config).prepare(data)   # descriptors: None for crops
+    data, descriptors, left_out = models.input_kind(config).of_data(data)   # descriptors: None for crops
     left_out = [*data.left_out, *left_out]   # whole photos without a clear subject, then faces dlib could not read
     gender, source, gender_model = gender_inputs(config, data, _gender_champion)
     labels = task.labels(data.frame, config)

@@ -140,17 +140,21 @@ def baseline_reasons(rule, trained: dict, evidence: list) -> list[str]:
     return reasons
 
 
+def training_run(version):
+    """The run that trained `version` (a read through the tracking door), or None."""
+    return tracking.get_run(version.run_id) if version.run_id else None
+
+
 def training_metrics(version) -> dict:
     """The metrics the version's training run logged."""
-    run = registry.client().get_run(version.run_id) if version.run_id else None
+    run = training_run(version)
     return dict(run.data.metrics) if run else {}
 
 
 def training_slices(version, metric: str) -> dict:
     """The gated slices of `metric` (e.g. val_accuracy) the version's training run logged:
     {(column, slice): (value, photos)}. Only gated slices carry the metric (views.show)."""
-    run = registry.client().get_run(version.run_id) if version.run_id else None
-    found = run.data.metrics if run else {}
+    found = training_metrics(version)
     split = "test" if metric.startswith("test_") else "val"
     prefix = metric + evaluate.SLICE_MARK    # "val_accuracy.slice."
     out = {}
@@ -176,7 +180,7 @@ class EvalSet:
 def training_config(version, eval_data: str | None = None) -> dict:
     """The experiment config a version was trained with (its run's config.json: tracking.run_config),
     data overridable."""
-    run = registry.client().get_run(version.run_id) if version.run_id else None
+    run = training_run(version)
     if run is None:
         raise DataError(f"version {str(version.version)} of {version.name!r} has no training run to recover its data "
                         f"from; pass --eval-data")
@@ -194,7 +198,7 @@ def eval_set(cfg: dict, versions=()) -> EvalSet:
     task = tasks.of(cfg)
     data, found = open_data(cfg, task), None
     for kind in {record_of(version).kind for version in versions}:
-        data, computed, _ = kind.prepare(data, progress=False)
+        data, computed, _ = kind.of_data(data, progress=False)
         found = computed if computed is not None else found
     if len(data.rows("test")) == 0:
         raise DataError(f"{cfg['data']['source']}: the test split is empty: nothing to evaluate on; use more images")
@@ -211,8 +215,8 @@ def judge_version(version, data: EvalSet, collapse_threshold: float) -> dict:
     test, task = data.test, tasks.of(data.config)
     gender = None
     if task.reads_gender:
-        source = registry.client().get_run(version.run_id).data.params.get(names.GENDER_SOURCE, "") \
-            if version.run_id else ""
+        run = training_run(version)
+        source = run.data.params.get(names.GENDER_SOURCE, "") if run else ""
         if served.gender_model is not None and shows_faces(test.frame):
             gender = rows_gender(served.gender_model, test.frame)
         elif source == "labels" and has_gender_labels(test.frame):

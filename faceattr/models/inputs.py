@@ -31,7 +31,7 @@ class Image:
     def shape(self, region: str) -> tuple[int, ...]:
         return (*REGION_SIZES[region], 3)
 
-    def prepare(self, data, progress: bool = True):
+    def of_data(self, data, progress: bool = True):
         """(the data set, its inputs beyond the crops it holds (None), the photos left out)."""
         return data, None, []
 
@@ -83,7 +83,7 @@ class Descriptor:
     def shape(self, region: str) -> tuple[int, ...]:
         return (face_descriptor.DIMENSIONS,)
 
-    def prepare(self, data, progress: bool = True):
+    def of_data(self, data, progress: bool = True):
         """Only the photos with a usable face, their descriptors, and the photos left out."""
         return face_descriptor.describe_data(data, progress=progress)
 

@@ -137,3 +137,82 @@ def test_the_served_model_loads_its_keras_models_once_per_process(module_mlflow_
     loads = os.listdir(tmp_path / "loads")
     assert len(loads) == 1 and loads[0].startswith(f"{os.getpid()}-")
     assert first.unwrap_python_model().model is second.unwrap_python_model().model
+
+
+# --- whole photos: the faces of a chunk are found together -------------------------------------------
+
+def eyes_photo_model() -> FaceattrModel:
+    """An untrained eyes-photo model (it reads whole photos), as load_context builds it."""
+    cfg = config.load("eyes-photo")
+    model = FaceattrModel()
+    model.record, model.model, model.gender_model = record.make(cfg), models.build(cfg), None
+    return model
+
+
+def portraits(folder) -> list[str]:
+    """Six UTKFace portraits (200x200), a faceless 200x200 photo, and a portrait at 150x150 (another size)."""
+    from helpers import shared_data
+
+    utk = shared_data("utkface-gender")
+    folder.mkdir()
+    paths = [str(utk / p) for p in pd.read_csv(utk / "labels.csv")["path"][:6]]
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(folder / "faceless.png")
+    Image.open(paths[0]).convert("RGB").resize((150, 150)).save(folder / "small.png")
+    return [*paths, str(folder / "faceless.png"), str(folder / "small.png")]
+
+
+class DetectorSpy:
+    """MTCNN as faces.detector() gives it, recording how many photos each call held; `fails_on` (a photo
+    size) makes a call holding such a photo raise, as MTCNN might on an odd photo."""
+
+    def __init__(self, fails_on=None):
+        from faceattr.data import faces
+
+        self.real, self.calls, self.fails_on = faces.detector(), [], fails_on
+
+    def detect_faces(self, images, **kwargs):
+        self.calls.append(len(images))
+        if self.fails_on and any(i.shape[:2] == self.fails_on for i in images):
+            raise ValueError("odd photo")
+        return self.real.detect_faces(images, **kwargs)
+
+
+def test_a_chunks_whole_photos_are_detected_together_and_answered_like_one_at_a_time(tmp_path, monkeypatch):
+    from faceattr.data import faces
+
+    model = eyes_photo_model()
+    paths = portraits(tmp_path / "photos")
+    rows = pd.DataFrame({"path": paths, "kind": "photo"})
+    alone = [model.read_all([open(p, "rb").read()], ["photo"])[0] for p in paths]
+    spy = DetectorSpy()
+    monkeypatch.setattr(faces, "detector", lambda: spy)
+    out, _ = batch.score(model, rows, progress=False)
+    assert sorted(spy.calls) == [1, 7]                  # one MTCNN call per size in the chunk, not one per photo
+    assert list(out["error"] != "") == [False] * 6 + [True, False]
+    assert "no face" in out["error"][6]                 # the faceless photo keeps its own reason
+    expected = [model.answer_reads(rows.iloc[[i]], [found])["eyes"][0] for i, found in enumerate(alone)]
+    np.testing.assert_allclose(out["pred_eyes"][out["error"] == ""].astype(float),
+                               [e for e in expected if e is not None], atol=1e-6)
+    # the served model reads a request's photos the same way: one call for the six portraits and the blank
+    spy.calls.clear()
+    request = pd.DataFrame({"image": [open(p, "rb").read() for p in paths[:7]], "kind": "photo"})
+    served = model.predict(None, request)
+    assert spy.calls == [7] and list(served["error"] != "") == [False] * 6 + [True]
+    # a call holds at most MAX_BATCH_PIXELS: 3 photos of 200x200 here
+    spy.calls.clear()
+    monkeypatch.setattr(faces, "MAX_BATCH_PIXELS", 3 * 200 * 200)
+    model.read_all([open(p, "rb").read() for p in paths[:7]], ["photo"] * 7)
+    assert spy.calls == [3, 3, 1]
+
+
+def test_a_detector_failure_in_a_batch_fails_only_the_odd_photo(tmp_path, monkeypatch):
+    from faceattr.data import faces
+
+    model = eyes_photo_model()
+    paths = portraits(tmp_path / "photos")[:6]
+    Image.open(paths[1]).convert("RGB").crop((0, 0, 200, 199)).save(tmp_path / "odd.png")   # 200x199: "odd"
+    spy = DetectorSpy(fails_on=(199, 200))
+    monkeypatch.setattr(faces, "detector", lambda: spy)
+    found = model.read_all([open(p, "rb").read() for p in [*paths, str(tmp_path / "odd.png")]], ["photo"] * 7)
+    assert [isinstance(f, DataError) for f in found] == [False] * 6 + [True]
+    assert "the face detector failed on this photo (ValueError: odd photo)" in str(found[6])

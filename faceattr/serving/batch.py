@@ -5,8 +5,9 @@ column (relative to the manifest's folder) and optionally `kind`, `gender` (male
 per row; its other columns (labels) are carried through to the output.
 
 The photos are cut into chunks of `batch_size`; each worker process (one per core) loads the model once
-and answers whole chunks through `FaceattrModel.read` and `answer_reads`, as the served model does: the
-file's bytes decoded, the face detected (MTCNN), the region cut, the gender input, one batched predict.
+and answers whole chunks through `FaceattrModel.read_all` and `answer_reads`, as the served model does: the
+files' bytes decoded, the faces detected (MTCNN, one batch per chunk), the regions cut, the gender inputs,
+one batched predict.
 Worker processes rather than threads: MTCNN (TensorFlow) and dlib hold the interpreter, and TensorFlow is
 given one thread per process so the processes, not TF's thread pool, use the cores. Spark's engine
 (serving/spark.py) runs the same model the same way, a chunk being an Arrow batch.
@@ -98,16 +99,16 @@ def _start_worker(model_dir: str) -> None:
 def answer_chunk(model, rows: list[dict]) -> tuple[pd.DataFrame, dict]:
     """The model's answer (with `error`) for rows of (path, kind, ...), and the seconds spent per stage."""
     profile: dict[str, float] = {}
-    reads = []
+    raws = []
     for row in rows:
         try:
             with open(row["path"], "rb") as fh:
-                raw = fh.read()
-            reads.append(model.read(served.photo_bytes(raw), row.get("kind"), profile))
+                raws.append(served.photo_bytes(fh.read()))
         except OSError as exc:
-            reads.append(DataError(f"cannot read file ({exc.strerror or exc})"))
+            raws.append(DataError(f"cannot read file ({exc.strerror or exc})"))
         except DataError as exc:
-            reads.append(exc)
+            raws.append(exc)
+    reads = model.read_all(raws, [row.get("kind") for row in rows], profile)
     frame = pd.DataFrame(rows, columns=[c for c in rows[0] if c in INPUT_COLUMNS])
     return model.answer_reads(frame, reads, profile), profile
 
@@ -127,7 +128,9 @@ def score(model, rows: pd.DataFrame, batch_size: int = 64, progress: bool = True
     from tqdm import tqdm
 
     records = [{k: v for k, v in r.items() if k in INPUT_COLUMNS or k == "path"} for r in rows.to_dict("records")]
-    size = max(1, min(batch_size, -(-len(records) // (4 * workers))))   # a few chunks per worker: all busy to the end
+    size = batch_size if workers <= 1 else max(1, min(batch_size, -(-len(records) // (4 * workers))))
+    # several workers: a few chunks each, so all are busy to the end; one: whole batches (MTCNN's and
+    # the model's cost per photo falls with the batch)
     chunks = [records[i:i + size] for i in range(0, len(records), size)]
     workers = max(1, min(workers, len(chunks)))
     started = time.perf_counter()

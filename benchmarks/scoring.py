@@ -40,6 +40,7 @@ os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{STORE}/mlflow.db")
 from benchmarks.common import REPO, SHARED, append_results, machine  # noqa: E402
 
 FACES = SHARED / "utkface-gender"
+SCRIPT = Path(__file__).resolve()
 
 
 # --- the models ------------------------------------------------------------------------------------
@@ -192,6 +193,8 @@ def main() -> int:
     args = parser.parse_args()
     import pandas as pd
 
+    os.chdir(STORE)   # MLflow's default artifact root (./mlruns) then lands in the temporary store, not the repo
+
     machine_line = machine()
     uri, before_uri = served_model(args.gender_photos, args.epochs, args.before)
     labels = pd.read_csv(FACES / "labels.csv").head(args.photos)
@@ -219,7 +222,7 @@ def main() -> int:
     spark = {}
     for n in (1, 2):
         with PeakMemory() as memory:
-            seconds, out = timed_command([python, __file__, "--spark-job", f"local[{n}]", str(work / "first.csv"),
+            seconds, out = timed_command([python, str(SCRIPT), "--spark-job", f"local[{n}]", str(work / "first.csv"),
                                           str(work / "rest.csv"), uri, str(work / f"spark{n}")])
             spark[n] = {**json.loads(out.strip().splitlines()[-1]), "process": seconds,
                         "worker_mb": memory.worst("pyspark.daemon"), "jvm_mb": memory.worst("java")}

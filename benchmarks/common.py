@@ -52,9 +52,12 @@ def gpu_names() -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
+SCRIPT = os.path.abspath(sys.argv[0])   # taken at import: a benchmark may change its working directory later
+
+
 def command_line() -> str:
     """The command that ran this script, as a reader would type it."""
-    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
+    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(SCRIPT, REPO), *sys.argv[1:]])
 
 
 def append_results(title: str, lines: list[str], notes: str = "") -> None:

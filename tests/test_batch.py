@@ -203,6 +203,12 @@ def test_a_chunks_whole_photos_are_detected_together_and_answered_like_one_at_a_
     monkeypatch.setattr(faces, "MAX_BATCH_PIXELS", 3 * 200 * 200)
     model.read_all([open(p, "rb").read() for p in paths[:7]], ["photo"] * 7)
     assert spy.calls == [3, 3, 1]
+    # a request's photos are held decoded WINDOW_PIXELS at a time: 2 photos here, with the same answers
+    spy.calls.clear()
+    monkeypatch.setattr(served_module, "WINDOW_PIXELS", 2 * 200 * 200)
+    windowed = model.predict(None, request)
+    assert spy.calls == [2, 2, 2, 1]
+    pd.testing.assert_frame_equal(windowed, served)
 
 
 def test_a_detector_failure_in_a_batch_fails_only_the_odd_photo(tmp_path, monkeypatch):

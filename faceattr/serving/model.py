@@ -57,6 +57,7 @@ KINDS = ("crop", "photo")
 ERROR = "error"   # the answer's column saying why a row has no values ("" where it has them)
 MAX_ROWS = int(os.environ.get("FACEATTR_MAX_ROWS", "1024"))
 MAX_IMAGE_MB = float(os.environ.get("FACEATTR_MAX_IMAGE_MB", "8"))
+WINDOW_PIXELS = 64_000_000   # photos held decoded at once while a request's faces are found (~190 MB of RGB)
 # Set to a folder, every load of the Keras models writes a file named after its process there: how
 # tests and `faceattr predict --engine spark` count loads (one per worker process, not per task).
 LOAD_LOG = "FACEATTR_LOAD_LOG"
@@ -259,30 +260,40 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
     def read_all(self, raws: list, kinds: list, profile: dict | None = None) -> list:
         """`read` for many photos at once, a Reading or the DataError saying why not in each photo's place
         (a DataError among `raws` is a row refused already, kept in its place). The whole photos' faces are
-        found together: MTCNN batches photos of one size, ~5x cheaper per photo than one at a time."""
-        decoded: list = []
-        for raw, kind in zip(raws, kinds):
+        found together: MTCNN batches photos of one size, ~5x cheaper per photo than one at a time. Photos
+        are decoded into windows of at most WINDOW_PIXELS, so a request of big photos is not all held
+        decoded at once."""
+        readings: list = [None] * len(raws)
+        window, pixels = [], 0
+        for i, (raw, kind) in enumerate(zip(raws, kinds)):
             try:
                 if isinstance(raw, DataError):
                     raise raw
                 kind = self._kind(kind)
                 with timed(profile, "decode"):
-                    decoded.append((kind, self._decode(raw)))
+                    image = self._decode(raw)
             except DataError as exc:
-                decoded.append(exc)
-        searched = self.record.kind.needs_face(self.record.region) or self.gender_model is not None
-        whole = [i for i, item in enumerate(decoded) if not isinstance(item, DataError) and item[0] == "photo"]
-        with timed(profile, "detect"):
-            found = dict(zip(whole, faces.find_subjects([decoded[i][1] for i in whole]) if searched else []))
-        readings = []
-        for i, item in enumerate(decoded):
-            try:
-                if isinstance(item, DataError):
-                    raise item
-                readings.append(self._read_decoded(*item, found.get(i, {}), profile))
-            except DataError as exc:
-                readings.append(exc)
+                readings[i] = exc
+                continue
+            window.append((i, kind, image))
+            pixels += image.width * image.height
+            if pixels >= WINDOW_PIXELS:
+                self._read_window(window, readings, profile)
+                window, pixels = [], 0
+        self._read_window(window, readings, profile)
         return readings
+
+    def _read_window(self, window: list, readings: list, profile: dict | None) -> None:
+        """readings[i] for each decoded (i, kind, image) of `window`, its whole photos' faces found in one go."""
+        searched = self.record.kind.needs_face(self.record.region) or self.gender_model is not None
+        whole = [(i, image) for i, kind, image in window if kind == "photo"] if searched else []
+        with timed(profile, "detect"):
+            found = dict(zip([i for i, _ in whole], faces.find_subjects([image for _, image in whole])))
+        for i, kind, image in window:
+            try:
+                readings[i] = self._read_decoded(kind, image, found.get(i, {}), profile)
+            except DataError as exc:
+                readings[i] = exc
 
     def _kind(self, kind) -> str:
         kind = kind if isinstance(kind, str) and kind else "crop"

@@ -37,10 +37,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 STORE = tempfile.mkdtemp(prefix="faceattr-scoring-")
 os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{STORE}/mlflow.db")
 
-from benchmarks.common import REPO, SHARED, append_results, machine  # noqa: E402
+from benchmarks.common import REPO, SCRIPT, SHARED, append_results, machine  # noqa: E402
 
 FACES = SHARED / "utkface-gender"
-SCRIPT = Path(__file__).resolve()
 
 
 # --- the models ------------------------------------------------------------------------------------

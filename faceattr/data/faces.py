@@ -194,29 +194,36 @@ def store_detection(cache_dir: Path, sha1: str, detection: dict) -> None:
     os.replace(tmp, path)
 
 
+def detect_each(images: list[Image.Image]) -> list[dict]:
+    """`detect` with each photo's failure kept to itself: a batch MTCNN fails on is retried photo by photo,
+    and a photo it still fails on gets {"error": ...} instead of faces, so one odd photo stops neither a data
+    set nor a request."""
+    if not images:
+        return []
+    try:
+        return detect(images)
+    except Exception as exc:  # noqa: BLE001 - MTCNN's own errors on an odd photo must not fail the others
+        if len(images) > 1:
+            return [found for image in images for found in detect_each([image])]
+        return [{"error": f"detector failed on this photo ({type(exc).__name__}: {exc})"}]
+
+
 def detect_photos(images: list[Image.Image], digests: list[str], cache_dir: Path | None = None) -> list[dict]:
-    """`detect`'s result for each photo, from the cache by its content's sha1 (`digests`), else found by
-    MTCNN (photos of one size batched together) and stored. A detector crash on one odd photo gives
-    {"error": ...} for its group, not an exception."""
+    """`detect_each`'s result for each photo, from the cache by its content's sha1 (`digests`), else found
+    by MTCNN and stored (a failure, {"error": ...}, is not stored)."""
     cache_dir = cache_dir or detection_cache()
     found: dict[str, dict] = {}
-    todo: dict[tuple, dict[str, Image.Image]] = {}
+    todo: dict[str, Image.Image] = {}
     for image, sha1 in zip(images, digests):
         hit = found.get(sha1) or cached_detection(cache_dir, sha1)
         if hit is not None:
             found[sha1] = {**hit, "cached": True}
-            continue
-        scale = min(1.0, MAX_SIDE / max(image.size))
-        todo.setdefault((round(image.width * scale), round(image.height * scale)), {})[sha1] = image
-    for group in todo.values():
-        try:
-            detections = detect(list(group.values()))
-        except Exception as exc:  # noqa: BLE001 - one odd photo must not stop a data set
-            detections = [{"error": f"detector failed ({type(exc).__name__}: {exc})"} for _ in group]
-        for sha1, detection in zip(group, detections):
-            if "error" not in detection:
-                store_detection(cache_dir, sha1, detection)
-            found[sha1] = detection
+        else:
+            todo[sha1] = image
+    for sha1, detection in zip(todo, detect_each(list(todo.values()))):
+        if "error" not in detection:
+            store_detection(cache_dir, sha1, detection)
+        found[sha1] = detection
     return [found[sha1] for sha1 in digests]
 
 
@@ -255,18 +262,13 @@ def find_regions(image) -> dict[str, str]:
 
 
 def find_subjects(images: list[Image.Image]) -> list[dict[str, str] | DataError]:
-    """`find_regions` for many RGB photos, detected together (MTCNN batches photos of one size): per photo
-    its boxes, or the DataError saying why there are none (NoFace, SeveralFaces, the detector failing on
-    it). A detector failure in a batch is retried photo by photo, so only the odd photo fails."""
-    try:
-        detections = detect(images)
-    except Exception as exc:  # noqa: BLE001 - MTCNN's own errors on an odd photo must not fail the others
-        if len(images) > 1:
-            return [found for image in images for found in find_subjects([image])]
-        return [DataError(f"the face detector failed on this photo ({type(exc).__name__}: {exc})")]
+    """`find_regions` for many RGB photos, detected together (`detect_each`): per photo its boxes, or the
+    DataError saying why there are none (NoFace, SeveralFaces, the detector failing on it)."""
     out: list[dict[str, str] | DataError] = []
-    for detection in detections:
+    for detection in detect_each(images):
         try:
+            if "error" in detection:
+                raise DataError(f"the face {detection['error']}")
             face = choose_face(detection)
             out.append({**region_boxes(face), FACES: str(face[FACES])})
         except DataError as exc:

@@ -1,7 +1,8 @@
-# One command each: `make eyes` installs (once) and then runs exactly the README's mlflow run line.
+# One command each: `make eyes` installs (once) and then trains experiments/eyes.yaml through MLproject's
+# generic entry (`mlflow run . -e train -P experiment=eyes`); every experiments/*.yaml has its target.
 VENV ?= .venv
 EPOCHS ?= 40
-EXPERIMENTS := eyes mouth background gender
+EXPERIMENTS := $(sort $(basename $(notdir $(wildcard experiments/*.yaml))))
 
 .PHONY: install test $(EXPERIMENTS)
 
@@ -12,7 +13,7 @@ $(VENV)/bin/faceattr: pyproject.toml
 	touch $@
 
 $(EXPERIMENTS): install
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" mlflow run . -e $@ -P epochs=$(EPOCHS) --env-manager local --experiment-name $@
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" mlflow run . -e train -P experiment=$@ -P epochs=$(EPOCHS) --env-manager local --experiment-name $@
 
 test: install
 	$(VENV)/bin/python -m pytest

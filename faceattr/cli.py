@@ -106,13 +106,17 @@ def load_config(args, extra: list[str]) -> dict:
 
 
 def cmd_train(args, extra) -> int:
+    from faceattr import tasks
     from faceattr.experiment import train
     from faceattr.tracking.outbox import http_defaults
 
     http_defaults()   # a dead tracking server is noticed in seconds, not minutes (faceattr/tracking/outbox.py)
-    outcome = train(load_config(args, extra), register=args.register, few_photos=args.register_few_photos)
-    shown = {k: round(v, 4) for k, v in outcome.metrics.items()
-             if k in ("val_mse", "baseline_ratio", "val_accuracy", "test_mse", "test_accuracy", "collapse_std_ratio")}
+    config = load_config(args, extra)
+    outcome = train(config, register=args.register, few_photos=args.register_few_photos)
+    task = tasks.of(config)   # its headline follows its declared target (age: val_mae in years)
+    headline = [*task.headline, f"val_{task.accuracy_key}"]
+    headline += [f"test_{k[4:]}" for k in headline if k.startswith("val_")] + ["collapse_std_ratio"]
+    shown = {k: round(outcome.metrics[k], 4) for k in dict.fromkeys(headline) if k in outcome.metrics}
     leans = outcome.tags.get(names.LEANS_ON_GENDER)   # regressions only (faceattr/views.py)
     print(f"faceattr: done: {shown} collapsed={outcome.tags[names.COLLAPSED]}"
           + (f" leans_on_gender={leans}" if leans else "") + f" model={outcome.model_uri}"
@@ -178,11 +182,15 @@ def cmd_sync(args, extra) -> int:
 
 
 def cmd_experiments(args, extra) -> int:
-    from faceattr import models
+    from faceattr import models, tasks
 
     for name in config_module.available():
         cfg = config_module.load(name)
-        print(f"{name:12s} {cfg['task']:15s} region={cfg['region']:6s} widths={models.widths(cfg)}")
+        target = cfg["target"]
+        bounds = tasks.of(cfg).label_ranges()[target["column"]]   # None: not a number (gender, person)
+        answers = target["column"] + (f" {bounds[0]:g}..{bounds[1]:g} {target['unit'] or ''}" if bounds else "")
+        print(f"{name:12s} {cfg['task']:15s} answers={answers.strip():22s} region={cfg['region']:6s} "
+              f"widths={models.widths(cfg)}" + (f"  ({target['reads']})" if target["reads"] else ""))
     return 0
 
 
@@ -221,7 +229,7 @@ def cmd_tune(args, extra) -> int:
 def add_registry_parsers(sub) -> None:
     promote = sub.add_parser("promote", help="judge a registered version against the champion; move "
                                              "@champion (and stage Production) if it wins (exit 3: refused)")
-    promote.add_argument("model", help="registered model (eyes, mouth, background, gender)")
+    promote.add_argument("model", help=f"registered model ({', '.join(config_module.policies())})")
     promote.add_argument("--version", default="", help="version to judge (default: the newest)")
     promote.add_argument("--dry-run", dest="dry_run", nargs="?", const="true", default="false",
                          help="decide and report, move nothing")

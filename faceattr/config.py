@@ -1,8 +1,9 @@
 """Experiment configuration: load `experiments/<name>.yaml`, merge defaults, apply overrides, validate.
 
 A config is a plain nested dict: the schema's dump, every key present, so readers index it
-(`config["train"]["augment"]`) and no default is restated where it is read. Every problem raises
-`ConfigError` naming the key at fault.
+(`config["train"]["augment"]`) and no default is restated where it is read. Every default lives in the
+schema below (an experiment's sections) or in its backbone's module (`model:`, faceattr/models); every
+problem raises `ConfigError` naming the key at fault.
 """
 
 from __future__ import annotations
@@ -13,43 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from faceattr import tasks
+from faceattr import models, tasks
 from faceattr.data.regions import REGION_SIZES
 from faceattr.errors import ConfigError
+from faceattr.models.transfer import alpha_choice as _alpha
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 POLICY_DIR = Path(__file__).resolve().parent.parent / "registry"     # promotion policies: <model>.yaml
 REGIONS = tuple(REGION_SIZES)
-MOBILENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
-NO_WEIGHTS = (None, "none", "None", "")
-
-# The seeds' training schedule; an experiment YAML overrides any of it. `min_delta`: a smaller drop
-# of val_loss is no improvement (without it, 1e-6-sized gains at the floor LR keep runs going to the end).
-DEFAULTS: dict[str, Any] = {
-    # persons: how many people the synthetic photos show (None: the generator's default)
-    # min_photos: a model trained on fewer is logged but not registered under the experiment's shared name
-    # (`faceattr train --register-few-photos` registers it): below 100, validation and test hold ~15 photos
-    # each, and one photo moves their accuracy by 7 points
-    "data": {"source": "synthetic", "size": 2000, "seed": 0, "rounded": True, "persons": None,
-             "image_region": None, "folders": None, "gender": "auto", "min_photos": 100,
-             "split": "auto",  # auto | person | phash | content: see data/loading.split_names
-             "sets": None},    # several data sets at once (DataSet below); a YAML may write `data:` as their list
-    "model": {"dropout": 0.25},
-    "train": {"epochs": 40, "batch_size": 32, "learning_rate": 1e-3, "seed": 0,
-              "lr_factor": 0.1, "lr_patience": 3, "min_lr": 1e-6,
-              "early_stopping_patience": 6, "min_delta": 1e-4, "verbose": 2,
-              "augment": False},  # random flip/shift/brightness on the training split (pipeline.to_tf_dataset)
-    # collapse: the model's predictions on validation have less than this share of the labels' spread
-    # gallery: how many validation photos the error gallery shows (0: none, for photos a team may not copy
-    # into its tracking store); slices: label columns to report metrics for besides gender, each with band
-    # edges for numbers or null (evaluate.slice_labels); min_slice: smaller slices are reported, not gated
-    # landmark_baseline: log the eye / mouth aspect-ratio baseline on whole faces (evaluate.landmark_baseline)
-    "evaluation": {"collapse_threshold": 0.25, "first_outputs": 15, "gallery": 16, "slices": {}, "min_slice": 20,
-                   "landmark_baseline": False},
-    "search": {},
-}
 
 # `-P name=value` shortcuts shared by every entry point.
 SHORTCUTS = {"epochs": "train.epochs", "batch_size": "train.batch_size", "seed": "train.seed",
@@ -61,6 +35,11 @@ SHORTCUTS = {"epochs": "train.epochs", "batch_size": "train.batch_size", "seed":
 def available() -> list[str]:
     """Names of the experiments shipped in `experiments/`."""
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+
+
+def policies() -> list[str]:
+    """Names of the registered models with a promotion policy in `registry/`."""
+    return sorted(p.stem for p in POLICY_DIR.glob("*.yaml"))
 
 
 def load(name_or_path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -80,7 +59,7 @@ def load(name_or_path: str, overrides: dict[str, Any] | None = None) -> dict[str
     if isinstance(raw.get("data"), list):   # `data: [set, set]`: the sets, every other data key its default
         raw["data"] = {"sets": raw["data"]}
     _resolve_sets(raw.get("data"), path.parent)
-    config = _merge(copy.deepcopy(DEFAULTS), raw)
+    config = _merge(defaults(raw), raw)
     given = {SHORTCUTS.get(k, k): v for k, v in (overrides or {}).items()
              if not (k in SHORTCUTS and v == "")}   # MLproject passes "" for a shortcut left at its default
     if "model.backbone" in given:
@@ -98,17 +77,42 @@ def _resolve_sets(data, folder: Path) -> None:
             entry["source"] = str((folder / entry["source"]).resolve())
 
 
+def defaults(raw: dict | None = None) -> dict[str, Any]:
+    """Every key's default, from the schema: each section's fields, and the `model:` fields its backbone's
+    schema gives a default (the backbone `raw` names, else its task's first)."""
+    out = {name: field.annotation().model_dump() for name, field in Experiment.model_fields.items()
+           if name in SECTIONS}
+    out["model"] = _optional_fields(_backbone_module(raw or {}))
+    return out
+
+
+SECTIONS = ("data", "train", "evaluation", "search")   # the sections whose every key has a default
+
+
+def _backbone_module(raw: dict):
+    task = tasks.TASKS.get(raw.get("task"))
+    name = (raw.get("model") or {}).get("backbone", task.backbones[0] if task else None)
+    return models.BACKBONES.get(name)
+
+
+def _optional_fields(module) -> dict:
+    """The `model:` fields a backbone's schema gives a default (the others an experiment must name)."""
+    if module is None:
+        return {}
+    return {name: copy.deepcopy(field.default) for name, field in module.Schema.model_fields.items()
+            if not field.is_required() and name != "backbone"}
+
+
 def switch_backbone(config: dict, backbone: Any) -> None:
-    """`-P model.backbone=NAME`: a backbone of another kind starts from its own defaults
-    (BACKBONE_DEFAULTS), since the YAML's model keys belong to the backbone it names."""
-    task = tasks.TASKS.get(config.get("task"))
-    before = config["model"].get("backbone", task.backbones[0] if task else None)
+    """`-P model.backbone=NAME`: a backbone of another module starts from its own defaults (its schema's,
+    then its SWITCH_DEFAULTS), since the YAML's model keys belong to the backbone it names."""
+    before = _backbone_module(config)
     set_key(config, "model.backbone", backbone)
-    after = config["model"]["backbone"]
-    if after in BACKBONE_DEFAULTS and MODEL_SCHEMAS.get(before) is not MODEL_SCHEMAS[after]:
-        defaults = copy.deepcopy(BACKBONE_DEFAULTS[after])
-        config["model"] = {**defaults["model"], "backbone": after}
-        config["train"].update(defaults.get("train", {}))
+    after = models.BACKBONES.get(config["model"]["backbone"])
+    if after is not None and after is not before and after.SWITCH_DEFAULTS:
+        switched = copy.deepcopy(after.SWITCH_DEFAULTS)
+        config["model"] = {**_optional_fields(after), **switched["model"], "backbone": config["model"]["backbone"]}
+        config["train"].update(switched.get("train", {}))
 
 
 def set_key(config: dict, dotted: str, value: Any) -> None:
@@ -132,19 +136,23 @@ def set_key(config: dict, dotted: str, value: Any) -> None:
 
 def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     """Check every key against the schema below (and the task's own rules); return the validated config
-    (a plain nested dict with every key present, each default filled in from DEFAULTS or the schema) or
-    raise ConfigError naming the dotted key at fault."""
+    (a plain nested dict with every key present, each default filled in from the schema) or raise
+    ConfigError naming the dotted key at fault."""
     def fail(key: str, why: str):
         raise ConfigError(f"{source}: {key}: {why}")
 
     checked = _check(Experiment, config, "", source).model_dump()
     task = tasks.TASKS[checked["task"]]
-    if checked["target"] not in task.targets:
-        fail("target", f"{checked['target']!r} is not a {task.name} target ({', '.join(task.targets)})")
+    column = checked["target"]["column"]
+    if task.targets and column not in task.targets:
+        fail("target.column", f"{column!r} is not a {task.name} target ({', '.join(task.targets)})")
+    if not task.targets and column in NOT_TARGETS:
+        fail("target.column", f"{column!r} is not a label a {task.name} can learn (it is read as an input "
+                              f"or describes the photo: {', '.join(NOT_TARGETS)})")
     backbone = checked["model"].setdefault("backbone", task.backbones[0])   # the task's default backbone
     if backbone not in task.backbones:
         fail("model.backbone", f"{backbone!r}: the {task.name} task takes {', '.join(task.backbones)}")
-    model = checked["model"] = _check(MODEL_SCHEMAS[backbone], checked["model"], "model.", source).model_dump()
+    model = checked["model"] = _check(models.BACKBONES[backbone].Schema, checked["model"], "model.", source).model_dump()
     if task.reads_gender and backbone == "cnn" and model["dense_1"] is None:
         fail("model.dense_1", "missing: the layer after the gender input needs a width")
     filters = checked["search"]["filters"]
@@ -183,18 +191,6 @@ Interval = Annotated[list[float], Field(min_length=2, max_length=2), AfterValida
 Choices = Annotated[list[PositiveInt], Field(min_length=1)]
 
 
-def _alpha(value: float) -> float:
-    if value not in MOBILENET_ALPHAS:
-        raise ValueError(f"must be one of {', '.join(map(str, MOBILENET_ALPHAS))}")
-    return value
-
-
-def _weights(value: str | None) -> str | None:
-    if value not in NO_WEIGHTS and value != "imagenet" and not Path(value).expanduser().is_file():
-        raise ValueError(f"no weights file {value!r} (use imagenet, none or an existing .weights.h5)")
-    return value
-
-
 def _even(value: int) -> int:
     if value % 2:
         raise ValueError("must be an even integer >= 10")
@@ -215,20 +211,25 @@ class DataSet(_Section):
 
 
 class Data(_Section):
-    source: Annotated[str, Field(min_length=1)]   # synthetic, or a manifest CSV / folder
-    size: Annotated[int, Field(ge=10), AfterValidator(_even)]
-    seed: int
-    rounded: bool
-    persons: PositiveInt | None
-    image_region: Literal[REGIONS] | None
-    folders: dict[str, dict[str, Any]] | None
-    gender: Literal["auto", "model", "labels", "unknown"]
-    split: Literal["auto", "person", "phash", "content"]   # data/splits.split_names
-    min_photos: PositiveInt
+    source: Annotated[str, Field(min_length=1)] = "synthetic"   # synthetic, or a manifest CSV / folder
+    size: Annotated[int, Field(ge=10), AfterValidator(_even)] = 2000   # synthetic photos
+    seed: int = 0
+    rounded: bool = True
+    persons: PositiveInt | None = None   # how many people the synthetic photos show (None: the generator's default)
+    image_region: Literal[REGIONS] | None = None
+    folders: dict[str, dict[str, Any]] | None = None
+    gender: Literal["auto", "model", "labels", "unknown"] = "auto"
+    split: Literal["auto", "person", "phash", "content"] = "auto"   # data/splits.split_names
+    # a model trained on fewer photos is logged but not registered under the experiment's shared name
+    # (`faceattr train --register-few-photos` registers it): below 100, validation and test hold ~15 photos
+    # each, and one photo moves their accuracy by 7 points
+    min_photos: PositiveInt = 100
+    random_labels: bool = False        # synthetic photos, a target they do not draw: random labels (smoke runs)
     person: str | int | None = None    # identity: the target person
     unseen_share: Share | None = None  # identity: share of the other people never seen in training
     holdout: Share | None = None       # identity: share of each seen person's photos held out
-    sets: Annotated[list[DataSet], Field(min_length=1)] | None = None   # several sets (then `source` is unused)
+    # several data sets at once (then `source` is unused); a YAML may write `data:` as their list
+    sets: Annotated[list[DataSet], Field(min_length=1)] | None = None
 
 
 class Augment(_Section):    # data/augment.py
@@ -243,17 +244,20 @@ class Augment(_Section):    # data/augment.py
 
 
 class Train(_Section):
-    epochs: PositiveInt
-    batch_size: PositiveInt
-    learning_rate: Share
-    seed: int
-    lr_factor: Share
-    lr_patience: PositiveInt
-    min_lr: Annotated[float, Field(ge=0)]
-    early_stopping_patience: PositiveInt
-    min_delta: Annotated[float, Field(ge=0)]
-    verbose: Literal[0, 1, 2]
-    augment: bool | Augment
+    """The seeds' training schedule; an experiment YAML overrides any of it."""
+    epochs: PositiveInt = 40
+    batch_size: PositiveInt = 32
+    learning_rate: Share = 1e-3
+    seed: int = 0
+    lr_factor: Share = 0.1
+    lr_patience: PositiveInt = 3
+    min_lr: Annotated[float, Field(ge=0)] = 1e-6
+    early_stopping_patience: PositiveInt = 6
+    # a smaller drop of val_loss is no improvement (without it, 1e-6-sized gains at the floor LR keep runs
+    # going to the end)
+    min_delta: Annotated[float, Field(ge=0)] = 1e-4
+    verbose: Literal[0, 1, 2] = 2
+    augment: bool | Augment = False   # random flips, shifts, lighting on the training split (data/augment.py)
     balance: Literal["class_weight", "none"] = "class_weight"   # identity: ~1:30 positives
 
 
@@ -264,12 +268,17 @@ def _rising(edges: list[float]) -> list[float]:
 
 
 class Evaluation(_Section):
-    collapse_threshold: Share
-    first_outputs: PositiveInt
-    gallery: Annotated[int, Field(ge=0)]
-    slices: dict[str, Annotated[list[float], Field(min_length=1), AfterValidator(_rising)] | None]
-    min_slice: PositiveInt
-    landmark_baseline: bool = False
+    # collapsed: the model's predictions on validation have less than this share of the labels' spread
+    collapse_threshold: Share = 0.25
+    first_outputs: PositiveInt = 15
+    # how many validation photos the error gallery shows (0: none, for photos a team may not copy into its
+    # tracking store)
+    gallery: Annotated[int, Field(ge=0)] = 16
+    # label columns to report metrics for besides gender, each with band edges for numbers or null
+    # (evaluate.slice_labels); smaller slices than min_slice are reported, not gated
+    slices: dict[str, Annotated[list[float], Field(min_length=1), AfterValidator(_rising)] | None] = {}
+    min_slice: PositiveInt = 20
+    landmark_baseline: bool = False   # log the eye / mouth aspect-ratio baseline on whole faces
 
 
 class Search(_Section):    # what `faceattr tune` may vary (tuning/space.py)
@@ -282,62 +291,32 @@ class Search(_Section):    # what `faceattr tune` may vary (tuning/space.py)
     learning_rate: Interval | None = None
 
 
+# Manifest columns that are no regression's label: inputs (gender), who and where a photo is, its boxes.
+NOT_TARGETS = ("path", "gender", "person", "image_region", "cut_by", "row", "set", "weight", "split", "cut")
+
+
+class Target(_Section):
+    """What the model answers (tasks.Target): declared once, here; `target: eyes` is `target: {column: eyes}`."""
+    column: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]   # label and answer column
+    range: Interval = [0.0, 1.0]       # labels outside it are refused before any compute; answers are clipped
+    unit: str | None = None            # an amount's unit (years): judged by its MAE; None: a score read at the middle
+    reads: str = ""                    # how the answer reads, for people: "1 smiling, 0 not"
+
+
+def _target(value):
+    return {"column": value} if isinstance(value, str) else value
+
+
 class Experiment(_Section):
     name: str
     task: Literal[tuple(tasks.TASKS)]
-    target: str
+    target: Annotated[Target, BeforeValidator(_target)]
     region: Literal[REGIONS]
     data: Data
-    model: dict[str, Any]     # checked against its backbone's schema below
+    model: dict[str, Any]     # checked against its backbone's schema (faceattr/models: each module's Schema)
     train: Train
     evaluation: Evaluation
     search: Search
-
-
-class Conv(_Section):
-    filters: PositiveInt
-    padding: Literal["same", "valid"] = "valid"
-    pool: bool = False
-
-
-class CnnModel(_Section):
-    """The seeds' CNNs (models/cnn.py)."""
-    backbone: Literal["cnn"] = "cnn"
-    conv: Annotated[list[Conv], Field(min_length=1)]
-    dropout: Dropout
-    dense_0: PositiveInt
-    dense_1: PositiveInt | None = None   # the regressions': after the gender input
-
-
-class FaceDescriptorModel(_Section):
-    """dlib's pretrained face descriptor, frozen, and a trained head (models/face_head.py)."""
-    backbone: Literal["dlib-resnet"]
-    head: Literal["auto"] | list[PositiveInt] = "auto"     # auto: no hidden layer (the seeds' one unit)
-    dropout: Dropout
-
-
-class TransferModel(_Section):
-    """A keras.applications backbone and a trained head (models/transfer.py)."""
-    backbone: Literal["mobilenetv2", "vgg16"]
-    weights: Annotated[str | None, AfterValidator(_weights)]   # imagenet | none | a .weights.h5 path
-    input_size: Literal["auto"] | Annotated[int, Field(ge=32)] = "auto"
-    alpha: Annotated[float, AfterValidator(_alpha)] = 1.0
-    head: Literal["auto"] | list[PositiveInt] = "auto"
-    pooling: Literal["auto", "avg", "max", "flatten"] = "auto"
-    dropout: Dropout
-    trainable: Literal["auto"] | bool = "auto"
-
-
-MODEL_SCHEMAS: dict[str, type[BaseModel]] = {"cnn": CnnModel, "mobilenetv2": TransferModel, "vgg16": TransferModel,
-                                              "dlib-resnet": FaceDescriptorModel}
-# The model section a backbone starts from when `-P model.backbone=` switches to it from another kind.
-# Only backbones an experiment can be switched to from another kind need an entry (the transfer
-# backbones are identity's own YAML). A head on frozen face descriptors (a few hundred weights) learns
-# at 1e-2: at the CNNs' 1e-3, early stopping ended identity runs on synthetic persons at ROC AUC 0.84
-# where 1e-2 reached 1.0 (40 epochs).
-BACKBONE_DEFAULTS = {
-    "dlib-resnet": {"model": {"head": "auto", "dropout": 0.2}, "train": {"learning_rate": 0.01}},
-}
 
 
 # --- promotion policies (registry/<model>.yaml, read by faceattr/promotion.py) ---
@@ -500,7 +479,8 @@ def from_params(params: dict[str, str], source: str = "run params") -> dict[str,
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = _param_value(text)
-    return validate(_merge(copy.deepcopy(DEFAULTS), _lists(tree)), source)
+    tree = _lists(tree)
+    return validate(_merge(defaults(tree), tree), source)
 
 
 def _config_key(parts: list[str]) -> bool:
@@ -508,10 +488,12 @@ def _config_key(parts: list[str]) -> bool:
     fields = Experiment.model_fields
     if parts[0] not in fields:
         return False
+    if parts == ["target"]:                          # logged before targets were declared: `target: eyes`
+        return True
     section = fields[parts[0]].annotation
     if not (isinstance(section, type) and issubclass(section, BaseModel)) and parts[0] != "model":
         return len(parts) == 1                       # name, task, target, region
-    known = ({f for schema in MODEL_SCHEMAS.values() for f in schema.model_fields} if parts[0] == "model"
+    known = ({f for module in models.MODULES for f in module.Schema.model_fields} if parts[0] == "model"
              else section.model_fields)
     return len(parts) > 1 and parts[1] in known
 

@@ -85,15 +85,18 @@ def collapse_check(predictions, labels, threshold: float) -> tuple[float, bool]:
     return ratio, collapsed
 
 
-def regression_metrics(y_pred, y_true, gender, y_train, gender_train) -> dict[str, float]:
-    """`mse`, the baseline figures and `baseline_ratio` = baseline_mse / mse."""
+def regression_metrics(y_pred, y_true, gender, y_train, gender_train, decision: float | None = 0.5) -> dict[str, float]:
+    """`mse`, `mae`, the baseline figures and `baseline_ratio` = baseline_mse / mse; for a score (`decision`:
+    the middle of its range, where its answer turns from no to yes) `accuracy_at_0_5`; an amount (age,
+    `decision=None`) has no side to be on."""
     y_pred, y_true = np.asarray(y_pred, float).reshape(-1), np.asarray(y_true, float)
     mse = skm.mean_squared_error(y_true, y_pred)
     base = baseline(y_train, gender_train, y_true, gender)
     out = {"mse": mse, "mae": skm.mean_absolute_error(y_true, y_pred), **base}
     out["baseline_ratio"] = base["baseline_mse"] / mse if mse > 0 else float("inf")
     # accuracy at 0.5: the label's side of 0.5 (for 0/1 labels such as eye-state open/closed)
-    out["accuracy_at_0_5"] = skm.accuracy_score(y_true >= 0.5, y_pred >= 0.5)
+    if decision is not None:
+        out["accuracy_at_0_5"] = skm.accuracy_score(y_true >= decision, y_pred >= decision)
     return out
 
 

@@ -234,7 +234,7 @@ def assess(model: keras.Model, config: dict, splits: dict[str, Split]) -> Assess
             metrics["collapse_std_ratio"] = ratio
             tags = {names.COLLAPSED: str(collapsed).lower(), "collapse_threshold": str(threshold)}
     if config["evaluation"]["landmark_baseline"]:
-        metrics.update(evaluate.landmark_baseline(config["target"], splits))
+        metrics.update(evaluate.landmark_baseline(task.target.column, splits))
     if task.pooled_prefixes:  # figures over validation + test together (identity: seen/unseen people)
         pooled = Split.concat([splits[name] for name in found])
         judged = evaluate.evaluate(task, np.concatenate(list(found.values())), pooled, train, threshold, served)

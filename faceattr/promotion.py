@@ -228,7 +228,7 @@ def judge_version(version, data: EvalSet, collapse_threshold: float) -> dict:
 
 def photo_set(source: str, cfg: dict) -> pd.DataFrame:
     """The labelled whole photos of `source` (a manifest or folder), validated before anything is scored."""
-    return manifest.load_dataset(source, targets=(cfg["target"],), region="photo", image_region="photo")
+    return manifest.load_dataset(source, targets=tasks.of(cfg).label_ranges(), region="photo", image_region="photo")
 
 
 def held_out_photos(data: EvalSet) -> pd.DataFrame:
@@ -246,7 +246,7 @@ def judge_photos(version, frame: pd.DataFrame, cfg: dict) -> dict:
     photos_n; photos_scored_share (photos it answered: no face or several faces count against it);
     photos_accuracy (on the label's side of 0.5) and photos_mae over the answered ones; or
     photos_refusal (the reason) when the model refuses whole photos."""
-    task, target = tasks.of(cfg), cfg["target"]
+    task = tasks.of(cfg)
     served = serving.load(f"models:/{version.name}/{str(version.version)}")
     out = {"photos_n": len(frame)}
     refusal = served.record.photo_refusal()
@@ -258,10 +258,12 @@ def judge_photos(version, frame: pd.DataFrame, cfg: dict) -> dict:
     answered = (scored["error"] == "").to_numpy()
     out["photos_scored_share"] = float(answered.mean())
     if answered.any():
-        column = task.answer_columns(target)[0][1]      # the task's score: the value, p_female, p_person
+        column = task.answer_columns(task.target.column)[0][1]   # the task's score: the value, p_female, p_person
         found = scored.loc[answered, ANSWER_PREFIX + column].astype(float).to_numpy()
         truth = task.truth(task.labels(frame, cfg))[answered]
-        out["photos_accuracy"] = float(np.mean((found >= 0.5) == (truth >= 0.5)))
+        if task.target.is_score:   # an amount (age in years) has no side: its MAE judges it
+            middle = task.target.middle
+            out["photos_accuracy"] = float(np.mean((found >= middle) == (truth >= middle)))
         out["photos_mae"] = float(np.mean(np.abs(found - truth)))
     return out
 

@@ -17,7 +17,9 @@ from faceattr.data.regions import MADE_BY, photo_refusal
 from faceattr.errors import DataError
 from faceattr.models import inputs
 
-FORMAT = 1   # the record's format; a change that old readers cannot follow bumps it, and `read` upgrades
+# The record's format; a change that old readers cannot follow bumps it, and `read` upgrades.
+# 2: a regression's declared range and unit (`target_range`, `unit`; format 1 answered 0..1 scores only).
+FORMAT = 2
 
 
 class Crops(BaseModel):
@@ -33,7 +35,9 @@ class ModelRecord(BaseModel):
     faceattr: str | None = __version__   # the faceattr that logged it; None: logged before the record
     name: str                            # the experiment's name
     task: str
-    target: str
+    target: str                          # the answer's column (tasks.Target.column)
+    target_range: tuple[float, float] | None = None   # a regression's declared range; None: 0..1 or no range
+    unit: str | None = None              # an amount's unit (age: years); None: a score
     region: str
     reads: str = inputs.IMAGE.name       # the Keras model's input kind (faceattr/models/inputs.py)
     gender_reads: str | None = None      # the bundled gender model's input kind; None: no gender model
@@ -74,7 +78,10 @@ class ModelRecord(BaseModel):
 def make(config: dict, gender_model=None, served: dict | None = None, made_by: str | None = None) -> ModelRecord:
     """The record of a model trained with `config` (packaging): `served` its settings chosen on validation
     (tasks.Task.calibrate), `made_by` how its training crops were made (regions.MADE_BY)."""
-    return ModelRecord(name=config["name"], task=config["task"], target=config["target"], region=config["region"],
+    target = tasks.of(config).target
+    declared = {} if target.range == (0.0, 1.0) else {"target_range": target.range}
+    return ModelRecord(name=config["name"], task=config["task"], target=target.column, unit=target.unit, **declared,
+                       region=config["region"],
                        reads=models.input_kind(config).name,
                        gender_reads=None if gender_model is None else inputs.of_model(gender_model).name,
                        crops=None if made_by is None else Crops(region=config["region"], made_by=made_by),

@@ -9,6 +9,7 @@ YAML in experiments/. (Backbones, the other axis, live in faceattr/models.)
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,38 @@ from faceattr.features.face_descriptor import cosine_baseline_scores
 
 
 @dataclass(frozen=True)
+class Target:
+    """What a model answers, as its experiment declares it (`target:` in experiments/NAME.yaml): the data
+    sets' label column (also the served answer's column), the labels' range (refused outside it, answers
+    clipped to it), the unit of an amount (`years`; None: a 0..1 score read at the middle of its range)
+    and how the answer reads, in words. Manifest validation, the served columns, the headline metric and
+    the smoke data follow from it."""
+    column: str
+    range: tuple[float, float] = (0.0, 1.0)
+    unit: str | None = None
+    reads: str = ""
+
+    @classmethod
+    def of(cls, declared) -> "Target":
+        """A config's `target` (a mapping, or a bare column name) or a served model's settings."""
+        if isinstance(declared, Target):
+            return declared
+        if isinstance(declared, str):
+            return cls(declared)
+        return cls(declared["column"], tuple(declared.get("range") or (0.0, 1.0)), declared.get("unit"),
+                   declared.get("reads") or "")
+
+    @property
+    def is_score(self) -> bool:
+        """A score (no unit) is read as yes / no at the middle of its range (eyes open, smiling)."""
+        return self.unit is None
+
+    @property
+    def middle(self) -> float:
+        return (self.range[0] + self.range[1]) / 2
+
+
+@dataclass(frozen=True)
 class Output:
     """The model's last layer: `units` outputs with `activation`, named `layer`."""
     units: int
@@ -32,13 +65,14 @@ class Output:
 
 class Task:
     name: str
-    targets: tuple[str, ...]
+    targets: tuple[str, ...]        # the label columns it can learn; empty: any its experiment declares
+    target: Target | None = None    # the declared target of this experiment (`of`)
     output: Output
     loss: str
     compile_metrics: tuple[str, ...] = ()
     reads_gender = False            # the model's second input is [p_male, p_female]
     backbones: tuple[str, ...] = ("cnn",)   # the first is the default (models.BACKBONES)
-    headline: tuple[str, ...]       # what a search reports for its best trial (the first orders repeats)
+    headline_metrics: tuple[str, ...]   # `headline` (a regression's follow its target)
     accuracy_key = "accuracy"       # the share of photos on the right side of 0.5
     balances_classes = False        # `train.balance` applies (class weights are logged)
     pooled_prefixes: tuple[str, ...] = ()   # metrics also reported over validation + test together
@@ -48,6 +82,20 @@ class Task:
     def labels(self, frame: pd.DataFrame, config: dict) -> np.ndarray:
         """What the model learns for these rows."""
         raise NotImplementedError
+
+    def label_ranges(self) -> dict[str, tuple[float, float] | None]:
+        """The label columns a data set must hold, each with the range its numbers must lie in (None: not
+        a number, e.g. gender's male / female): what data/manifest.validate checks before any compute."""
+        return {self.target.column: None}
+
+    @property
+    def headline(self) -> tuple[str, ...]:
+        """What a search reports for its best trial and `faceattr train` prints (the first orders repeats)."""
+        return self.headline_metrics
+
+    def finish(self, model):
+        """The built Keras model, with anything the task's output needs after the backbone's last layer."""
+        return model
 
     def scores(self, outputs) -> np.ndarray:
         """The model's raw outputs -> one number per photo (what is served and collapse-checked)."""
@@ -114,41 +162,76 @@ class Task:
 
 
 class Regression(Task):
-    """background / eyes / mouth openness in 0..1 from a crop and the gender probability (the seeds')."""
+    """A declared target's value from a crop (or a face descriptor) and the gender probability (the seeds'
+    background / eyes / mouth openness in 0..1; smiling, glasses; age in years)."""
     name = "regression"
-    targets = ("background", "eyes", "mouth")
+    targets = ()
     # Linear: a sigmoid under MSE saturates on labels that are mostly 1.0 (eyes) and the model collapses
-    # to a constant within the first epoch; the served value is clipped to 0..1 (`scores`).
+    # to a constant within the first epoch; the served value is clipped to the target's range (`scores`).
     output = Output(1, None, "dense_final")
     loss = "mse"
     reads_gender = True
-    headline = ("val_mse", "baseline_ratio")
+    backbones = ("cnn", "dlib-resnet")
+    headline_metrics = ("val_mse", "baseline_ratio")
     accuracy_key = "accuracy_at_0_5"
-    slice_metrics = ("mse", "mae", "baseline_ratio", "accuracy_at_0_5")
+    slice_metrics_of_scores = ("mse", "mae", "baseline_ratio", "accuracy_at_0_5")
+
+    @property
+    def slice_metrics(self):
+        scored = self.target is None or self.target.is_score
+        return self.slice_metrics_of_scores if scored else self.slice_metrics_of_scores[:3]
+
+    @property
+    def headline(self):
+        """An amount (age in years) is judged by its mean absolute error, in its unit."""
+        return self.headline_metrics if self.target is None or self.target.is_score else ("val_mae", "baseline_ratio")
+
+    def label_ranges(self):
+        return {self.target.column: self.target.range}
 
     def labels(self, frame, config):
-        return frame[config["target"]].to_numpy(np.float32)
+        return frame[self.target.column].to_numpy(np.float32)
+
+    def finish(self, model):
+        """A target other than 0..1 (age: 0..120 years) is learnt on the 0..1 scale and answered in its
+        own: a fixed layer after the output maps 0..1 onto the range, so the loss' steps are the same size
+        for every target and the Keras model itself answers years."""
+        low, high = self.target.range
+        if (low, high) == (0.0, 1.0):
+            return model
+        import keras
+
+        scaled = keras.layers.Rescaling(high - low, offset=low, name="to_target_range")(model.outputs[0])
+        return keras.Model(model.inputs, scaled, name=model.name)
 
     def scores(self, outputs):
-        return np.clip(np.asarray(outputs, np.float64).reshape(-1), 0.0, 1.0)
+        low, high = self.target.range if self.target else (0.0, 1.0)
+        return np.clip(np.asarray(outputs, np.float64).reshape(-1), low, high)
 
     def metrics(self, scores, labels, frame, train_labels, train_frame, served):
         none = [None] * len(frame)
         return evaluate.regression_metrics(scores, labels, frame.get("gender", none), train_labels,
-                                           train_frame.get("gender", [None] * len(train_frame)))
+                                           train_frame.get("gender", [None] * len(train_frame)),
+                                           decision=self.target.middle if self.target.is_score else None)
 
     def answer_columns(self, target):
         return [("double", target)]
 
     def mistakes(self, scores, labels, frame, n, served):
-        """The answers on the wrong side of 0.5, the largest errors first: the mistakes `accuracy_at_0_5`
-        counts (open read as closed, closed as open). The largest errors alone would be label rounding:
-        eye-state's half-open photos are labelled 0.5 and a model answering 0.9 is right by that measure
-        (0.5 counts as open), yet such photos filled the whole gallery."""
-        truth = self.truth(labels)
-        wrong = np.flatnonzero((scores >= 0.5) != (truth >= 0.5))
-        worst = wrong[np.argsort(-np.abs(scores[wrong] - truth[wrong]), kind="stable")][:n]
-        return [(int(i), f"true {truth[i]:.2f}\npredicted {scores[i]:.2f}") for i in worst]
+        """A score's gallery: the answers on the wrong side of the middle, the largest errors first (the
+        mistakes `accuracy_at_0_5` counts: open read as closed, closed as open), among labels that have a
+        side: a half-open eye labelled 0.5 is on neither, and a model answering 0.3 or 0.9 for it is right
+        by that measure. An amount's gallery (age): the largest errors in its unit."""
+        truth, target = self.truth(labels), self.target
+        if target.is_score:
+            sided = truth != target.middle
+            rows = np.flatnonzero(sided & ((scores >= target.middle) != (truth >= target.middle)))
+        else:
+            rows = np.arange(len(truth))
+        worst = rows[np.argsort(-np.abs(scores[rows] - truth[rows]), kind="stable")][:n]
+        unit = f" {target.unit}" if target.unit else ""
+        digits = 2 if target.is_score else 1
+        return [(int(i), f"true {truth[i]:.{digits}f}{unit}\npredicted {scores[i]:.{digits}f}{unit}") for i in worst]
 
     def loss_baseline(self, split, train):
         """The per-gender-mean baseline's MSE over all validation rows: what val_loss (an MSE over rows) is."""
@@ -157,7 +240,7 @@ class Regression(Task):
                                  split.labels, split.frame.get("gender", none))["baseline_mse_pooled"]
 
     def answer(self, scores, spec):
-        return pd.DataFrame({spec["target"]: scores})
+        return pd.DataFrame({self.target.column: scores})
 
 
 class Gender(Task):
@@ -168,7 +251,7 @@ class Gender(Task):
     loss = "categorical_crossentropy"
     compile_metrics = ("accuracy",)
     backbones = ("cnn", "dlib-resnet")
-    headline = ("val_accuracy",)
+    headline_metrics = ("val_accuracy",)
     slice_metrics = ("accuracy", "log_loss")
 
     def labels(self, frame, config):
@@ -214,7 +297,7 @@ class Identity(Task):
     loss = "binary_crossentropy"
     compile_metrics = ("accuracy",)
     backbones = ("mobilenetv2", "vgg16", "dlib-resnet")
-    headline = ("val_roc_auc", "val_accuracy")
+    headline_metrics = ("val_roc_auc", "val_accuracy")
     slice_metrics = ("accuracy", "roc_auc", "precision", "recall")
     balances_classes = True
     pooled_prefixes = ("seen_", "unseen_")   # few photos per split: judge people over both
@@ -308,5 +391,17 @@ TASKS: dict[str, Task] = {task.name: task for task in (Regression(), Gender(), I
 
 
 def of(config: dict) -> Task:
-    """The task an experiment config (or a served model's spec) names."""
-    return TASKS[config["task"]]
+    """The task an experiment config (or a served model's settings) names, for the target it declares."""
+    declared = config.get("target")
+    if isinstance(declared, str):   # a served model's record (its settings), or a bare column name
+        declared = {"column": declared, "range": config.get("target_range"), "unit": config.get("unit")}
+    return _for_target(config["task"], Target.of(declared) if declared is not None else None)
+
+
+@functools.lru_cache(maxsize=None)
+def _for_target(task: str, target: Target | None) -> Task:
+    """One task object per declared target (frozen, so a config read twice gets the same object)."""
+    base = TASKS[task]
+    copy = object.__new__(type(base))
+    copy.__dict__.update(base.__dict__, target=target or (Target(base.targets[0]) if base.targets else None))
+    return copy

@@ -47,7 +47,7 @@ def show(run: tracking.Run, model, config: dict, splits: dict[str, Split], found
     run.set_tags(tags)
     figures = {LEARNING_CURVES: plots.learning_curves(history, task.loss_baseline(val, train)),
                PREDICTED_VS_TRUE: plots.predicted_vs_true(
-                   task.truth(val.labels), found["val"], val.frame.get("gender"), config["target"])}
+                   task.truth(val.labels), found["val"], val.frame.get("gender"), task.target.column)}
     if evaluation["gallery"]:
         chosen = task.mistakes(found["val"], val.labels, val.frame, evaluation["gallery"], served)
         figures[GALLERY] = plots.error_gallery(

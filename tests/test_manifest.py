@@ -63,11 +63,12 @@ def test_every_bad_row_in_one_error(tmp_path):
     message = str(info.value)
     assert "4 bad rows, nothing was trained" in message
     lines = message.splitlines()[1:]
-    assert len(lines) == 4
-    assert "row 3 images/missing.png: file not found" in lines[0]
-    assert "row 4 images/c.jpg: unreadable image" in lines[1]
-    assert "row 5 images/d.png: eyes=1.7 is outside 0..1" in lines[2]
-    assert "row 6 images/e.png: eyes is NaN" in lines[3]
+    assert len(lines) == 5   # the target's bad labels under their column, then the other bad rows
+    assert lines[0] == "  column `eyes`: 2 of 5 rows hold no number in 0..1:"
+    assert "row 5 images/d.png: eyes=1.7 is outside 0..1" in lines[1]
+    assert "row 6 images/e.png: eyes is NaN" in lines[2]
+    assert "row 3 images/missing.png: file not found" in lines[3]
+    assert "row 4 images/c.jpg: unreadable image" in lines[4]
 
 
 def test_not_a_number_and_empty_label(tmp_path):

@@ -75,11 +75,16 @@ def test_gender_weight_tells_a_per_gender_mean_from_a_model_that_reads_the_photo
 # --- what counts as wrong, per task ---------------------------------------------------------------------
 
 def test_each_task_shows_its_own_worst_answers():
-    # a regression's mistakes are answers on the wrong side of 0.5 (accuracy_at_0_5), largest error first: a
-    # half-open photo (label 0.5) answered 0.95 is right by that measure, and not label rounding in the gallery
-    regression = tasks.TASKS["regression"].mistakes(np.array([0.95, 0.9, 0.2, 0.45, 0.3]),
-                                                    np.array([0.5, 0.0, 1.0, 0.5, 0.2]), None, 3, {})
-    assert [i for i, _ in regression] == [1, 2, 3] and "true 0.00" in regression[0][1]
+    # a score's mistakes are answers on the wrong side of 0.5 (accuracy_at_0_5), largest error first, among
+    # labels with a side: a half-open photo (label 0.5) is on neither, whether answered 0.95 or 0.45
+    eyes = tasks.of({"task": "regression", "target": "eyes"})
+    regression = eyes.mistakes(np.array([0.95, 0.9, 0.2, 0.45, 0.3, 0.6]),
+                               np.array([0.5, 0.0, 1.0, 0.5, 0.2, 0.0]), None, 3, {})
+    assert [i for i, _ in regression] == [1, 2, 5] and "true 0.00" in regression[0][1]
+    # an amount (age in years, declared in its YAML) has no side: its largest errors, in its unit
+    age = tasks.of({"task": "regression", "target": {"column": "age", "range": [0, 120], "unit": "years"}})
+    found = age.mistakes(np.array([30.0, 52.0, 41.0, 20.0]), np.array([31.0, 40.0, 60.0, 20.5]), None, 2, {})
+    assert [i for i, _ in found] == [2, 1] and "true 60.0 years" in found[0][1]
     gender = tasks.TASKS["classification"]
     one_hot = np.eye(2)[[0, 0, 1, 1]]                          # male, male, female, female
     found = gender.mistakes(np.array([0.6, 0.99, 0.9, 0.3]), one_hot, None, 10, {})

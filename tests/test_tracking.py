@@ -1,6 +1,5 @@
 """tracking.py details that a whole training run would not pin down."""
 
-import copy
 import json
 import time
 from types import SimpleNamespace
@@ -93,7 +92,7 @@ def test_the_validated_config_is_logged_whole_and_read_back_by_promotion(mlflow_
 def test_a_run_logged_before_config_json_is_read_from_its_params(mlflow_store):
     """Older runs logged the merged, unvalidated config as params (no backbone, no padding/pool keys),
     beside params that name no config key."""
-    raw = config_module._merge(copy.deepcopy(config_module.DEFAULTS), {
+    raw = config_module._merge(config_module.defaults(), {
         "name": "eyes", "task": "regression", "target": "eyes", "region": "eye",
         "data": {"source": "old.csv", "folders": {"open": {"eyes": 1.0}}, "split": "phash"},
         "model": {"conv": [{"filters": 8}, {"filters": 16, "pool": True}], "dropout": 0.1, "dense_0": 32,
@@ -110,3 +109,5 @@ def test_a_run_logged_before_config_json_is_read_from_its_params(mlflow_store):
                                "conv": [{"filters": 8, "padding": "valid", "pool": False},
                                         {"filters": 16, "padding": "valid", "pool": True}]}
     assert config["train"]["min_lr"] == 1e-6 and config["evaluation"]["slices"] == {}
+    # `target: eyes`, logged as one param before targets were declared, reads as the declared 0..1 score
+    assert config["target"] == {"column": "eyes", "range": [0.0, 1.0], "unit": None, "reads": ""}

@@ -94,7 +94,8 @@ SYNTHETIC_SETTINGS = ("data.size", "data.seed", "data.rounded", "data.persons")
 def open_data(config: dict, task) -> Data:
     """Read, validate (every bad row in one DataError, before any training) and decode the data;
     `task.split` deals the rows (faceattr/tasks.py), set by set when there are several."""
-    data, target, region = config["data"], config["target"], config["region"]
+    data, region = config["data"], config["region"]
+    target = task.label_ranges()   # {column: declared range}: what every set's labels are checked against
     left_out: list[dict] = []
     if data.get("sets"):
         if data["source"] != "synthetic":
@@ -106,7 +107,8 @@ def open_data(config: dict, task) -> Data:
         csv = synthetic.default_dataset(size=data["size"], seed=data["seed"], rounded=data["rounded"],
                                         n_persons=data["persons"])
         name = csv.parent.name
-        frame = manifest.load_dataset(csv, targets=(target,), region=region, image_region="photo")
+        frame = smoke_labels(manifest.read_data_set(csv, image_region="photo"), target, data)
+        frame = manifest.validate(frame, targets=target, region=region, source=str(csv))
     else:
         source = Path(data["source"]).expanduser()
         name = source.stem if source.suffix else source.name
@@ -114,7 +116,7 @@ def open_data(config: dict, task) -> Data:
             source = source / region  # a `faceattr prepare` output: one folder of ready crops per region
         elif source.is_dir() and not (source / "labels.csv").is_file() and (source / "photo" / "labels.csv").is_file():
             source = source / "photo"  # ... whose whole photos and boxes serve a region cut twice (each eye)
-        frame = manifest.load_dataset(source, targets=(target,), region=region,
+        frame = manifest.load_dataset(source, targets=target, region=region,
                                       image_region=data.get("image_region"), folders=data.get("folders"))
     if len(frame) < 10:
         raise DataError(f"{data['source']}: {len(frame)} images; at least 10 are needed to split and train")
@@ -141,13 +143,34 @@ def open_data(config: dict, task) -> Data:
     return Data(name=name, source=source, frame=frame, images=images, left_out=left_out)
 
 
+def smoke_labels(frame: pd.DataFrame, targets: dict, data: dict) -> pd.DataFrame:
+    """Synthetic photos for a target the generator does not draw (smiling, age): with `data.random_labels`,
+    labels drawn uniformly in the target's declared range (seeded by `data.seed`), for a smoke run that
+    checks the plumbing, not the model; without it, an error saying what the photos do carry."""
+    missing = [column for column in targets if column not in frame]
+    if not missing:
+        return frame
+    if not data["random_labels"]:
+        raise DataError(f"synthetic photos carry no `{missing[0]}` label (they have "
+                        f"{', '.join(c for c in frame.columns if not c.endswith(('_box', '_true')) and c not in ('row', 'path', 'image_region'))}): "
+                        f"train on a data set that holds it, or set data.random_labels=true for a smoke run "
+                        f"(random labels in the declared range)")
+    rng = np.random.default_rng([data["seed"], 7])
+    drawn = {}
+    for column in missing:
+        if targets[column] is None:
+            raise DataError(f"synthetic photos carry no `{column}`, and it is not a number to draw at random")
+        drawn[column] = rng.uniform(*targets[column], size=len(frame))
+    return frame.assign(**drawn)
+
+
 def _rows_of_sets(frame: pd.DataFrame) -> list[np.ndarray]:
     """Each set's rows, in the order of `data.sets`."""
     names = frame[SET].to_numpy(object)
     return [np.flatnonzero(names == name) for name in dict.fromkeys(names)]
 
 
-def read_sets(sets: list[dict], target: str, region: str) -> tuple[pd.DataFrame, list[dict]]:
+def read_sets(sets: list[dict], targets: dict, region: str) -> tuple[pd.DataFrame, list[dict]]:
     """Several data sets as one manifest with `set` and `weight` columns, and the photos left out.
 
     First every set is read and its labels checked (a missing set or a set without the target's label
@@ -166,9 +189,10 @@ def read_sets(sets: list[dict], target: str, region: str) -> tuple[pd.DataFrame,
         except DataError as exc:
             raise DataError(f"{where}: {exc}") from None
         frame = frame.assign(**(entry.get("labels") or {}))
-        if target not in frame or frame[target].isna().all():
-            raise DataError(f"{where}: no `{target}` label (columns: {', '.join(frame.columns.drop(['row'], errors='ignore'))}); "
-                            f"give every photo one with `labels: {{{target}: VALUE}}`")
+        for target in targets:
+            if target not in frame or frame[target].isna().all():
+                raise DataError(f"{where}: no `{target}` label (columns: {', '.join(frame.columns.drop(['row'], errors='ignore'))}); "
+                                f"give every photo one with `labels: {{{target}: VALUE}}`")
         if entry.get("size"):   # a stable part: the same photos whatever the file's order
             keep = sorted(frame.index, key=lambda r: hashlib.sha1(str(frame.at[r, "path"]).encode()).hexdigest())
             frame = frame.loc[sorted(keep[:entry["size"]])]
@@ -178,7 +202,7 @@ def read_sets(sets: list[dict], target: str, region: str) -> tuple[pd.DataFrame,
         uncut = region != "photo" and (frame["image_region"] == "photo").any() and \
             any(c not in frame for c in box_columns(region))
         try:
-            frame = manifest.validate(frame, targets=(target,), region="photo" if uncut else region, source=where)
+            frame = manifest.validate(frame, targets=targets, region="photo" if uncut else region, source=where)
         except DataError as exc:
             raise DataError(str(exc)) from None
         if uncut:

@@ -2,8 +2,8 @@
 
 The DataFrame contract the rest of faceattr consumes: one row per image with
 - `path`: absolute path string;
-- label columns as present: `background`, `eyes`, `mouth` (float 0..1), `gender` ('male'/'female'/None),
-  `person` (str);
+- the experiment's target column (a number in its declared range: tasks.Target), `gender`
+  ('male'/'female'/None), `person` (str), and any other columns as read (numbers where they all parse);
 - `image_region`: 'photo' (a whole photo; crops come from box columns) or 'face'/'eyes'/'mouth' (a crop);
 - optional `face_box`, `eyes_box`, `mouth_box`, `eye_left_box`, `eye_right_box`: "x0 y0 x1 y1" pixel strings;
 - optional `cut_by`: `faceattr` where the crops were cut by faceattr's own crop code (`faceattr prepare`
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,19 +24,20 @@ import pandas as pd
 from faceattr.data.regions import CUTS, REGION_SIZES, box_columns, load_rgb, parse_box
 from faceattr.errors import DataError
 
-TARGET_COLUMNS = ("background", "eyes", "mouth")
 GENDERS = ("male", "female")
-LABEL_COLUMNS = (*TARGET_COLUMNS, "gender", "person")
+TEXT_LABELS = ("gender", "person")   # checked whenever present: the gender input, who a photo shows
 BOX_COLUMNS = tuple(column for r in REGION_SIZES if r != "photo" for column in box_columns(r))
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 MAX_LISTED = 1000  # bad rows listed in one error; beyond that the message stops being readable
+LISTED_ROWS = 10   # rows named per target column with bad labels (the rest are counted)
 _GENDER_ALIASES = {"male": "male", "m": "male", "female": "female", "f": "female"}
 
 
-def read_manifest(csv_path, *, targets=(), image_region=None, gender_map=None) -> pd.DataFrame:
+def read_manifest(csv_path, *, targets=None, image_region=None, gender_map=None) -> pd.DataFrame:
     """Read a labels CSV (`path` relative to the CSV's folder, plus label columns).
 
-    Paths are resolved; `image_region` (from the experiment YAML) overrides the column (default: the CSV's
+    `targets` maps each label column the experiment needs to its range (tasks.Task.label_ranges); a
+    missing one is an error naming the file. Paths are resolved; `image_region` (from the experiment YAML) overrides the column (default: the CSV's
     `image_region` column if present, else 'photo'). Gender values male/female (any case) and M/F are
     normalised; `gender_map` maps other raw values first (e.g. {0: "male", 1: "female"}). Values that stay
     unknown are kept as they are for validate() to report. Does NOT open images (see validate).
@@ -63,14 +65,9 @@ def read_manifest(csv_path, *, targets=(), image_region=None, gender_map=None) -
         mapping = {str(k).strip().lower(): v for k, v in (gender_map or {}).items()}
         raw = [mapping.get(v.lower(), v) if v is not None else None for v in df["gender"]]
         df["gender"] = pd.Series([_norm_gender(v) for v in raw], index=df.index, dtype=object)
-    for column in TARGET_COLUMNS:
-        if column in df.columns:
-            numbers = pd.to_numeric(df[column], errors="coerce")
-            if numbers.notna().all():  # else keep the text, for validate() to report "empty"/"not a number"
-                df[column] = numbers.astype(float)
-    known = {"row", "path", "image_region", "cut_by", *LABEL_COLUMNS, *BOX_COLUMNS}
-    for column in df.columns.difference(list(known)):  # extra columns (age, ...): numbers when all parse
-        numbers = pd.to_numeric(df[column], errors="coerce")
+    known = {"row", "path", "image_region", "cut_by", *TEXT_LABELS, *BOX_COLUMNS}
+    for column in df.columns.difference(list(known)):  # labels (eyes, age, ...): numbers when all parse, else
+        numbers = pd.to_numeric(df[column], errors="coerce")   # the text, for validate() to name the bad cells
         if numbers.notna().sum() == df[column].notna().sum():
             df[column] = numbers
     if "image_region" in df.columns:
@@ -114,8 +111,9 @@ def read_folders(root, folders: dict[str, dict], *, image_region=None) -> pd.Dat
 def validate(df: pd.DataFrame, *, targets, region, source="") -> pd.DataFrame:
     """Check every row before training; raise ONE DataError listing every bad row, in row order.
 
-    Checks: label columns for the targets exist; each file exists and really decodes (thread pool);
-    target labels are numbers in 0..1 (gender male/female, person non-empty); gender values are known;
+    `targets`: {label column: (low, high) or None} (tasks.Task.label_ranges). Checks: the targets' label
+    columns exist; each file exists and really decodes (thread pool); a target with a range holds a
+    number in it on every row (gender male/female, person non-empty); gender values are known;
     image_region is a region name and fits `region`; whole photos have a parseable `<region>_box`.
     Returns a copy with normalised dtypes (labels float, gender 'male'/'female'/None).
     """
@@ -136,27 +134,33 @@ def validate(df: pd.DataFrame, *, targets, region, source="") -> pd.DataFrame:
         )
 
     paths = [str(p) if isinstance(p, (str, os.PathLike)) and str(p) else "" for p in df["path"]]
+    targets = _ranges(targets)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         image_problems = list(pool.map(_image_problem, paths))
 
-    problems = []  # (row label, reasons), in DataFrame order
+    where = [_where(record, paths[i], df.attrs.get("root")) for i, (_, record) in enumerate(df.iterrows())]
+    bad_labels = _bad_target_labels(df, targets, where)     # {column: [(row, reason)]}
+    problems = []  # (row label, reasons) of everything else, in DataFrame order
+    texts = {c: None for c in TEXT_LABELS if c in df.columns and c not in targets}
     for i, (_, record) in enumerate(df.iterrows()):
         reasons = [image_problems[i]] if image_problems[i] else []
-        for column in (c for c in LABEL_COLUMNS if c in df.columns):
-            reason = _label_problem(column, record[column], required=column in targets)
+        for column, bounds in texts.items():
+            reason = _label_problem(column, record[column], bounds, required=False)
             if reason:
                 reasons.append(reason)
         reasons += _region_problems(record, region)
         if reasons:
-            problems.append((_where(record, paths[i], df.attrs.get("root")), reasons))
-    if problems:
-        lines = [f"  {where}: {'; '.join(reasons)}" for where, reasons in problems[:MAX_LISTED]]
+            problems.append((where[i], reasons))
+    if problems or bad_labels:
+        rows = len({row for bad in bad_labels.values() for row, _ in bad} | {row for row, _ in problems})
+        lines = [_label_lines(column, bad, targets[column], len(df)) for column, bad in bad_labels.items()]
+        lines += [f"  {row}: {'; '.join(reasons)}" for row, reasons in problems[:MAX_LISTED]]
         if len(problems) > MAX_LISTED:
             lines.append(f"  ... and {len(problems) - MAX_LISTED} more bad rows")
-        noun = "bad row" if len(problems) == 1 else "bad rows"
-        raise DataError(f"{source}: {len(problems)} {noun}, nothing was trained:\n" + "\n".join(lines))
+        noun = "bad row" if rows == 1 else "bad rows"
+        raise DataError(f"{source}: {rows} {noun}, nothing was trained:\n" + "\n".join(lines))
 
-    for column in (c for c in TARGET_COLUMNS if c in df.columns):
+    for column in (c for c, bounds in targets.items() if bounds is not None):
         df[column] = pd.to_numeric(df[column], errors="coerce").astype(float)
     # object dtype so that a missing gender/person is None, as the contract says, not a NaN
     if "gender" in df.columns:
@@ -194,7 +198,7 @@ def load_dataset(source, *, targets, region, image_region=None, folders=None, ge
     return validate(df, targets=targets, region=region, source=df.attrs["source"])
 
 
-def read_data_set(source, *, targets=(), image_region=None, folders=None, gender_map=None) -> pd.DataFrame:
+def read_data_set(source, *, targets=None, image_region=None, folders=None, gender_map=None) -> pd.DataFrame:
     """Read a data set without opening its images (validate does): a CSV path, a folder with labels.csv, or
     a folder + `folders` mapping. `attrs["source"]`: the file or folder read, for messages."""
     path = Path(source)
@@ -216,8 +220,35 @@ def read_data_set(source, *, targets=(), image_region=None, folders=None, gender
 # --- helpers ---------------------------------------------------------------------------------------
 
 
+def _bad_target_labels(df: pd.DataFrame, targets: dict, where: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """Each target column's rows whose label is empty, not a number or outside its declared range."""
+    out = {}
+    for column, bounds in targets.items():
+        bad = [(where[i], reason) for i, value in enumerate(df[column])
+               if (reason := _label_problem(column, value, bounds, required=True))]
+        if bad:
+            out[column] = bad
+    return out
+
+
+def _label_lines(column: str, bad: list[tuple[str, str]], bounds, rows: int) -> str:
+    """The column, how many of its rows are bad and the first LISTED_ROWS of them."""
+    wanted = "label" if bounds is None else f"number in {bounds[0]:g}..{bounds[1]:g}"
+    shown = "\n".join(f"    {row}: {reason}" for row, reason in bad[:LISTED_ROWS])
+    more = f"\n    ... and {len(bad) - LISTED_ROWS} more" if len(bad) > LISTED_ROWS else ""
+    return f"  column `{column}`: {len(bad)} of {rows} rows hold no {wanted}:\n{shown}{more}"
+
+
+def _ranges(targets) -> dict:
+    """{column: range or None}; a bare column name is a 0..1 score (as `target: eyes` declares one), gender
+    and person are text."""
+    if isinstance(targets, Mapping):
+        return dict(targets)
+    return {t: None if t in TEXT_LABELS else (0.0, 1.0) for t in targets}
+
+
 def _check_columns(df: pd.DataFrame, targets, source) -> None:
-    missing = [t for t in targets if t not in df.columns]
+    missing = [t for t in (targets or ()) if t not in df.columns]
     if missing:
         raise DataError(
             f"{source}: no label column {', '.join(map(repr, missing))} for the target(s); "
@@ -255,12 +286,13 @@ def _image_problem(path: str) -> str | None:
     return None
 
 
-def _label_problem(column: str, value, *, required: bool) -> str | None:
-    if column in ("gender", "person") and _is_missing(value):
+def _label_problem(column: str, value, bounds, *, required: bool) -> str | None:
+    """Why `value` is no label for `column` (`bounds`: its declared range; None: text), or None."""
+    if column in TEXT_LABELS and _is_missing(value):
         return f"{column} is empty" if required else None
     if column == "gender":
         return None if _norm_gender(value) in GENDERS else f"gender={value!r} is not male/female (or M/F)"
-    if column == "person":
+    if bounds is None:
         return None
     if value is None or (isinstance(value, str) and not value.strip()):
         return f"{column} is empty" if required else None
@@ -270,8 +302,9 @@ def _label_problem(column: str, value, *, required: bool) -> str | None:
         return f"{column}={value!r} is not a number"
     if math.isnan(number):
         return f"{column} is NaN" if required else None
-    if not 0.0 <= number <= 1.0:
-        return f"{column}={value} is outside 0..1"
+    low, high = bounds
+    if not low <= number <= high:
+        return f"{column}={value} is outside {low:g}..{high:g}"
     return None
 
 

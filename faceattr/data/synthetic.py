@@ -25,7 +25,6 @@ from faceattr.data.regions import eye_boxes, lips_box
 from faceattr.errors import ConfigError
 
 GENERATOR_VERSION = 4  # bump when drawing, labelling or the manifest's columns change (v4: the lips', each eye's box)
-LABEL_COLUMNS = ("background", "eyes", "mouth", "gender", "person")
 BOX_COLUMNS = ("face_box", "eyes_box", "mouth_box", "lips_box", "eye_left_box", "eye_right_box")
 
 PHOTO = 120  # photo side, pixels

@@ -1,22 +1,24 @@
 """Keras models (pure Keras 3, so they run under any backend), one module per backbone.
 
-A backbone module has `build(model, region, name, task)`, `describe(model)` (the widths in one
-short string, for run names), `declare(hp, model, search)` / `apply(model, values)` (what
-`faceattr tune` may vary) and, when its model does not take the crop, `READS` (its input's name). The task gives the output layer (faceattr/tasks.py); the experiment's
-`model.backbone` picks the backbone (default: the task's first). A new backbone is one module here,
-one line in BACKBONES and its schema in faceattr/config.py.
+A backbone module declares itself: `NAMES` (the `model.backbone` values it builds), `Schema` (its
+`model:` section, defaults included; faceattr/config.py checks an experiment's against it), `READS` (its
+input kind, models/inputs.py), `SWITCH_DEFAULTS` (what `-P model.backbone=` starts from when it switches
+an experiment of another backbone to it), `build(model, region, name, task)`, `describe(model)` (the
+widths in one short string, for run names) and `declare(hp, model, search)` / `apply(model, values)`
+(what `faceattr tune` may vary). The task gives the output layer (faceattr/tasks.py); the experiment's
+`model.backbone` picks the backbone (default: the task's first). A new backbone is one module here and
+its name in MODULES. Keras is imported when a model is built, not when a config is read.
 """
 
 from __future__ import annotations
 
 import copy
 
-import keras
-
 from faceattr import tasks
-from faceattr.models import cnn, face_head, inputs, transfer   # transfer registers CaffePreprocess (saved VGG16 models load)
+from faceattr.models import cnn, face_head, transfer
 
-BACKBONES = {"cnn": cnn, "mobilenetv2": transfer, "vgg16": transfer, "dlib-resnet": face_head}
+MODULES = (cnn, transfer, face_head)
+BACKBONES = {name: module for module in MODULES for name in module.NAMES}
 
 
 def backbone_of(config: dict):
@@ -30,12 +32,13 @@ def input_kind(config: dict):
 
 def backbone_input(backbone: str):
     """What a model with this backbone takes (see `input_kind`)."""
-    return getattr(BACKBONES[backbone], "READS", inputs.IMAGE)
+    return BACKBONES[backbone].READS
 
 
-def build(config: dict) -> keras.Model:
-    """The model an experiment config describes."""
-    return backbone_of(config).build(config["model"], config["region"], config["name"], tasks.of(config))
+def build(config: dict):
+    """The model an experiment config describes (the task finishes it for its declared target's range)."""
+    task = tasks.of(config)
+    return task.finish(backbone_of(config).build(config["model"], config["region"], config["name"], task))
 
 
 def widths(config: dict) -> str:

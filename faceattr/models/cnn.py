@@ -2,18 +2,45 @@
 then the task's output layer. Exactly the seeds' parameter counts at the seed widths.
 
 Takes `image` as float pixels 0..255 (rescaled inside, so a served model takes raw pixels).
+The backbone declares itself here: its `model:` schema (`Schema`), input kind (the crop, `READS`) and
+search space (`declare` / `apply`). Keras is imported when a model is built, not when a config is read.
 """
 
 from __future__ import annotations
 
-import keras
-from keras import layers
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from faceattr.data.regions import REGION_SIZES
+from faceattr.models import inputs
+
+NAMES = ("cnn",)            # the `model.backbone` values this module builds
+READS = inputs.IMAGE        # the region's crop
+SWITCH_DEFAULTS: dict = {}  # none: an experiment of another backbone names its own widths to switch here
+
+
+class Conv(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    filters: Annotated[int, Field(gt=0)]
+    padding: Literal["same", "valid"] = "valid"
+    pool: bool = False
+
+
+class Schema(BaseModel):
+    """`model:` of the seeds' CNNs."""
+    model_config = ConfigDict(strict=True, extra="forbid")
+    backbone: Literal["cnn"] = "cnn"
+    conv: Annotated[list[Conv], Field(min_length=1)]
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.25
+    dense_0: Annotated[int, Field(gt=0)]
+    dense_1: Annotated[int, Field(gt=0)] | None = None   # the regressions': after the gender input
 
 
 def conv_stack(x, conv: list[dict], dropout: float):
     """3x3 ReLU convolutions; `pool` adds 2x2 max-pooling after a layer; dropout before flattening."""
+    from keras import layers
+
     for i, layer in enumerate(conv):
         x = layers.Conv2D(layer["filters"], 3, padding=layer["padding"],
                           activation="relu", name=f"conv_{i}")(x)
@@ -24,13 +51,19 @@ def conv_stack(x, conv: list[dict], dropout: float):
 
 
 def image_input(region: str):
+    import keras
+    from keras import layers
+
     height, width = REGION_SIZES[region]
     image = keras.Input((height, width, 3), name="image")
     return image, layers.Rescaling(1 / 255.0, name="rescale")(image)
 
 
-def build(model: dict, region: str, name: str, task) -> keras.Model:
+def build(model: dict, region: str, name: str, task):
     """image -> conv stack -> dense_0 -> [concat gender (N, 2) -> dense_1] -> the task's output layer."""
+    import keras
+    from keras import layers
+
     image, x = image_input(region)
     inputs = {"image": image}
     x = conv_stack(x, model["conv"], model["dropout"])

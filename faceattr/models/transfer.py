@@ -15,16 +15,21 @@ With weights the backbone is frozen (transfer learning, only the head trains); w
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Annotated, Literal
 
-import keras
-from keras import layers
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from faceattr.config import NO_WEIGHTS
 from faceattr.data.regions import REGION_SIZES
 from faceattr.errors import FaceattrError
+from faceattr.models import inputs
 
-BACKBONES = ("mobilenetv2", "vgg16")
+NAMES = ("mobilenetv2", "vgg16")
+READS = inputs.IMAGE
+SWITCH_DEFAULTS: dict = {}   # identity's YAML names its transfer settings
+MOBILENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+NO_WEIGHTS = (None, "none", "None", "")
 # The seeds' heads: VGG16 fc 2048-2048 with dropout 0.5 on the flattened features; MobileNetV2 one
 # dense unit on the 1280-d average-pooled features (1,281 parameters).
 SEED_HEADS = {"vgg16": {"head": [2048, 2048], "pooling": "flatten"},
@@ -36,15 +41,49 @@ SEED_HEADS = {"vgg16": {"head": [2048, 2048], "pooling": "flatten"},
 SCRATCH_BN_MOMENTUM = 0.9
 
 
-@keras.saving.register_keras_serializable(package="faceattr")
-class CaffePreprocess(layers.Layer):
-    """VGG16's ImageNet preprocessing as a layer (RGB -> BGR, minus the ImageNet channel means)."""
+def alpha_choice(value: float) -> float:
+    if value not in MOBILENET_ALPHAS:
+        raise ValueError(f"must be one of {', '.join(map(str, MOBILENET_ALPHAS))}")
+    return value
 
-    MEAN_BGR = (103.939, 116.779, 123.68)
 
-    def call(self, inputs):
-        bgr = keras.ops.flip(inputs, axis=-1)
-        return bgr - keras.ops.convert_to_tensor(self.MEAN_BGR, dtype=bgr.dtype)
+def _weights(value: str | None) -> str | None:
+    if value not in NO_WEIGHTS and value != "imagenet" and not Path(value).expanduser().is_file():
+        raise ValueError(f"no weights file {value!r} (use imagenet, none or an existing .weights.h5)")
+    return value
+
+
+class Schema(BaseModel):
+    """`model:` of a keras.applications backbone and a trained head."""
+    model_config = ConfigDict(strict=True, extra="forbid")
+    backbone: Literal[NAMES]
+    weights: Annotated[str | None, AfterValidator(_weights)]   # imagenet | none | a .weights.h5 path
+    input_size: Literal["auto"] | Annotated[int, Field(ge=32)] = "auto"
+    alpha: Annotated[float, AfterValidator(alpha_choice)] = 1.0
+    head: Literal["auto"] | list[Annotated[int, Field(gt=0)]] = "auto"
+    pooling: Literal["auto", "avg", "max", "flatten"] = "auto"
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.25
+    trainable: Literal["auto"] | bool = "auto"
+
+
+@functools.cache
+def register_layers():
+    """Register faceattr's own Keras layers (VGG16's CaffePreprocess), once, before a model using them is
+    built or loaded (serving/model.py); returns them by name. Defined here, not at import, so reading a
+    config does not import Keras."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="faceattr")
+    class CaffePreprocess(keras.layers.Layer):
+        """VGG16's ImageNet preprocessing as a layer (RGB -> BGR, minus the ImageNet channel means)."""
+
+        MEAN_BGR = (103.939, 116.779, 123.68)
+
+        def call(self, inputs):
+            bgr = keras.ops.flip(inputs, axis=-1)
+            return bgr - keras.ops.convert_to_tensor(self.MEAN_BGR, dtype=bgr.dtype)
+
+    return {"CaffePreprocess": CaffePreprocess}
 
 
 def resolved(model: dict) -> dict:
@@ -72,8 +111,11 @@ def describe(model: dict) -> str:
     return f"{m['backbone']}{width}-{m['input_size']}-{weights}{head}"
 
 
-def backbone(model: dict) -> keras.Model:
+def backbone(model: dict):
     """The keras.applications network without its top, with the weights `model.weights` names."""
+    import keras
+    from keras import layers
+
     m = resolved(model)
     size = m["input_size"]
     kwargs = {"include_top": False, "input_shape": (size, size, 3), "pooling": None}
@@ -106,8 +148,11 @@ def backbone(model: dict) -> keras.Model:
     return net
 
 
-def build(model: dict, region: str, name: str, task) -> keras.Model:
+def build(model: dict, region: str, name: str, task):
     """crop (region size, 0..255) -> resize -> backbone preprocessing -> backbone -> head -> the task's output."""
+    import keras
+    from keras import layers
+
     m = resolved(model)
     height, width = REGION_SIZES[region]
     size = m["input_size"]
@@ -118,7 +163,7 @@ def build(model: dict, region: str, name: str, task) -> keras.Model:
     if m["backbone"] == "mobilenetv2":
         x = layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(x)
     else:
-        x = CaffePreprocess(name="preprocess")(x)
+        x = register_layers()["CaffePreprocess"](name="preprocess")(x)
     net = backbone(model)
     net.trainable = bool(m["trainable"])
     # a frozen backbone runs in inference mode (batch-norm statistics stay the pretrained ones)

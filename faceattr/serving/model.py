@@ -118,6 +118,9 @@ def loaded(artifacts: tuple) -> tuple:
     in a process share its Keras objects."""
     import keras
 
+    from faceattr.models import transfer
+
+    transfer.register_layers()   # faceattr's own layers (VGG16's preprocessing) before Keras reads a model
     paths = {name: path for name, path, _ in artifacts}
     model = FaceattrModel()
     path = paths.get("record") or paths["spec"]   # spec: models logged before the record

@@ -218,7 +218,8 @@ class Data(_Section):
     persons: PositiveInt | None = None   # how many people the synthetic photos show (None: the generator's default)
     image_region: Literal[REGIONS] | None = None
     folders: dict[str, dict[str, Any]] | None = None
-    gender: Literal["auto", "model", "labels", "unknown"] = "auto"
+    gender: Literal["auto", "model", "labels", "unknown"] = "auto"   # where a regression's gender input comes from
+    gender_model: Annotated[str, Field(min_length=1)] = "gender"   # the registered model `auto` / `model` read
     split: Literal["auto", "person", "phash", "content"] = "auto"   # data/splits.split_names
     # a model trained on fewer photos is logged but not registered under the experiment's shared name
     # (`faceattr train --register-few-photos` registers it): below 100, validation and test hold ~15 photos

@@ -15,6 +15,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from faceattr.names import COLLAPSED
+from faceattr.data.loading import unknown_gender
 from faceattr.data.manifest import GENDERS
 
 
@@ -46,7 +47,7 @@ def baseline(y_train, gender_train, y_eval, gender_eval) -> dict[str, float]:
     """
     y_train, y_eval = np.asarray(y_train, float), np.asarray(y_eval, float)
     gender_train, gender_eval = np.asarray(gender_train, object), np.asarray(gender_eval, object)
-    if baseline_kind(gender_train, gender_eval) != "per_gender" or len(set(gender_train)) < len(set(gender_eval)):
+    if baseline_grouping(gender_train, gender_eval) != "per_gender" or len(set(gender_train)) < len(set(gender_eval)):
         prediction = np.full_like(y_eval, y_train.mean())
         mse = skm.mean_squared_error(y_eval, prediction)
         return {"baseline_mse": mse, "baseline_mse_pooled": mse, "baseline_mean": float(y_train.mean())}
@@ -67,7 +68,7 @@ def baseline(y_train, gender_train, y_eval, gender_eval) -> dict[str, float]:
     return out
 
 
-def baseline_kind(gender_train, gender_eval) -> str:
+def baseline_grouping(gender_train, gender_eval) -> str:
     """'per_gender' when both splits carry gender labels, else 'overall_mean'."""
     labels = set(np.asarray(gender_train, object)) | set(np.asarray(gender_eval, object))
     return "per_gender" if labels <= set(GENDERS) else "overall_mean"
@@ -290,7 +291,7 @@ def gender_weight(predict, images, gender, groups, seed: int = 0) -> dict[str, f
     # one predict over the four versions of the rows: each call costs a pipeline set-up
     base, swapped, unknown, other_photo = np.split(np.asarray(predict(
         np.concatenate([images, images, images, images[shuffled]]),
-        np.concatenate([gender, gender[:, ::-1], np.full_like(gender, 0.5), gender]))).reshape(-1), 4)
+        np.concatenate([gender, gender[:, ::-1], unknown_gender(len(gender)), gender]))).reshape(-1), 4)
     return {name: float(np.mean(np.abs(moved - base)))
             for name, moved in zip(GENDER_WEIGHTS, (swapped, unknown, other_photo))}
 

@@ -69,18 +69,19 @@ def gather(config: dict) -> Prepared:
         if column not in data.frame:
             raise ConfigError(f"evaluation.slices.{column}: the data set {data.name} has no column {column!r} "
                               f"(it has {', '.join(c for c in data.frame.columns if not c.endswith('_box'))})")
-    data, descriptors, left_out = models.input_kind(config).of_data(data)   # descriptors: None for crops
+    kind = models.input_kind(config)
+    data, computed, left_out = kind.of_data(data)   # the inputs beyond the crops the kind computed
     left_out = [*data.left_out, *left_out]   # whole photos without a clear subject, then faces dlib could not read
     gender, source, gender_model = gender_inputs(config, data, _gender_champion)
     labels = task.labels(data.frame, config)
-    splits = {name: make_split(data, name, labels, gender, descriptors) for name in SPLITS}
+    splits = {name: make_split(data, name, labels, gender, computed, kind.name) for name in SPLITS}
     return Prepared(config, data, splits, source, gender_model, left_out, crop_check(data, config["region"]))
 
 
-def _gender_champion():
-    """The registered gender champion: (its version, its served model), or None."""
-    version = registry.champion("gender")
-    return None if version is None else (version, serving.load(f"models:/gender@{registry.CHAMPION}"))
+def _gender_champion(name: str):
+    """The champion of the registered gender model `name`: (its version, its served model), or None."""
+    version = registry.champion(name)
+    return None if version is None else (version, serving.load(f"models:/{name}@{registry.CHAMPION}"))
 
 
 class Timings:
@@ -142,10 +143,10 @@ def fit_and_log(prepared: Prepared, run: tracking.Run, model: keras.Model | None
     with timings.stage("logging"):
         tracking.log_config(run, config)
         tracking.log_data(run, prepared.data)
-    kind = evaluate.baseline_kind(splits["train"].frame.get("gender", []), splits["val"].frame.get("gender", []))
+    grouping = evaluate.baseline_grouping(splits["train"].frame.get("gender", []), splits["val"].frame.get("gender", []))
     keras.utils.set_random_seed(config["train"]["seed"])
     model = model if model is not None else models.build(config)
-    params = {names.GENDER_SOURCE: prepared.gender_source, "baseline_kind": kind, "model.parameters": model.count_params()}
+    params = {names.GENDER_SOURCE: prepared.gender_source, "baseline_grouping": grouping, "model.parameters": model.count_params()}
     if prepared.left_out:   # photos without a usable face (face-descriptor backbones): counted, listed
         params["data.left_out"] = len(prepared.left_out)
         run.log_dict({"left_out": prepared.left_out}, "data/left_out.json")

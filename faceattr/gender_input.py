@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from faceattr import tasks
-from faceattr.data.loading import UNKNOWN_GENDER, Data, gender_one_hot, has_gender_labels, shows_faces
+from faceattr.data.loading import unknown_gender, Data, gender_one_hot, has_gender_labels, shows_faces
 from faceattr.data.manifest import GENDERS
 from faceattr.errors import ConfigError, DataError
 from faceattr.models import inputs
@@ -17,23 +17,25 @@ from faceattr.models import inputs
 def gender_inputs(config: dict, data: Data, champion):
     """(N, 2) [p_male, p_female] for every row, a description of the source, and the gender model used.
 
-    data.gender: `auto` (the default) tries the registered gender champion (`champion()`: its
-    version and served model, or None; the caller asks the registry), then the labels, then
-    [0.5, 0.5]; `model`, `labels` and `unknown` insist on one source.
+    data.gender: `auto` (the default) tries the champion of the registered model `data.gender_model`
+    (`champion(name)`: its version and served model, or None; the caller asks the registry), then the
+    labels, then [0.5, 0.5]; `model`, `labels` and `unknown` insist on one source.
     """
     mode = config["data"]["gender"]
-    unknown = np.tile(np.asarray(UNKNOWN_GENDER, np.float32), (len(data.frame), 1))
+    unknown = unknown_gender(len(data.frame))
     fixed = tasks.of(config).gender_source()
     if fixed is not None:
         return unknown, fixed, None
     if mode in ("auto", "model") and shows_faces(data.frame):
-        found = champion()
+        name = config["data"]["gender_model"]
+        found = champion(name)
         if found is not None:
             version, gender = found
-            return gender.gender_of_rows(data.frame), f"model:gender/{version.version}", gender.model
+            return gender.gender_of_rows(data.frame), f"model:{name}/{version.version}", gender.model
     if mode == "model":
-        raise ConfigError("data.gender=model: needs a registered gender model with alias 'champion' "
-                          "and images that show faces (whole photos with face boxes, or face crops)")
+        raise ConfigError(f"data.gender=model: needs a registered gender model {config['data']['gender_model']!r} "
+                          f"with alias 'champion' and images that show faces (whole photos with face boxes, or "
+                          f"face crops)")
     if mode in ("auto", "labels") and has_gender_labels(data.frame):
         return gender_one_hot(data.frame), "labels", None
     if mode == "labels":
@@ -52,7 +54,7 @@ def rows_gender(gender_model, frame: pd.DataFrame) -> np.ndarray:
     """A gender model's [p_male, p_female] for manifest rows (whole photos with face boxes, or face
     crops); a row whose face it cannot read gets the "unknown" [0.5, 0.5]."""
     found, kept = inputs.of_model(gender_model).of_rows(frame)
-    out = np.tile(np.asarray(UNKNOWN_GENDER, np.float32), (len(frame), 1))
+    out = unknown_gender(len(frame))
     if kept.any():
         out[kept] = gender_model_probabilities(gender_model, found[kept])
     return out
@@ -77,7 +79,7 @@ def gender_probabilities(rows: pd.DataFrame, faces: list, gender_model=None) -> 
     """Each row's gender input: its `gender` (male/female) or `p_female` column, else `gender_model` on
     its face crop (`faces[i]`, None when the photo has none), else the "unknown" [0.5, 0.5].
     DataError names the row of a bad value."""
-    out = np.tile(np.asarray(UNKNOWN_GENDER, np.float32), (len(rows), 1))
+    out = unknown_gender(len(rows))
     ask = []
     for i, row in enumerate(rows.to_dict("records")):
         try:

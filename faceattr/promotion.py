@@ -24,7 +24,7 @@ import pandas as pd
 from faceattr import config as config_module
 from faceattr import evaluate, names, record, registry, serving, tasks, tracking
 from faceattr.data import manifest
-from faceattr.data.loading import (UNKNOWN_GENDER, Split, gender_one_hot, has_gender_labels, make_split, open_data,
+from faceattr.data.loading import (unknown_gender, Split, gender_one_hot, has_gender_labels, make_split, open_data,
                                    shows_faces)
 from faceattr.errors import ConfigError, DataError
 from faceattr.gender_input import rows_gender
@@ -196,14 +196,14 @@ def eval_set(cfg: dict, versions=()) -> EvalSet:
     what the models of `versions` read computed from them (their records' input kinds, models/inputs.py):
     a model reading face descriptors is judged on the photos with a usable face, and so is its rival."""
     task = tasks.of(cfg)
-    data, found = open_data(cfg, task), None
+    data, found = open_data(cfg, task), {}
     for kind in {record_of(version).kind for version in versions}:
         data, computed, _ = kind.of_data(data, progress=False)
-        found = computed if computed is not None else found
+        found.update(computed)   # only the face descriptor computes anything (and keeps the photos it read)
     if len(data.rows("test")) == 0:
         raise DataError(f"{cfg['data']['source']}: the test split is empty: nothing to evaluate on; use more images")
     labels = task.labels(data.frame, cfg)
-    no_gender = np.tile(np.asarray(UNKNOWN_GENDER, np.float32), (len(data.frame), 1))
+    no_gender = unknown_gender(len(data.frame))
     return EvalSet(cfg, data.name, data.digest, make_split(data, "test", labels, no_gender, found),
                    make_split(data, "train", labels, no_gender, found))
 

@@ -32,9 +32,9 @@ SETS = {
 def evaluate_set(name: str, split: str = "content", epochs: int = 40, data_root=None, overrides=None) -> dict:
     """Train one model on one real set with one split kind; return its held-out figures."""
     root = Path(data_root) if data_root else SHARED_DATA
-    spec = dict(SETS[name])
-    exp = spec.pop("experiment")
-    settings = {"data": str(root / name), "data.split": split, "epochs": epochs, "train.verbose": "0", **spec,
+    entry = dict(SETS[name])
+    exp = entry.pop("experiment")
+    settings = {"data": str(root / name), "data.split": split, "epochs": epochs, "train.verbose": "0", **entry,
                 **(overrides or {})}
     config = config_module.load(exp, settings)
     prepared = experiment.gather(config)

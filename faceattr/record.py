@@ -85,7 +85,7 @@ def make(config: dict, gender_model=None, served: dict | None = None, made_by: s
                        reads=models.input_kind(config).name,
                        gender_reads=None if gender_model is None else inputs.of_model(gender_model).name,
                        crops=None if made_by is None else Crops(region=config["region"], made_by=made_by),
-                       **tasks.of(config).served_spec(config), **(served or {}))
+                       **tasks.of(config).served_settings(config), **(served or {}))
 
 
 def read(raw: dict, source: str = "the model's record") -> ModelRecord:

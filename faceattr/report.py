@@ -301,7 +301,7 @@ def decisions(model: str) -> list[dict]:
     return rows
 
 
-def gather(experiment: str) -> Evidence:
+def collect_evidence(experiment: str) -> Evidence:
     """Everything the page shows, read from the tracking store and the registry."""
     experiment_id = tracking.find_experiment(experiment)
     if experiment_id is None:
@@ -446,7 +446,7 @@ def render(evidence: Evidence) -> str:
 def write_report(experiment: str, out: str | Path = names.REPORT_FILE) -> tuple[Path, str]:
     """Write the page for `experiment` to `out` and log it as `report.html` of a new run `report-EXPERIMENT`
     in the experiment names.REPORTS (see the module docstring); returns (path, the report run's id)."""
-    evidence = gather(experiment)
+    evidence = collect_evidence(experiment)
     page = render(evidence)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -136,7 +136,8 @@ class Task:
         """The training-free baseline on the scale of the validation loss (a line on the learning curves)."""
         return None
 
-    def answer(self, scores: np.ndarray, spec: dict) -> pd.DataFrame:
+    def answer(self, scores: np.ndarray, settings: dict) -> pd.DataFrame:
+        """The served answer's columns from the scores, at the model's settings (ModelRecord.settings)."""
         raise NotImplementedError
 
     def check(self, config: dict, fail) -> None:
@@ -152,7 +153,7 @@ class Task:
     def class_weights(self, config: dict, labels) -> dict[int, float] | None:
         return None
 
-    def served_spec(self, config: dict) -> dict:
+    def served_settings(self, config: dict) -> dict:
         """What the served model must know besides its Keras model (identity: who it recognises)."""
         return {}
 
@@ -239,7 +240,7 @@ class Regression(Task):
         return evaluate.baseline(train.labels, train.frame.get("gender", [None] * len(train.frame)),
                                  split.labels, split.frame.get("gender", none))["baseline_mse_pooled"]
 
-    def answer(self, scores, spec):
+    def answer(self, scores, settings):
         return pd.DataFrame({self.target.column: scores})
 
 
@@ -269,7 +270,7 @@ class Gender(Task):
     def answer_columns(self, target):
         return [("double", "p_female"), ("string", "gender")]
 
-    def answer(self, scores, spec):
+    def answer(self, scores, settings):
         return pd.DataFrame({"p_female": scores, "gender": np.where(scores >= 0.5, *GENDERS[::-1])})
 
     def mistakes(self, scores, labels, frame, n, served):
@@ -349,9 +350,9 @@ class Identity(Task):
         chosen += [(i, "false reject") for i in rejects[:n - len(chosen)]]
         return [(int(i), f"{why}\np(person) {scores[i]:.2f}") for i, why in chosen]
 
-    def answer(self, scores, spec):
-        return pd.DataFrame({"p_person": scores, "is_person": scores >= self.threshold(spec),
-                             "person": spec.get("person", "")})
+    def answer(self, scores, settings):
+        return pd.DataFrame({"p_person": scores, "is_person": scores >= self.threshold(settings),
+                             "person": settings.get("person", "")})
 
     def check(self, config, fail):
         """The schema types each key (config.Data, config.Train); identity needs its deal's shares set."""
@@ -380,7 +381,7 @@ class Identity(Task):
             return None
         return {0: n / (2 * (n - positives)), 1: n / (2 * positives)}
 
-    def served_spec(self, config):
+    def served_settings(self, config):
         return {"person": str(config["data"]["person"])}
 
     def gender_source(self):

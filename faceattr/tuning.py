@@ -25,6 +25,7 @@ import numpy as np
 
 from faceattr import config as config_module
 from faceattr import experiment, models, registry, tasks, tracking
+from faceattr.data.cache import write_atomic
 from faceattr.errors import ConfigError, FaceattrError
 from faceattr.names import (COLLAPSED, MEDIAN_RUN, REGISTERED_VERSION, REPEAT, RESUMED_FROM, ROLE, SEARCH, SEARCH_ID,
                             SEED, TRIAL, TRIAL_ID, TUNER_ID, TUNING_DIR, WIDTHS)
@@ -274,10 +275,7 @@ def _state(project_dir: Path, tuner: str) -> dict:
 
 
 def _write_state(project_dir: Path, state: dict) -> None:
-    project_dir.mkdir(parents=True, exist_ok=True)
-    tmp = project_dir / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state, indent=1))
-    tmp.replace(project_dir / STATE_FILE)   # atomic, so a worker never reads half a file
+    write_atomic(project_dir / STATE_FILE, json.dumps(state, indent=1))   # a worker never reads half a file
 
 
 def _wait_for_parent(project_dir: Path, timeout: float = 600) -> str:

@@ -36,8 +36,8 @@ def test_ratio_is_baseline_over_model_mse():
 def test_without_gender_labels_the_baseline_is_the_overall_mean():
     out = evaluate.baseline([0.0, 1.0, 1.0, 1.0], [None] * 4, [0.0, 1.0], [None] * 2)
     assert out["baseline_mse"] == pytest.approx(((0 - 0.75) ** 2 + (1 - 0.75) ** 2) / 2)
-    assert evaluate.baseline_kind([None] * 4, [None] * 2) == "overall_mean"
-    assert evaluate.baseline_kind(["male"], ["female"]) == "per_gender"
+    assert evaluate.baseline_grouping([None] * 4, [None] * 2) == "overall_mean"
+    assert evaluate.baseline_grouping(["male"], ["female"]) == "per_gender"
 
 
 def test_collapse_check_flags_a_constant_predictor_and_passes_a_good_one():

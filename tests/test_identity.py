@@ -127,7 +127,7 @@ def test_switched_off_augmentation_leaves_pixels_alone():
 def _split(n=24, size=16):
     rng = np.random.default_rng(0)
     labels = (np.arange(n) % 4 == 0).astype(np.float32)
-    return Split(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), np.full((n, 2), 0.5, np.float32),
+    return Split({"image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)}, np.full((n, 2), 0.5, np.float32),
                  labels, pd.DataFrame({"person": ["a"] * n}))
 
 

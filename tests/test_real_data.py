@@ -42,7 +42,7 @@ def test_augment_switch_defaults_off_and_changes_only_training_batches():
     with pytest.raises(ConfigError, match="data.split"):
         config_module.load("eyes", {"data.split": "random"})
     images = np.random.default_rng(0).integers(0, 256, (8, 32, 60, 3), dtype=np.uint8)
-    split = Split(images, np.full((8, 2), 0.5, np.float32), np.ones(8, np.float32), pd.DataFrame(index=range(8)))
+    split = Split({"image": images}, np.full((8, 2), 0.5, np.float32), np.ones(8, np.float32), pd.DataFrame(index=range(8)))
     plain = next(iter(to_tf_dataset(split, 8, True)))[0]["image"].numpy()
     assert np.array_equal(plain, images.astype(np.float32))
     augmented = next(iter(to_tf_dataset(split, 8, True, shuffle_seed=0, augment=True)))[0]["image"].numpy()

@@ -145,8 +145,8 @@ def test_augmentation_is_asked_of_the_input_kind(monkeypatch):
     monkeypatch.setattr(train, "to_tf_dataset", lambda *a, augment=False, **k: calls.append(augment) or real(*a, **k))
     descriptor = keras.Input((128,), name="descriptor")
     model = keras.Model({"descriptor": descriptor}, keras.layers.Dense(2, activation="softmax")(descriptor))
-    rows = Split(np.zeros((8, 60, 60, 3), np.uint8), np.full((8, 2), 0.5, np.float32), np.eye(2)[[0, 1] * 4],
-                 pd.DataFrame({"path": ["x"] * 8}), np.zeros((8, 128), np.float32))
+    rows = Split({"image": np.zeros((8, 60, 60, 3), np.uint8), "descriptor": np.zeros((8, 128), np.float32)},
+                 np.full((8, 2), 0.5, np.float32), np.eye(2)[[0, 1] * 4], pd.DataFrame({"path": ["x"] * 8}), "descriptor")
     assert cfg["train"]["augment"]                   # the experiment asks for it ...
     train.fit(model, cfg, rows, rows)
     assert calls == [False, False]                   # ... and descriptors are not augmented

@@ -141,7 +141,7 @@ def test_the_collapse_check_judges_the_validation_predictions(runs):
 
 def test_the_baseline_of_a_real_run_is_the_per_gender_mean(runs):
     train, metrics = runs.splits["train"], runs.run.data.metrics
-    assert runs.run.data.params["baseline_kind"] == "per_gender"
+    assert runs.run.data.params["baseline_grouping"] == "per_gender"
     for split, name in (("val", "baseline_mse"), ("test", "test_baseline_mse")):
         rows = runs.splits[split]
         expected = per_gender_baseline(train, rows)

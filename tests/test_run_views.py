@@ -19,7 +19,7 @@ SMALL = {"epochs": 2, "data.size": 120, "train.verbose": 0}
 
 def split_of(frame: pd.DataFrame, labels) -> Split:
     n = len(frame)
-    return Split(np.zeros((n, 4, 4, 3), np.uint8), gender_one_hot(frame), np.asarray(labels, np.float32), frame)
+    return Split({"image": np.zeros((n, 4, 4, 3), np.uint8)}, gender_one_hot(frame), np.asarray(labels, np.float32), frame)
 
 
 # --- slices -------------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def test_a_run_logs_params_epoch_metrics_results_plots_data_and_model(name, mlfl
                 "baseline_mean_male", "baseline_mse_female"} <= set(metrics)
         if metrics["val_mse"] > 0:   # a tiny validation split can be all one label, predicted exactly
             assert metrics["baseline_ratio"] == pytest.approx(metrics["baseline_mse"] / metrics["val_mse"])
-        assert params["gender_source"] == "labels" and params["baseline_kind"] == "per_gender"
+        assert params["gender_source"] == "labels" and params["baseline_grouping"] == "per_gender"
         plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
         assert plots == {"plots/learning_curves.png", "plots/predicted_vs_true.png",
                          "plots/crop_check.png", "plots/error_gallery.png"}

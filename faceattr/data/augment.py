@@ -13,7 +13,6 @@ on 0..1 pixels, vectorised per photo.
 
 from __future__ import annotations
 
-SWITCHES = ("flip", "shift", "brightness", "contrast", "hue", "saturation", "noise", "downscale")
 # `train.augment: true`: flips, shifts of up to 8% and lighting changes of up to 15% (gender: +1
 # point on unseen people).
 DEFAULT = {"flip": True, "shift": 0.08, "brightness": 0.15, "contrast": [0.85, 1.15]}
@@ -26,8 +25,8 @@ def switches(setting) -> dict:
     return {k: v for k, v in (setting or {}).items() if v not in (None, False, 0)}
 
 
-def augment(images, spec: dict, seed=None):
-    """A float32 (B, H, W, 3) batch in 0..255 -> the same batch augmented per `spec` (see the module)."""
+def augment(images, switches: dict, seed=None):
+    """A float32 (B, H, W, 3) batch in 0..255 -> the same batch augmented per `switches` (see the module)."""
     import tensorflow as tf
 
     x = images / 255.0
@@ -40,37 +39,37 @@ def augment(images, spec: dict, seed=None):
     def uniform(low, high, shape=None, dtype=tf.float32):
         return tf.random.uniform(shape or [n, 1, 1, 1], low, high, dtype=dtype, seed=op_seed())
 
-    if spec.get("flip"):
+    if switches.get("flip"):
         x = tf.where(uniform(0.0, 1.0) < 0.5, tf.reverse(x, axis=[2]), x)
-    if spec.get("shift"):
+    if switches.get("shift"):
         h, w = tf.shape(x)[1], tf.shape(x)[2]
-        pad_h = tf.cast(tf.cast(h, tf.float32) * float(spec["shift"]), tf.int32)
-        pad_w = tf.cast(tf.cast(w, tf.float32) * float(spec["shift"]), tf.int32)
+        pad_h = tf.cast(tf.cast(h, tf.float32) * float(switches["shift"]), tf.int32)
+        pad_w = tf.cast(tf.cast(w, tf.float32) * float(switches["shift"]), tf.int32)
         padded = tf.pad(x, [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]], mode="SYMMETRIC")
         dy = uniform(0, 2 * pad_h + 1, [n], tf.int32)
         dx = uniform(0, 2 * pad_w + 1, [n], tf.int32)
         x = tf.map_fn(lambda a: a[0][a[1]:a[1] + h, a[2]:a[2] + w], (padded, dy, dx),
                       fn_output_signature=tf.float32)
-    if spec.get("brightness"):
-        x = x + uniform(-float(spec["brightness"]), float(spec["brightness"]))
-    if spec.get("contrast"):
-        low, high = spec["contrast"]
+    if switches.get("brightness"):
+        x = x + uniform(-float(switches["brightness"]), float(switches["brightness"]))
+    if switches.get("contrast"):
+        low, high = switches["contrast"]
         mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
         x = (x - mean) * uniform(float(low), float(high)) + mean
-    if spec.get("hue") or spec.get("saturation"):
+    if switches.get("hue") or switches.get("saturation"):
         hsv = tf.image.rgb_to_hsv(tf.clip_by_value(x, 0.0, 1.0))
         h, s, v = hsv[..., 0:1], hsv[..., 1:2], hsv[..., 2:3]
-        if spec.get("hue"):
-            h = tf.math.floormod(h + uniform(-float(spec["hue"]), float(spec["hue"])), 1.0)
-        if spec.get("saturation"):
-            low, high = spec["saturation"]
+        if switches.get("hue"):
+            h = tf.math.floormod(h + uniform(-float(switches["hue"]), float(switches["hue"])), 1.0)
+        if switches.get("saturation"):
+            low, high = switches["saturation"]
             s = tf.clip_by_value(s * uniform(float(low), float(high)), 0.0, 1.0)
         x = tf.image.hsv_to_rgb(tf.concat([h, s, v], axis=-1))
-    if spec.get("noise"):
-        x = x + tf.random.normal(tf.shape(x), stddev=float(spec["noise"]), seed=op_seed())
-    if spec.get("downscale"):
+    if switches.get("noise"):
+        x = x + tf.random.normal(tf.shape(x), stddev=float(switches["noise"]), seed=op_seed())
+    if switches.get("downscale"):
         size = tf.shape(x)[1:3]
-        factor = uniform(float(spec["downscale"]), 1.0, [n])
+        factor = uniform(float(switches["downscale"]), 1.0, [n])
 
         def blur(a):
             small = tf.maximum(tf.cast(tf.round(tf.cast(size, tf.float32) * a[1]), tf.int32), 1)

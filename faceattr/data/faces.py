@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from faceattr.data.cache import cache_root
+from faceattr.data.cache import by_content, cache_root, write_atomic
 from faceattr.data.regions import REGION_SIZES, box_columns, crop_region, eye_boxes, lips_box, load_rgb, parse_box
 from faceattr.errors import DataError
 
@@ -181,17 +181,13 @@ def detection_cache() -> Path:
 
 def cached_detection(cache_dir: Path, sha1: str) -> dict | None:
     try:
-        return json.loads((cache_dir / sha1[:2] / f"{sha1}.json").read_text())
+        return json.loads(by_content(cache_dir, sha1, ".json").read_text())
     except (OSError, ValueError):
         return None
 
 
 def store_detection(cache_dir: Path, sha1: str, detection: dict) -> None:
-    path = cache_dir / sha1[:2] / f"{sha1}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")   # written aside, renamed into place: readers never see half
-    tmp.write_text(json.dumps(detection))
-    os.replace(tmp, path)
+    write_atomic(by_content(cache_dir, sha1, ".json"), json.dumps(detection))
 
 
 def detect_each(images: list[Image.Image]) -> list[dict]:
@@ -208,9 +204,14 @@ def detect_each(images: list[Image.Image]) -> list[dict]:
         return [{"error": f"detector failed on this photo ({type(exc).__name__}: {exc})"}]
 
 
-def detect_photos(images: list[Image.Image], digests: list[str], cache_dir: Path | None = None) -> list[dict]:
+PROGRESS_CHUNK = 64   # photos detected between two updates of the progress bar (MTCNN batches within it)
+
+
+def detect_photos(images: list[Image.Image], digests: list[str], cache_dir: Path | None = None,
+                  progress: str = "") -> list[dict]:
     """`detect_each`'s result for each photo, from the cache by its content's sha1 (`digests`), else found
-    by MTCNN and stored (a failure, {"error": ...}, is not stored)."""
+    by MTCNN and stored (a failure, {"error": ...}, is not stored). `progress`: a bar with this label on
+    stderr while uncached photos are detected (a first run on thousands of photos takes minutes)."""
     cache_dir = cache_dir or detection_cache()
     found: dict[str, dict] = {}
     todo: dict[str, Image.Image] = {}
@@ -220,10 +221,18 @@ def detect_photos(images: list[Image.Image], digests: list[str], cache_dir: Path
             found[sha1] = {**hit, "cached": True}
         else:
             todo[sha1] = image
-    for sha1, detection in zip(todo, detect_each(list(todo.values()))):
-        if "error" not in detection:
-            store_detection(cache_dir, sha1, detection)
-        found[sha1] = detection
+    from tqdm import tqdm
+
+    pending = list(todo.items())
+    with tqdm(total=len(pending), desc=progress, unit="photo", disable=not progress or len(pending) < PROGRESS_CHUNK,
+              leave=False) as bar:
+        for start in range(0, len(pending), PROGRESS_CHUNK):
+            chunk = pending[start:start + PROGRESS_CHUNK]
+            for (sha1, _), detection in zip(chunk, detect_each([image for _, image in chunk])):
+                if "error" not in detection:
+                    store_detection(cache_dir, sha1, detection)
+                found[sha1] = detection
+            bar.update(len(chunk))
     return [found[sha1] for sha1 in digests]
 
 

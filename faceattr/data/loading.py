@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,35 +56,44 @@ class Data:
 
 @dataclass
 class Split:
-    """One split's model inputs and labels."""
-    images: np.ndarray      # (N, H, W, 3) uint8
+    """One split's model inputs and labels: one input per input kind (models/inputs.py), filled by the kind."""
+    inputs: dict[str, np.ndarray]   # kind name -> rows: "image" (N, H, W, 3) uint8 crops, always (the galleries
+                                    # show them); "descriptor" (N, 128) for a model that reads face descriptors
     gender: np.ndarray      # (N, 2) float32: [p_male, p_female] fed to regressions
     labels: np.ndarray      # what the task learns: (N,) float32, or (N, 2) one-hot for gender
     frame: pd.DataFrame     # the manifest rows, same order
-    descriptors: np.ndarray | None = None   # (N, 128) face descriptors, for a model that reads them
+    reads: str = "image"    # the kind the model reads
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def images(self) -> np.ndarray:
+        return self.inputs["image"]
+
+    @property
+    def descriptors(self) -> np.ndarray | None:
+        """The face descriptors, where the model's kind computed them (identity's cosine baseline reads them)."""
+        return self.inputs.get("descriptor")
 
     def head(self, n: int) -> "Split":
         return self.take(np.arange(min(n, len(self))))
 
     def take(self, rows) -> "Split":
-        return Split(self.images[rows], self.gender[rows], self.labels[rows], self.frame.iloc[rows],
-                     None if self.descriptors is None else self.descriptors[rows])
+        return Split({k: v[rows] for k, v in self.inputs.items()}, self.gender[rows], self.labels[rows],
+                     self.frame.iloc[rows], self.reads)
 
     @staticmethod
     def concat(splits: list["Split"]) -> "Split":
         """The rows of several splits together (identity's seen/unseen figures pool validation and test)."""
-        descriptors = [s.descriptors for s in splits]
-        return Split(np.concatenate([s.images for s in splits]), np.concatenate([s.gender for s in splits]),
-                     np.concatenate([s.labels for s in splits]), pd.concat([s.frame for s in splits]),
-                     None if any(d is None for d in descriptors) else np.concatenate(descriptors))
+        inputs = {k: np.concatenate([s.inputs[k] for s in splits]) for k in splits[0].inputs}
+        return Split(inputs, np.concatenate([s.gender for s in splits]), np.concatenate([s.labels for s in splits]),
+                     pd.concat([s.frame for s in splits]), splits[0].reads)
 
     @property
     def model_input(self) -> tuple[str, np.ndarray]:
-        """The model's main input: ("descriptor", descriptors) when the split has them, else ("image", crops)."""
-        return ("image", self.images) if self.descriptors is None else ("descriptor", self.descriptors)
+        """The model's main input: (its kind's name, the rows of that input)."""
+        return self.reads, self.inputs[self.reads]
 
 
 # The synthetic generator's settings: a run on a manifest or folder did not use them, and does not log them
@@ -229,7 +239,7 @@ def cut_by_landmarks(frame: pd.DataFrame, where: str, max_failure_share: float) 
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         images, digests = zip(*pool.map(decoded, frame["path"]))
-    found = faces.detect_photos(list(images), list(digests))
+    found = faces.detect_photos(list(images), list(digests), progress=f"finding faces in {where}")
     boxes, missed = [], []
     for path, detection in zip(frame["path"], found):
         try:
@@ -246,6 +256,9 @@ def cut_by_landmarks(frame: pd.DataFrame, where: str, max_failure_share: float) 
                         f"({len(missed) / len(frame):.1%}, above max_failure_share {max_failure_share:g}); "
                         f"nothing was trained:\n" + "\n".join(lines))
     kept = [b is not None for b in boxes]
+    if missed:   # said now, before the fit; the run lists them (data/left_out.json)
+        print(f"faceattr: {where}: {len(missed)} of {len(frame)} photos left out (no clear subject face)",
+              file=sys.stderr)
     cut = pd.DataFrame([b for b in boxes if b is not None], index=frame.index[kept])
     return frame[kept].drop(columns=[c for c in cut if c in frame]).join(cut), missed
 
@@ -265,14 +278,14 @@ def load_crops(frame: pd.DataFrame, region: str) -> tuple[np.ndarray, list[str]]
     return np.stack([crop for crop, _ in results]), [digest for _, digest in results]
 
 
-def make_split(data: Data, split: str, labels: np.ndarray, gender: np.ndarray,
-               descriptors: np.ndarray | None = None) -> Split:
-    """One split's images, gender inputs and labels (`labels`, `gender` and `descriptors` cover every
-    row of `data`)."""
+def make_split(data: Data, split: str, labels: np.ndarray, gender: np.ndarray, inputs: dict | None = None,
+               reads: str = "image") -> Split:
+    """One split's inputs, gender inputs and labels (`labels`, `gender` and each of `inputs`, the inputs
+    beyond the crops that an input kind computed, cover every row of `data`); `reads`: the model's kind."""
     rows = data.rows(split)
-    return Split(images=data.images[rows], gender=gender[rows], labels=labels[rows],
-                 frame=data.frame.iloc[rows].reset_index(drop=True),
-                 descriptors=None if descriptors is None else descriptors[rows])
+    every = {"image": data.images, **(inputs or {})}
+    return Split({k: v[rows] for k, v in every.items()}, gender[rows], labels[rows],
+                 data.frame.iloc[rows].reset_index(drop=True), reads)
 
 
 def crops_made_by(frame: pd.DataFrame) -> str:
@@ -289,9 +302,14 @@ def has_gender_labels(frame: pd.DataFrame) -> bool:
     return "gender" in frame and frame["gender"].isin(GENDERS).all()
 
 
+def unknown_gender(rows: int) -> np.ndarray:
+    """The gender input of `rows` photos whose gender nothing tells: (rows, 2) float32 [0.5, 0.5]."""
+    return np.tile(np.asarray(UNKNOWN_GENDER, np.float32), (rows, 1))
+
+
 def gender_one_hot(frame: pd.DataFrame) -> np.ndarray:
     """[p_male, p_female] from the `gender` labels; rows without a label get the 'unknown' [0.5, 0.5]."""
-    out = np.tile(np.asarray(UNKNOWN_GENDER, np.float32), (len(frame), 1))
+    out = unknown_gender(len(frame))
     if "gender" in frame:
         for i, value in enumerate(GENDERS):
             rows = (frame["gender"] == value).to_numpy()

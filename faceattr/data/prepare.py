@@ -24,8 +24,8 @@ Detections are cached by file content (sha1 -> JSON) so a second run is near ins
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -35,7 +35,7 @@ import pandas as pd
 from PIL import Image
 
 from faceattr.data import faces
-from faceattr.data.cache import cache_root
+from faceattr.data.cache import cache_root, write_atomic
 from faceattr.data.manifest import BOX_COLUMNS, IMAGE_SUFFIXES, read_manifest
 from faceattr.data.regions import REGION_SIZES, crop_region, load_rgb, parse_box
 from faceattr.errors import DataError
@@ -193,11 +193,10 @@ def _fail(reason: str, detail: str, sha1: str = "") -> dict:
 
 
 def _save(array, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():  # named by content: an existing file already holds these pixels
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        write_atomic(path, buffer.getvalue())
 
 
 def _scale_box(text: str, sx: float, sy: float) -> str:

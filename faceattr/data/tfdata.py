@@ -42,8 +42,8 @@ def to_tf_dataset(split: Split, batch_size: int, with_gender: bool, shuffle_seed
     # uint8 is cached (4x less memory); the cast to float happens per batch
     ds = ds.map(lambda x, *rest: ({**x, name: tf.cast(x[name], tf.float32)}, *rest),
                 num_parallel_calls=tf.data.AUTOTUNE)
-    spec = augmentation.switches(augment)
-    if spec:
-        ds = ds.map(lambda x, *rest: ({**x, name: augmentation.augment(x[name], spec, shuffle_seed)}, *rest),
+    switches = augmentation.switches(augment)
+    if switches:
+        ds = ds.map(lambda x, *rest: ({**x, name: augmentation.augment(x[name], switches, shuffle_seed)}, *rest),
                     num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

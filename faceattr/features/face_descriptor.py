@@ -26,7 +26,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from faceattr.data import faces
-from faceattr.data.cache import cache_root
+from faceattr.data.cache import by_content, cache_root, npy_bytes, write_atomic
 from faceattr.data.regions import load_rgb, parse_box
 from faceattr.errors import ConfigError, DataError, FaceattrError
 
@@ -286,7 +285,7 @@ def _cached(path: str, box, find_faces: bool, root: Path) -> np.ndarray | Path:
     except OSError as exc:
         raise Unreadable(f"cannot read file ({exc.strerror or exc})") from None
     sha1 = hashlib.sha1(content).hexdigest()
-    entry = root / sha1[:2] / f"{sha1}-{_box_tag(box, find_faces)}"
+    entry = by_content(root, sha1, f"-{_box_tag(box, find_faces)}")
     cached = _cache_get(entry)
     return entry if cached is None else cached
 
@@ -304,9 +303,9 @@ def _describe_file(path: str, box, find_faces: bool, settings: Alignment, entry:
             box = _mtcnn_face_box(image)
         vector = describe(np.asarray(image), box, settings)
     except (faces.NoFace, faces.SeveralFaces) as exc:  # a verdict on this content: the same next time
-        _write_atomic(Path(f"{entry}.json"), json.dumps({"reason": exc.reason, "detail": str(exc)}).encode())
+        write_atomic(Path(f"{entry}.json"), json.dumps({"reason": exc.reason, "detail": str(exc)}))
         raise
-    _write_atomic(Path(f"{entry}.npy"), _npy_bytes(vector))
+    write_atomic(Path(f"{entry}.npy"), npy_bytes(vector))
     return vector
 
 
@@ -350,24 +349,6 @@ def _cache_get(entry: Path) -> np.ndarray | None:
     raise kind(verdict.get("detail", ""))
 
 
-def _npy_bytes(vector: np.ndarray) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, vector, allow_pickle=False)
-    return buffer.getvalue()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _progress(total: int, done: int, enabled: bool):

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from faceattr.data.cache import cache_root
+from faceattr.data.cache import by_content, cache_root, npy_bytes, write_atomic
 from faceattr.data.regions import load_rgb, parse_box
 from faceattr.errors import FaceattrError
 
@@ -90,16 +90,13 @@ def row_landmarks(path: str, face_box: str, cache_dir: Path | None = None) -> np
         content = fh.read()
     sha1 = hashlib.sha1(content).hexdigest()
     tag = hashlib.sha1(str(face_box).encode()).hexdigest()[:10]
-    entry = (cache_dir or cache_root() / "landmarks") / sha1[:2] / f"{sha1}-{tag}.npy"
+    entry = by_content(cache_dir or cache_root() / "landmarks", sha1, f"-{tag}.npy")
     try:
         return np.load(entry)
     except (OSError, ValueError):
         pass
     points = landmarks(content, face_box)
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = entry.with_suffix(f".{threading.get_ident()}.tmp.npy")
-    np.save(tmp, points)
-    tmp.replace(entry)
+    write_atomic(entry, npy_bytes(points))
     return points
 
 

@@ -32,11 +32,11 @@ class Image:
         return (*REGION_SIZES[region], 3)
 
     def of_data(self, data, progress: bool = True):
-        """(the data set, its inputs beyond the crops it holds (None), the photos left out)."""
-        return data, None, []
+        """(the data set, its inputs beyond the crops it holds ({kind name: rows}: none), the photos left out)."""
+        return data, {}, []
 
     def of_split(self, split) -> np.ndarray:
-        return split.images
+        return split.inputs[self.name]
 
     def example(self, split) -> np.ndarray:
         """The pixels of one request a served model takes (its input example)."""
@@ -84,11 +84,12 @@ class Descriptor:
         return (face_descriptor.DIMENSIONS,)
 
     def of_data(self, data, progress: bool = True):
-        """Only the photos with a usable face, their descriptors, and the photos left out."""
-        return face_descriptor.describe_data(data, progress=progress)
+        """Only the photos with a usable face, their descriptors ({"descriptor": rows}), the photos left out."""
+        data, descriptors, left_out = face_descriptor.describe_data(data, progress=progress)
+        return data, {self.name: descriptors}, left_out
 
     def of_split(self, split) -> np.ndarray:
-        return split.descriptors
+        return split.inputs[self.name]
 
     def example(self, split) -> np.ndarray:
         return face_descriptor.example_face(split.frame)     # the descriptor is computed from it

@@ -49,6 +49,7 @@ from mlflow.types import ColSpec, Schema
 from faceattr import record, tasks
 from faceattr.data import faces
 from faceattr.data.faces import FACES
+from faceattr.data.loading import unknown_gender
 from faceattr.data.regions import CUTS, load_rgb
 from faceattr.errors import DataError
 from faceattr.gender_input import gender_model_probabilities, gender_probabilities, row_gender, rows_gender
@@ -242,7 +243,7 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
         task = tasks.of(self.record.settings)
         named = {kind.name: inputs}
         if task.reads_gender:
-            named["gender"] = np.full((len(inputs), 2), 0.5, np.float32) if gender is None else \
+            named["gender"] = unknown_gender(len(inputs)) if gender is None else \
                 np.asarray(gender, np.float32)
         return task.scores(self.model.predict_on_batch(named))
 

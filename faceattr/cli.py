@@ -25,9 +25,11 @@ from faceattr import names  # noqa: E402
 from faceattr.errors import FaceattrError  # noqa: E402
 
 # TensorFlow's import-time C++ lines: INFO/WARNING records (I1204 ..., W1204 ...), absl's notice before
-# them, and the CPU-instructions note's second line. E and F records are kept.
+# them, the CPU-instructions note's second line and, on a machine without a GPU, CUDA's cuInit error. Other
+# E and F records are kept.
 IMPORT_NOISE = re.compile(r"(?:[IW]\d{4} |WARNING: All log messages before absl::InitializeLog\(\)|"
-                          r"To enable the following instructions:)")
+                          r"To enable the following instructions:|"
+                          r"E\d{4} .*failed call to cuInit)")   # no GPU here: nothing a user can act on
 def import_tensorflow() -> None:
     """Import TensorFlow with its import-time INFO/WARNING lines dropped (TF_CPP_MIN_LOG_LEVEL does not
     reach them: they are logged before absl is initialised, tensorflow#100442); every other line it
@@ -106,12 +108,13 @@ def load_config(args, extra: list[str]) -> dict:
 
 
 def cmd_train(args, extra) -> int:
+    config = load_config(args, extra)   # a typo is refused here, before TensorFlow and MLflow are imported
+    import_tensorflow()
     from faceattr import tasks
     from faceattr.experiment import train
     from faceattr.tracking.outbox import http_defaults
 
     http_defaults()   # a dead tracking server is noticed in seconds, not minutes (faceattr/tracking/outbox.py)
-    config = load_config(args, extra)
     outcome = train(config, register=args.register, few_photos=args.register_few_photos)
     task = tasks.of(config)   # its headline follows its declared target (age: val_mae in years)
     headline = [*task.headline, f"val_{task.accuracy_key}"]
@@ -170,10 +173,11 @@ def cmd_server(args, extra) -> int:
 
 
 def cmd_sync(args, extra) -> int:
-    from faceattr.tracking.sync import sync
-
     if extra:
         raise FaceattrError(f"unexpected arguments {extra}")
+    import_tensorflow()
+    from faceattr.tracking.sync import sync
+
     result = sync(args.outbox, force=args.force)
     print(f"faceattr: synced {args.outbox} into run {result['run_id']} ({result['params']} params, "
           f"{result['metrics']} metric values, model={result['model_uri']}"
@@ -213,12 +217,14 @@ def add_tune_parser(sub) -> None:
 
 
 def cmd_tune(args, extra) -> int:
-    from faceattr.tuning import tune
-
     fresh = str(args.fresh).strip().lower()
     if fresh not in ("true", "false", "1", "0", "yes", "no"):
         raise FaceattrError(f"--fresh takes true or false, got {args.fresh!r}")
-    out = tune(load_config(args, extra), tuner=args.tuner, max_trials=args.max_trials, factor=args.factor,
+    config = load_config(args, extra)
+    import_tensorflow()
+    from faceattr.tuning import tune
+
+    out = tune(config, tuner=args.tuner, max_trials=args.max_trials, factor=args.factor,
                repeats=args.repeats, fresh=fresh in ("true", "1", "yes"), directory=args.directory,
                parent_run_id=args.parent_run_id)
     print(f"faceattr: tune done: {out}")
@@ -281,15 +287,17 @@ def _flag(value, name: str) -> bool:
 
 
 def cmd_promote(args, extra) -> int:
-    from faceattr import promotion as promote
-
     if extra:
         raise FaceattrError(f"unexpected arguments {extra}")
-    if _flag(args.rollback, "--rollback"):
+    rollback, dry_run = _flag(args.rollback, "--rollback"), _flag(args.dry_run, "--dry-run")
+    policy = None if rollback else config_module.Policy.load(args.model, args.policy or None)
+    import_tensorflow()
+    from faceattr import promotion as promote
+
+    if rollback:
         result = promote.rollback(args.model)
     else:
-        policy = promote.Policy.load(args.model, args.policy or None)
-        result = promote.promote(args.model, args.version or None, dry_run=_flag(args.dry_run, "--dry-run"),
+        result = promote.promote(args.model, args.version or None, dry_run=dry_run,
                                  eval_data=args.eval_data or None, policy=policy,
                                  eval_photos=args.eval_photos or None)
     print(f"faceattr: {args.model}: {result.summary()}")
@@ -302,6 +310,7 @@ def cmd_predict(args, extra) -> int:
         raise FaceattrError(f"unexpected arguments {extra}")
     if args.batch_size < 1 or args.workers < 0:
         raise FaceattrError("--batch-size must be >= 1 and --workers >= 0")
+    import_tensorflow()
     if args.engine == "spark":
         from faceattr.serving.spark import predict as predict_on_spark
 
@@ -327,6 +336,7 @@ def cmd_predict(args, extra) -> int:
 
 
 def cmd_pipeline(args, extra) -> int:
+    import_tensorflow()
     from faceattr.workflow import run_pipeline
 
     return run_pipeline(args.models.split(","), epochs=args.epochs, data=args.data, data_size=args.data_size,
@@ -358,11 +368,12 @@ def add_data_parsers(sub) -> None:
 
 
 def cmd_prepare(args, extra) -> int:
+    if extra:
+        raise FaceattrError(f"unexpected arguments: {' '.join(extra)}")
+    import_tensorflow()
     from faceattr import tracking
     from faceattr.data.prepare import EXIT_TOO_MANY_FAILURES, prepare
 
-    if extra:
-        raise FaceattrError(f"unexpected arguments: {' '.join(extra)}")
     def run_prepare():
         return prepare(args.photos, args.out, image_region=args.image_region or None, cache_dir=args.cache_dir,
                        max_failure_share=args.max_failure_share, workers=args.workers)
@@ -401,9 +412,10 @@ def log_prepare(run, report, args) -> None:
 
 
 def cmd_evaluate(args, extra) -> int:
+    overrides = parse_overrides(extra)
+    import_tensorflow()
     from faceattr.real_eval import evaluate_sets
 
-    overrides = parse_overrides(extra)
     evaluate_sets(args.sets.split(","), splits=args.split.split(","), epochs=args.epochs,
                   data_root=args.data_root, overrides=overrides)
     return 0
@@ -419,10 +431,11 @@ def add_report_parser(sub) -> None:
 
 
 def cmd_report(args, extra) -> int:
-    from faceattr.report import write_report
-
     if extra:
         raise FaceattrError(f"unexpected arguments {extra}")
+    import_tensorflow()
+    from faceattr.report import write_report
+
     out, run_id = write_report(args.experiment, args.out)
     print(f"faceattr: report of {args.experiment!r} in {out}; logged as report.html of run {run_id}")
     return 0
@@ -448,13 +461,15 @@ def main(argv: list[str] | None = None) -> int:
     add_server_parsers(sub)
     add_report_parser(sub)
     args, extra = parser.parse_known_args(argv)
-    if args.command != "server":   # every other command reaches TensorFlow (keras, via tracking or models)
-        import_tensorflow()
     try:
         return args.func(args, extra)
     except FaceattrError as exc:
         print(f"faceattr: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:   # Ctrl-C: a sentence, not a traceback; a run it stopped ends KILLED
+        print("faceattr: interrupted; a run it was logging is marked KILLED and keeps what it logged",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -32,6 +32,13 @@ SHORTCUTS = {"epochs": "train.epochs", "batch_size": "train.batch_size", "seed":
              "person": "data.person", "backbone": "model.backbone", "weights": "model.weights"}
 
 
+def _shortcuts(config: dict) -> list[str]:
+    """The `-P` shortcuts that apply to this experiment (identity's target person only where it has one)."""
+    task = tasks.TASKS.get(config.get("task"))
+    refused = () if task is None or task.takes_person else task.identity_only_data
+    return [k for k, dotted in SHORTCUTS.items() if dotted.removeprefix("data.") not in refused]
+
+
 def available() -> list[str]:
     """Names of the experiments shipped in `experiments/`."""
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
@@ -129,8 +136,9 @@ def set_key(config: dict, dotted: str, value: Any) -> None:
             raise ConfigError(f"unknown parameter {dotted!r}: {part!r} is not a section")
         node = node[part]
     if leaf not in node and dotted not in SHORTCUTS.values():
-        known = ", ".join(sorted(SHORTCUTS) + sorted(f"{'.'.join(parents + [k])}" for k in node))
-        raise ConfigError(f"unknown parameter {dotted!r}; known here: {known}")
+        keys = sorted(".".join(parents + [k]) + (".*" if isinstance(node[k], dict) else "") for k in node)
+        shortcuts = [k for k in sorted(_shortcuts(config)) if k not in keys] if not parents else []
+        raise ConfigError(f"unknown parameter {dotted!r}; known here: {', '.join(shortcuts + keys)}")
     node[leaf] = value
 
 

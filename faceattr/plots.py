@@ -8,6 +8,7 @@ layout keeps axis labels and captions inside the PNG.
 from __future__ import annotations
 
 import math
+import textwrap
 
 import matplotlib
 import matplotlib.ticker
@@ -73,7 +74,7 @@ def error_gallery(images, captions: list[str], title: str, columns: int = 8) -> 
         ax.set_title(caption, fontsize=10)   # 14 px in the 100-dpi PNG: readable at the report's width
     if not len(images):
         axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, max(40, int(columns * 1.6 * 10))))   # ~10 characters an inch of width
     return fig
 
 

@@ -77,6 +77,7 @@ class Task:
     balances_classes = False        # `train.balance` applies (class weights are logged)
     pooled_prefixes: tuple[str, ...] = ()   # metrics also reported over validation + test together
     identity_only_data = ("person", "unseen_share", "holdout")
+    takes_person = False            # `data.person` and the deal's shares (identity_only_data) apply
     slice_metrics: tuple[str, ...]  # what each slice (a gender, an age band) reports (evaluate.slice_table)
 
     def labels(self, frame: pd.DataFrame, config: dict) -> np.ndarray:
@@ -130,6 +131,10 @@ class Task:
     def mistakes(self, scores, labels, frame: pd.DataFrame, n: int, served: dict) -> list[tuple[int, str]]:
         """What the error gallery shows: up to `n` (row, caption) of the worst answers, worst first, by
         the decisions the model serves (`served`: its settings, see `calibrate`)."""
+        raise NotImplementedError
+
+    def mistakes_rule(self) -> str:
+        """How `mistakes` chose the gallery's photos, in words (its title says so)."""
         raise NotImplementedError
 
     def loss_baseline(self, split, train) -> float | None:
@@ -234,6 +239,12 @@ class Regression(Task):
         digits = 2 if target.is_score else 1
         return [(int(i), f"true {truth[i]:.{digits}f}{unit}\npredicted {scores[i]:.{digits}f}{unit}") for i in worst]
 
+    def mistakes_rule(self):
+        if self.target.is_score:
+            return (f"answers on the wrong side of {self.target.middle:g}, largest error first "
+                    f"(labels of exactly {self.target.middle:g} have no side and are left out)")
+        return f"the largest errors in {self.target.unit}"
+
     def loss_baseline(self, split, train):
         """The per-gender-mean baseline's MSE over all validation rows: what val_loss (an MSE over rows) is."""
         none = [None] * len(split.frame)
@@ -286,6 +297,9 @@ class Gender(Task):
         truth = self.truth(split.labels)
         return evaluate.classification_metrics(np.tile([1 - share, share], (len(truth), 1)), split.labels)["log_loss"]
 
+    def mistakes_rule(self):
+        return "wrong answers, the most confident first"
+
     def gender_source(self):
         return "none (gender is the target)"
 
@@ -302,6 +316,7 @@ class Identity(Task):
     slice_metrics = ("accuracy", "roc_auc", "precision", "recall")
     balances_classes = True
     pooled_prefixes = ("seen_", "unseen_")   # few photos per split: judge people over both
+    takes_person = True
 
     def labels(self, frame, config):
         return (frame["person"].astype(str) == str(config["data"]["person"])).to_numpy(np.float32)
@@ -349,6 +364,9 @@ class Identity(Task):
         chosen = [(i, "false accept" + (" (unseen)" if unseen[i] else "")) for i in accepts[:take]]
         chosen += [(i, "false reject") for i in rejects[:n - len(chosen)]]
         return [(int(i), f"{why}\np(person) {scores[i]:.2f}") for i, why in chosen]
+
+    def mistakes_rule(self):
+        return "false accepts at the served threshold (people never seen first), then false rejects"
 
     def answer(self, scores, settings):
         return pd.DataFrame({"p_person": scores, "is_person": scores >= self.threshold(settings),

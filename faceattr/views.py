@@ -52,7 +52,7 @@ def show(run: tracking.Run, model, config: dict, splits: dict[str, Split], found
         chosen = task.mistakes(found["val"], val.labels, val.frame, evaluation["gallery"], served)
         figures[GALLERY] = plots.error_gallery(
             [val.images[i] for i, _ in chosen], [caption for _, caption in chosen],
-            f"{config['name']}: the validation photos it gets most wrong")
+            f"{config['name']}: the validation photos it gets most wrong: {task.mistakes_rule()}")
     tracking.log_figures(run, figures)
     return rows, metrics, tags
 

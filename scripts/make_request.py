@@ -8,7 +8,8 @@ Any JPEG/PNG is sent as it is (base64 of the file's bytes); the model decodes an
 `--kind crop` (default): the file is a ready crop of the model's region (eyes band, mouth, face);
 `--kind photo`: a whole photo: the served model finds the face (MTCNN, as `faceattr prepare` and
 training do) and cuts its own region from it, for every model (README, Serving); a model whose training
-crops that cut cannot match answers HTTP 400 saying why.
+crops that cut cannot match answers that row with its reason in the `error` column (HTTP 200: the other
+rows are answered).
 
 No crop at hand? `--example REGION OUT.png` writes one: REGION's crop (eyes, mouth, face, ...) of the
 first photo of the default synthetic data set (generated into the cache by the first

@@ -79,7 +79,7 @@ def test_each_task_shows_its_own_worst_answers():
     # labels with a side: a half-open photo (label 0.5) is on neither, whether answered 0.95 or 0.45
     eyes = tasks.of({"task": "regression", "target": "eyes"})
     regression = eyes.mistakes(np.array([0.95, 0.9, 0.2, 0.45, 0.3, 0.6]),
-                               np.array([0.5, 0.0, 1.0, 0.5, 0.2, 0.0]), None, 3, {})
+                               np.array([0.5, 0.0, 1.0, 0.5, 0.2, 0.0]), None, 4, {})
     assert [i for i, _ in regression] == [1, 2, 5] and "true 0.00" in regression[0][1]
     # an amount (age in years, declared in its YAML) has no side: its largest errors, in its unit
     age = tasks.of({"task": "regression", "target": {"column": "age", "range": [0, 120], "unit": "years"}})

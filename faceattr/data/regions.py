@@ -9,9 +9,10 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from faceattr.errors import ConfigError, DataError
 
@@ -43,6 +44,10 @@ LIPS_WIDTH_W, LIPS_DOWN_W = 1.15, 0.05
 MADE_BY = ("photo", "faceattr", "ready")
 READY_CROPS_MATCH = ("photo", "face", "eye", "lips")
 
+# A photo larger than this is refused from its header, before it is decoded: a 445 KB PNG of 12,000 x
+# 12,000 pixels decodes to ~430 MB and took 25 s and ~2 GB through MTCNN. 40 megapixels holds any phone
+# or camera photo; FACEATTR_MAX_MEGAPIXELS changes it where photos are read (a server, a batch job).
+MAX_MEGAPIXELS = float(os.environ.get("FACEATTR_MAX_MEGAPIXELS", "40"))
 _WHITE = (255, 255, 255, 255)
 _HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
@@ -53,7 +58,8 @@ def load_rgb(source) -> Image.Image:
     Any mode is accepted; transparency is composited on white (a transparent background is "no data",
     and black would look like a dark object), 16-bit images are scaled to 8 bits, and the EXIF
     orientation is applied so phone photos are upright. Raises DataError naming the file when the data
-    cannot be decoded completely (truncated files fail here, not later inside training).
+    cannot be decoded completely (truncated files fail here, not later inside training), and before
+    decoding when its header says it is over MAX_MEGAPIXELS.
     """
     # A library elsewhere may have switched this on; truncated files must fail, not decode half grey.
     ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -70,15 +76,36 @@ def load_rgb(source) -> Image.Image:
         if opener is None:
             return _to_rgb(ImageOps.exif_transpose(source))
         with opener() as image:
+            width, height = image.size   # from the header: nothing is decoded yet
+            if width * height > MAX_MEGAPIXELS * 1e6:
+                raise TooLarge(f"{name}: {width} x {height} pixels ({width * height / 1e6:.0f} megapixels), over "
+                               f"the limit of {MAX_MEGAPIXELS:g} megapixels (FACEATTR_MAX_MEGAPIXELS); not decoded")
             image.load()  # really decode now: Image.open only reads the header
             return _to_rgb(ImageOps.exif_transpose(image))
+    except TooLarge:
+        raise
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... for bad data
-        raise DataError(f"{name}: unreadable image ({_reason(exc, name)})") from exc
+        raise DataError(f"{name}: unreadable image ({_reason(exc, name, source)})") from exc
 
 
-def _reason(exc: BaseException, name: str) -> str:
-    """A short reason for a decoding failure, without the file name PIL repeats in its messages."""
+class TooLarge(DataError):
+    """A photo whose header says it is over MAX_MEGAPIXELS."""
+
+
+def _reason(exc: BaseException, name: str, source) -> str:
+    """What is wrong with the file, in words: empty, not an image file, truncated; else PIL's message
+    without the file name (or the in-memory object's address) it repeats."""
+    if isinstance(source, (bytes, bytearray, memoryview)) and len(source) == 0 or \
+            (isinstance(source, (str, os.PathLike)) and os.path.getsize(source) == 0):
+        return "an empty file"
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image file (JPEG, PNG, BMP, WebP, ...)"
+    if isinstance(exc, Image.DecompressionBombError):
+        return "over Pillow's decompression-bomb limit"
     text = str(exc).replace(repr(name), "").replace(name, "").strip(" :'\"") or type(exc).__name__
+    text = re.sub(r"<_io\.\w+ object at 0x[0-9a-f]+>", "the data", text)
+    if "truncated" in text.lower() or "broken data stream" in text:
+        return f"a truncated file ({text})"
     return " ".join(text.split())
 
 

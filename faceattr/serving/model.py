@@ -50,7 +50,7 @@ from faceattr import record, tasks
 from faceattr.data import faces
 from faceattr.data.faces import FACES
 from faceattr.data.loading import unknown_gender
-from faceattr.data.regions import CUTS, load_rgb
+from faceattr.data.regions import CUTS, TooLarge, load_rgb
 from faceattr.errors import DataError
 from faceattr.gender_input import gender_model_probabilities, gender_probabilities, row_gender, rows_gender
 
@@ -311,8 +311,10 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
     def _decode(raw):
         try:
             return load_rgb(raw)
+        except TooLarge as exc:
+            raise DataError(f"`image` is {str(exc).removeprefix('<bytes>: ')}") from exc
         except DataError as exc:
-            raise DataError(f"`image` is not a JPEG/PNG photo: {exc}") from exc
+            raise DataError(f"`image` is not a JPEG/PNG photo: {str(exc).removeprefix('<bytes>: ')}") from exc
 
     def _read_decoded(self, kind: str, image, boxes, profile: dict | None) -> "Reading":
         """One decoded photo's Reading; `boxes`: find_subjects' answer for a whole photo ({} when none was

@@ -129,16 +129,24 @@ def _own_name(run_name: str, nested: bool = False) -> str | None:
     return None if os.environ.get("MLFLOW_RUN_ID") and not nested else run_name
 
 
+KILLED = "KILLED"   # the status of a run a person stopped (Ctrl-C): what it logged is kept
+
+
 @contextlib.contextmanager
 def start_run(run_name: str, nested: bool = False, tags: dict | None = None, parent_run_id: str | None = None,
               experiment_id: str | None = None):
     """Start (or, under `mlflow run`, resume) a run and name it; yields its `Run`.
     `nested` runs are children of the active run or of `parent_run_id` (tuning's trials).
-    Every run trains: MLflow samples its CPU and memory (system metrics; psutil)."""
+    Every run trains: MLflow samples its CPU and memory (system metrics; psutil). A run stopped by Ctrl-C
+    keeps what it logged and ends KILLED, not FAILED (a report tells it from a run that failed)."""
     with mlflow.start_run(run_name=_own_name(run_name, nested), nested=nested, parent_run_id=parent_run_id,
                           experiment_id=experiment_id, log_system_metrics=True) as active:
         mlflow.set_tags({MLFLOW_RUN_NAME: run_name, **(tags or {})})
-        yield Run(active.info.run_id, active.info.experiment_id)
+        try:
+            yield Run(active.info.run_id, active.info.experiment_id)
+        except KeyboardInterrupt:
+            mlflow.end_run(KILLED)
+            raise
 
 
 @contextlib.contextmanager
@@ -158,19 +166,23 @@ def recorded_run(experiment: str, run_name: str, tags: dict | None = None):
     if active is not None:
         recorder.call("set tags", mlflow.set_tags, {MLFLOW_RUN_NAME: run_name, **(tags or {})})
     run = Run(active.info.run_id if active else "", active.info.experiment_id if active else "", recorder)
-    ok = False
+    status = "FAILED"
     try:
         yield run
-        ok = True
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = KILLED
+        raise
     finally:
         if recorder.failed:
             while mlflow.active_run():   # pops the run even when the server cannot be told
                 try:
-                    mlflow.end_run("FINISHED" if ok else "FAILED")
+                    mlflow.end_run(status)
                 except Exception:
                     pass
         else:
-            recorder.call("end run", mlflow.end_run, "FINISHED" if ok else "FAILED")
+            recorder.call("end run", mlflow.end_run, status)
+        ok = status == "FINISHED"
         run.outbox = recorder.finish(ok)
 
 

@@ -1,4 +1,6 @@
-"""`faceattr` command line: thin wrappers that parse arguments and call the package.
+"""Train, compare, promote and serve face-attribute models, every run tracked in MLflow.
+
+(For developers: the commands are thin wrappers that check their arguments, then call the package.)
 
 Extra `--section.key value` arguments override any key of the experiment YAML; this is also how
 `mlflow run . -e eyes -P model.dense_0=64` reaches us (MLflow passes undeclared -P values that way).
@@ -272,10 +274,12 @@ def add_registry_parsers(sub) -> None:
     predict.set_defaults(func=cmd_predict)
 
     pipeline = sub.add_parser("pipeline", help="train + promote gender, then background, eyes, mouth")
-    pipeline.add_argument("--epochs", default="")
-    pipeline.add_argument("--data", default="synthetic")
-    pipeline.add_argument("--data-size", dest="data_size", default="")
-    pipeline.add_argument("--models", default="gender,background,eyes,mouth")
+    pipeline.add_argument("--epochs", default="", help="most epochs for every model (default: each experiment's)")
+    pipeline.add_argument("--data", default="synthetic", help="'synthetic' (default) or a manifest CSV / folder")
+    pipeline.add_argument("--data-size", dest="data_size", default="", help="synthetic photos per model")
+    pipeline.add_argument("--models", default="gender,background,eyes,mouth",
+                          help="experiments to train and promote, in order (gender first: the regressions read "
+                               "its champion)")
     pipeline.set_defaults(func=cmd_pipeline)
 
 
@@ -349,7 +353,8 @@ def add_data_parsers(sub) -> None:
     prep.add_argument("photos", help="a labels CSV, a folder with labels.csv, or a folder of photos")
     prep.add_argument("--out", required=True, help="the data set folder to write (DATASET_DIR)")
     prep.add_argument("--image-region", dest="image_region", default=None,
-                      help="the photos are already crops of this region (face, eyes, mouth): no detection")
+                      help=f"the photos are already crops of this region ({', '.join(config_module.REGIONS)}): "
+                           f"no detection")
     prep.add_argument("--max-failure-share", dest="max_failure_share", type=float, default=0.1,
                       help="exit 3 when at least this share of the photos fails (default 0.1)")
     prep.add_argument("--workers", type=int, default=1, help="processes (default 1: batched detection is faster)")
@@ -454,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="register it even when it trained on fewer photos than the experiment's "
                             "data.min_photos (by default such a model is logged, not registered)")
     train.set_defaults(func=cmd_train)
-    sub.add_parser("experiments", help="list the experiments").set_defaults(func=cmd_experiments)
+    sub.add_parser("experiments", help="list the experiments of experiments/: what each answers, its region and "
+                                       "widths").set_defaults(func=cmd_experiments)
     add_tune_parser(sub)
     add_registry_parsers(sub)
     add_data_parsers(sub)

@@ -32,10 +32,10 @@ from benchmarks.common import SHARED, append_results, machine  # noqa: E402
 def largest_only(detection: dict, faces) -> str:
     """The rule before issue 23: ok, `no face` or `several faces`."""
     found = sorted((f for f in detection["faces"] if f["confidence"] >= faces.MIN_CONFIDENCE),
-                   key=faces._area, reverse=True)
+                   key=faces.area, reverse=True)
     if not found:
         return "no face"
-    if len(found) > 1 and faces._area(found[0]) < faces.SUBJECT_AREA_RATIO * faces._area(found[1]):
+    if len(found) > 1 and faces.area(found[0]) < faces.SUBJECT_AREA_RATIO * faces.area(found[1]):
         return "several faces"
     return "ok"
 
@@ -76,7 +76,7 @@ def main() -> int:
             face = faces.choose_face(detection)
             new.append("ok")
             counts.append(face[faces.FACES])
-            largest = max(detection["faces"], key=faces._area)
+            largest = max(detection["faces"], key=faces.area)
             if face["box"] != largest["box"]:
                 chosen_other.append((path, image, detection, face))
         except DataError as exc:

@@ -246,6 +246,9 @@ def add_registry_parsers(sub) -> None:
     promote.add_argument("--eval-data", dest="eval_data", default="",
                          help="evaluate on the test split of this manifest/folder instead of the challenger's data")
     promote.add_argument("--policy", default="", help="policy YAML (default registry/MODEL.yaml)")
+    promote.add_argument("--rebundle", action="store_true",
+                         help="when the champion moves, also make and judge a new version of every bundle holding "
+                              "the model (`faceattr bundle`)")
     promote.add_argument("--eval-photos", dest="eval_photos", default="",
                          help="labelled WHOLE photos (manifest CSV / folder) the challenger is also judged on, "
                               "sent as kind=photo through the served model (default: the policy's photos.data)")
@@ -273,6 +276,13 @@ def add_registry_parsers(sub) -> None:
                          help="local engine: print where the time goes per photo (decode, detect, cut, ...)")
     predict.set_defaults(func=cmd_predict)
 
+    bundle = sub.add_parser("bundle", help="register a bundle: one served model answering every attribute of every "
+                                           "face, from the current champions of MODELs")
+    bundle.add_argument("name", help="the bundle's registered model (its policy: registry/NAME.yaml)")
+    bundle.add_argument("models", nargs="*", help="the members (default: the members of its newest version, "
+                                                  "at their current champions)")
+    bundle.set_defaults(func=cmd_bundle)
+
     pipeline = sub.add_parser("pipeline", help="train + promote gender, then background, eyes, mouth")
     pipeline.add_argument("--epochs", default="", help="most epochs for every model (default: each experiment's)")
     pipeline.add_argument("--data", default="synthetic", help="'synthetic' (default) or a manifest CSV / folder")
@@ -296,8 +306,14 @@ def cmd_promote(args, extra) -> int:
     rollback, dry_run = _flag(args.rollback, "--rollback"), _flag(args.dry_run, "--dry-run")
     policy = None if rollback else config_module.Policy.load(args.model, args.policy or None)
     import_tensorflow()
+    from faceattr import bundling
     from faceattr import promotion as promote
 
+    if isinstance(policy, config_module.BundlePolicy):
+        outcome = bundling.promote(args.model, args.version or None, policy, dry_run=dry_run)
+        print(f"faceattr: {args.model}: {bundling.summary(outcome)}")
+        print(f"faceattr: result {bundling.dumps(outcome)}")
+        return 0 if not outcome["reasons"] else promote.REFUSED
     if rollback:
         result = promote.rollback(args.model)
     else:
@@ -306,7 +322,28 @@ def cmd_promote(args, extra) -> int:
                                  eval_photos=args.eval_photos or None)
     print(f"faceattr: {args.model}: {result.summary()}")
     print(f"faceattr: result {promote.dumps(result)}")
+    for name in bundling.behind(args.model):   # bundles pin their members' versions: say which fell behind
+        if not args.rebundle:
+            print(f"faceattr: bundle {name!r} holds an older {args.model}; `faceattr promote {args.model} --rebundle` "
+                  f"or `faceattr bundle {name}` makes a new version")
+            continue
+        made = bundling.make(name, [])
+        outcome = bundling.promote(name, made.version, config_module.Policy.load(name), dry_run=dry_run)
+        print(f"faceattr: {name}: new version {made.version}: {bundling.summary(outcome)}")
     return result.exit_code
+
+
+def cmd_bundle(args, extra) -> int:
+    if extra:
+        raise FaceattrError(f"unexpected arguments {extra}")
+    import_tensorflow()
+    from faceattr import bundling
+
+    made = bundling.make(args.name, args.models)
+    pins = bundling.pinned(made)
+    print(f"faceattr: registered {args.name} version {made.version}: "
+          + ", ".join(f"{m} v{v}" for m, v in pins.items()) + f"; judge it with `faceattr promote {args.name}`")
+    return 0
 
 
 def cmd_predict(args, extra) -> int:

@@ -381,9 +381,10 @@ class Policy(_Section):
     baseline: BaselineRule | None = None
 
     @classmethod
-    def load(cls, model: str, path: str | Path | None = None) -> "Policy":
+    def load(cls, model: str, path: str | Path | None = None) -> "Policy | BundlePolicy":
         """`registry/<model>.yaml` (or `path`), checked; ConfigError naming the file and the key at fault.
-        `photos.data` comes back resolved against the policy file's folder."""
+        `photos.data` (a bundle's `bundle.photos`) comes back resolved against the policy file's folder.
+        A file with a `bundle:` section is a bundle's policy (BundlePolicy)."""
         path = Path(path) if path else POLICY_DIR / f"{model}.yaml"
         if not path.is_file():
             raise ConfigError(f"no promotion policy for {model!r}: {path} does not exist")
@@ -391,6 +392,10 @@ class Policy(_Section):
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if isinstance(raw, dict) and "bundle" in raw:
+            policy = _check(BundlePolicy, raw, "", str(path))
+            policy.bundle.photos = str((path.parent / policy.bundle.photos).resolve())
+            return policy.model_copy(update={"model": policy.model or model})
         policy = validate_policy(raw, str(path))
         if policy.photos and policy.photos.data:
             policy.photos.data = str((path.parent / policy.photos.data).resolve())
@@ -413,6 +418,19 @@ class Policy(_Section):
         if self.photos and self.photos.held_out:
             out["policy.photos.held_out"] = True
         return {k: str(v) for k, v in out.items()}
+
+
+class BundleGate(_Section):
+    """The whole photos a bundle is compared with its members on (bundling.judge)."""
+    photos: Annotated[str, Field(min_length=1)]      # a manifest CSV / folder of whole photos; relative to the file
+    size: PositiveInt = 40                           # the first this many photos
+    tolerance: Annotated[float, Field(ge=0)] = 1e-5  # the most a number may differ from the member's own
+
+
+class BundlePolicy(_Section):
+    """A bundle's policy: `registry/<bundle>.yaml` with a `bundle:` section (faceattr/bundling.py)."""
+    model: str | None = None
+    bundle: BundleGate
 
 
 def validate_policy(raw: Any, source: str) -> Policy:

@@ -157,11 +157,11 @@ def choose_face(detection: dict) -> dict:
     faces = [f for f in detection["faces"] if f["confidence"] >= MIN_CONFIDENCE]
     if not faces:
         raise NoFace(f"no face found (confidence >= {MIN_CONFIDENCE})")
-    faces.sort(key=_area, reverse=True)
+    faces.sort(key=area, reverse=True)
     subject = faces[0]
-    if len(faces) > 1 and _area(faces[0]) < SUBJECT_AREA_RATIO * _area(faces[1]):
+    if len(faces) > 1 and area(faces[0]) < SUBJECT_AREA_RATIO * area(faces[1]):
         centred = [f for f in faces if _holds(f, detection["size"])]
-        if len(centred) != 1 or SUBJECT_AREA_RATIO * _area(centred[0]) < _area(faces[0]):
+        if len(centred) != 1 or SUBJECT_AREA_RATIO * area(centred[0]) < area(faces[0]):
             raise SeveralFaces(f"{len(faces)} faces of similar size, {len(centred)} of them over the photo's "
                                f"centre: whose face it is is unclear")
         subject = centred[0]
@@ -293,7 +293,8 @@ def cut(image: Image.Image, region: str, boxes: dict) -> np.ndarray:
     return np.stack([crop_region(image, region, parse_box(boxes[column])) for column in box_columns(region)])
 
 
-def _area(face: dict) -> float:
+def area(face: dict) -> float:
+    """A face's box area in pixels (faces are ranked by it, largest first)."""
     x0, y0, x1, y1 = face["box"]
     return max(0.0, x1 - x0) * max(0.0, y1 - y0)
 

@@ -46,6 +46,11 @@ class Image:
         """Whether a whole photo's face must be found to read it (the background needs none)."""
         return region != "photo"
 
+    def cache_key(self, region: str) -> tuple:
+        """What a face's input of this kind depends on besides the face: the region cut (a bundle computes
+        each key once per face, serving/bundle.py)."""
+        return (self.name, region)
+
     def of_crop(self, image, region: str) -> np.ndarray:
         """A ready crop of the model's region -> (1, H, W, 3)."""
         return crop_region(image, region)[None]
@@ -96,6 +101,9 @@ class Descriptor:
 
     def needs_face(self, region: str) -> bool:
         return True
+
+    def cache_key(self, region: str) -> tuple:
+        return (self.name,)    # the face's descriptor, whatever region the model names
 
     def of_crop(self, image, region: str) -> np.ndarray:
         return face_descriptor.describe(np.asarray(image))[None]    # a crop is searched whole

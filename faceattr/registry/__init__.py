@@ -65,6 +65,11 @@ def champion(name: str):
         raise
 
 
+def names() -> list[str]:
+    """Every registered model's name."""
+    return sorted(m.name for m in client().search_registered_models())
+
+
 def versions(name: str) -> list:
     """Every version of registered model `name`, oldest first (RegistryError if the model is unknown)."""
     found = client().search_model_versions(f"name = '{name}'")

@@ -112,6 +112,10 @@ class Run:
         """The served model (tracking/packaging.py); None when tracking failed (it is kept in the outbox)."""
         return packaging.log_model(self.recorder, model, config, input_example, gender_model, served, made_by)
 
+    def log_bundle(self, members: list[dict], input_example):
+        """A bundle of registered models' versions (tracking/packaging.log_bundle)."""
+        return packaging.log_bundle(members, input_example)
+
     def register_model(self, model_uri: str | None, name: str):
         """A new version of registered model `name` (None when offline: `faceattr sync` registers it)."""
         self.recorder.write({"op": "register", "name": name})

@@ -64,6 +64,34 @@ def _log_pyfunc(artifacts: dict, made: record.ModelRecord, input_example: pd.Dat
         signature=signature(made), input_example=input_example, pip_requirements=PINNED + made.pins())
 
 
+BUNDLE_ENTRY = PACKAGE_DIR / "serving" / "bundle_entry.py"   # a bundle's code: `set_model(BundleModel())`
+MEMBER_FILES = {"keras_model": names.MODEL, "record": names.RECORD, "gender_model": names.GENDER_MODEL}
+
+
+def log_bundle(members: list[dict], input_example: pd.DataFrame):
+    """Log a bundle (faceattr/serving/bundle.py) into the active run: `members` are
+    [{"name", "version", "source", "folder": a downloaded logged model's `artifacts/` folder, "record"}],
+    whose Keras files and records become the bundle's own artifacts (`m<i>.keras_model`, ...), so the
+    bundle answers the same whatever happens to the members' versions later."""
+    from faceattr.serving import bundle
+
+    artifacts = {}
+    for i, member in enumerate(members):
+        for key, file in MEMBER_FILES.items():
+            if (Path(member["folder"]) / file).is_file():
+                artifacts[f"m{i}.{key}"] = str(Path(member["folder"]) / file)
+    pins = sorted({pin for member in members for pin in member["record"].pins()})
+    with tempfile.TemporaryDirectory() as tmp:
+        described = Path(tmp, bundle.BUNDLE_RECORD)
+        described.write_text(json.dumps({"members": [{k: m[k] for k in ("name", "version", "source")}
+                                                     for m in members]}, indent=1))
+        artifacts[bundle.BUNDLE_RECORD] = str(described)
+        return mlflow.pyfunc.log_model(
+            name="bundle", python_model=str(BUNDLE_ENTRY), artifacts=artifacts, code_paths=[str(PACKAGE_DIR)],
+            signature=bundle.signature([m["record"] for m in members]), input_example=input_example,
+            pip_requirements=PINNED + pins)
+
+
 def kept_model(folder: Path) -> bool:
     """Whether an outbox folder holds a model `log_model` kept (its record, or an older outbox's spec)."""
     return (folder / names.RECORD).is_file() or (folder / names.SPEC).is_file()

@@ -167,3 +167,23 @@ def test_a_bundle_is_promoted_while_its_members_are_champions(store, members, tm
                                            for r in refused["reasons"])
     renewed = bundling.make("faces", [])          # its last members, at their current champions
     assert bundling.pinned(renewed)["mouth"] == str(moved)
+
+
+def test_faceattr_predict_writes_faces_found_as_json_text(store, members, tmp_path):
+    """A table's cell holds JSON text (CSV here; Parquet and Spark alike), parsed back to the same faces.
+    Seen to fail with answer_batch returning the lists (the CSV held Python's repr, not JSON)."""
+    import json
+
+    from faceattr.serving import batch
+
+    _, made = members
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, data in photos().items():
+        (folder / f"{name}.png").write_bytes(data)
+    out = tmp_path / "preds.csv"
+    batch.predict(str(folder), f"models:/faces/{made.version}", str(out), kind="photo", workers=1, progress=False)
+    table = pd.read_csv(out).set_index(pd.read_csv(out)["path"].map(lambda p: p.rsplit("/", 1)[-1][:-4]))
+    found = json.loads(table.loc["big_small", "pred_faces_found"])
+    assert [f["subject"] for f in found] == [True, False] and json.loads(table.loc["none", "pred_faces_found"]) == []
+    assert table.loc["big_small", "pred_eyes"] == pytest.approx(found[0]["eyes"])

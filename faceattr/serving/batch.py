@@ -32,11 +32,10 @@ from faceattr.data import faces
 from faceattr.data.manifest import IMAGE_SUFFIXES
 from faceattr.errors import DataError, FaceattrError
 from faceattr.serving import model as served
-from faceattr.serving.model import ERROR
+from faceattr.serving.model import ERROR, INPUT_COLUMNS
 
 ANSWER_PREFIX = "pred_"
 STAGES = ("decode", "detect", "cut", "gender input", "predict")   # where a photo's time goes (--profile)
-INPUT_COLUMNS = ("image", "kind", "gender", "p_female")           # what the served model reads of a row
 
 
 def list_inputs(source: str | Path, kind: str = "crop") -> pd.DataFrame:
@@ -108,9 +107,7 @@ def answer_chunk(model, rows: list[dict]) -> tuple[pd.DataFrame, dict]:
             raws.append(DataError(f"cannot read file ({exc.strerror or exc})"))
         except DataError as exc:
             raws.append(exc)
-    reads = model.read_all(raws, [row.get("kind") for row in rows], profile)
-    frame = pd.DataFrame(rows, columns=[c for c in rows[0] if c in INPUT_COLUMNS])
-    return model.answer_reads(frame, reads, profile), profile
+    return model.answer_batch(raws, rows, profile), profile
 
 
 def _answer_in_worker(rows: list[dict]) -> tuple[pd.DataFrame, dict]:

@@ -38,6 +38,7 @@ from faceattr.serving.model import (ERROR, MAX_ROWS, FaceattrModel, answer_names
 
 FACES_FOUND = "faces_found"
 FACE_MODES = ("all", "subject")
+FOUND_SHAPES = ("list", "json")   # faces_found as a list of mappings (JSON answers) or as JSON text (tables)
 BUNDLE_RECORD = "bundle.json"   # the members: [{name, version, source}], in answer order
 
 
@@ -57,7 +58,7 @@ def signature(members: list[record.ModelRecord]) -> ModelSignature:
     columns += [ColSpec("long", FACES, required=False), ColSpec("string", ERROR, required=False),
                 ColSpec("string", FACES_FOUND, required=False)]   # JSON text in a table; a list in JSON answers
     inputs = Schema([ColSpec("binary", "image"), ColSpec("string", "kind", required=False)])
-    params = ParamSchema([ParamSpec("faces", "string", "all")])
+    params = ParamSchema([ParamSpec("faces", "string", "all"), ParamSpec(FACES_FOUND, "string", "list")])
     return ModelSignature(inputs=inputs, outputs=Schema(columns), params=params)
 
 
@@ -81,17 +82,28 @@ class BundleModel(mlflow.pyfunc.PythonModel):
         mode = (params or {}).get("faces", "all") or "all"
         if mode not in FACE_MODES:
             raise bad_request(f"param faces={mode!r}; use {' or '.join(FACE_MODES)}")
+        shape = (params or {}).get(FACES_FOUND, "list") or "list"
+        if shape not in FOUND_SHAPES:
+            raise bad_request(f"param {FACES_FOUND}={shape!r}; use {' or '.join(FOUND_SHAPES)}")
         if frame.empty or "image" not in frame:
             raise bad_request("each row needs an `image` (a whole photo's JPEG/PNG bytes; base64 in JSON)")
         if len(frame) > MAX_ROWS:
             raise bad_request(f"{len(frame)} photos in one request; send at most {MAX_ROWS} per request")
-        return self.answer([row for row in frame.to_dict("records")], subject_only=mode == "subject")
+        answer = self.answer([row for row in frame.to_dict("records")], subject_only=mode == "subject")
+        return as_json_text(answer) if shape == "json" else answer
+
+    def answer_batch(self, raws: list, rows: list[dict], profile: dict | None = None) -> pd.DataFrame:
+        """`faceattr predict`'s chunk (serving/batch.py): photo bytes or the DataError reading them, per row;
+        `faces_found` as JSON text, one cell per photo in a CSV or Parquet table."""
+        return as_json_text(self.answer([{**row, "image": raw} for raw, row in zip(raws, rows)], profile=profile))
 
     def answer(self, rows: list[dict], subject_only: bool = False, profile: dict | None = None) -> pd.DataFrame:
         """The bundle's answer for request rows (dicts with `image`, optionally `kind`)."""
         images, errors = [], [None] * len(rows)
         for i, row in enumerate(rows):
             try:
+                if isinstance(row["image"], DataError):
+                    raise row["image"]
                 if (row.get("kind") or "photo") != "photo":
                     raise DataError(f"kind={row.get('kind')!r}: a bundle reads whole photos (kind=photo)")
                 with timed(profile, "decode"):
@@ -180,6 +192,12 @@ class BundleModel(mlflow.pyfunc.PythonModel):
             table.at[i, ERROR] = errors[i]
             table.at[i, FACES_FOUND] = listed.get(i, [])
         return table.astype(object).where(table.notna(), None)
+
+
+def as_json_text(answer: pd.DataFrame) -> pd.DataFrame:
+    """`faces_found` as JSON text: what a table cell holds (CSV, Parquet, Spark: spark_udf's result type is
+    read from the signature's columns, and a list of per-member structs has no fixed type there)."""
+    return answer.assign(**{FACES_FOUND: [json.dumps(found) for found in answer[FACES_FOUND]]})
 
 
 def _plain(value):

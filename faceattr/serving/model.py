@@ -55,6 +55,7 @@ from faceattr.errors import DataError
 from faceattr.gender_input import gender_model_probabilities, gender_probabilities, row_gender, rows_gender
 
 KINDS = ("crop", "photo")
+INPUT_COLUMNS = ("image", "kind", "gender", "p_female")   # what the served model reads of a request row
 ERROR = "error"   # the answer's column saying why a row has no values ("" where it has them)
 MAX_ROWS = int(os.environ.get("FACEATTR_MAX_ROWS", "1024"))
 MAX_IMAGE_MB = float(os.environ.get("FACEATTR_MAX_IMAGE_MB", "8"))
@@ -185,6 +186,13 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
             except DataError as exc:
                 raws.append(exc)
         return self.answer_reads(frame, self.read_all(raws, kinds))
+
+    def answer_batch(self, raws: list, rows: list[dict], profile: dict | None = None) -> pd.DataFrame:
+        """`faceattr predict`'s chunk (serving/batch.py): photo bytes or the DataError reading them, per row
+        of (path, kind, gender, p_female, ...)."""
+        reads = self.read_all(raws, [row.get("kind") for row in rows], profile)
+        frame = pd.DataFrame(rows, columns=[c for c in rows[0] if c in INPUT_COLUMNS])
+        return self.answer_reads(frame, reads, profile)
 
     def answer_reads(self, frame: pd.DataFrame, reads: list, profile: dict | None = None) -> pd.DataFrame:
         """The answer row by row, the one rule of the server and of `faceattr predict`: `reads[i]` is what

@@ -136,7 +136,10 @@ def score(spark, photos, model_uri: str):
     from pyspark.sql import functions as F
 
     answer_type = result_type(model_uri)
-    predict = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=answer_type, env_manager="local")
+    declared = mlflow.models.get_model_info(model_uri).signature.params
+    # a bundle's faces_found as JSON text: a table's cell (serving/bundle.py)
+    params = {"faces_found": "json"} if declared and "faces_found" in [p.name for p in declared.params] else None
+    predict = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=answer_type, env_manager="local", params=params)
     readable = photos.where(F.col("content").isNotNull())
     readable = readable.repartition(4 * spark.sparkContext.defaultParallelism)   # a few tasks per core
     request = F.struct(F.col("content").alias("image"),

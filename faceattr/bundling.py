@@ -24,8 +24,7 @@ from faceattr.data.faces import FACES
 from faceattr.serving.bundle import member_columns
 from faceattr.serving.model import ERROR
 
-MEMBERS_TAG = "faceattr.bundle.members"     # a bundle version's members, in answer order
-MEMBER_TAG = "faceattr.member."             # + name: the member's pinned version
+MEMBERS_TAG, MEMBER_TAG = names.BUNDLE_MEMBERS, names.BUNDLE_MEMBER   # + name: the member's pinned version
 
 
 def make(name: str, models: list[str]) -> object:
@@ -94,7 +93,7 @@ def behind(member: str) -> list[str]:
     """The bundles whose newest version pins `member` at another version than its champion."""
     now = registry.champion(member)
     out = []
-    for name in registry.names():
+    for name in registry.registered_names():
         try:
             pins = pinned(registry.get_version(name, None))
         except RegistryError:   # a registered model without versions
@@ -158,8 +157,7 @@ def promote(name: str, version: str | None, policy: config_module.BundlePolicy, 
     if not reasons and not dry_run:
         with registry.promotion_lock(name):
             registry.repair(name)
-            registry.record(name, found.version, {"faceattr.promoted_at": registry.now(),
-                                                  "faceattr.promoted_by": registry.who()})
+            registry.record(name, found.version, {names.DECIDED_AT: registry.now(), names.DECIDED_BY: registry.who()})
             registry.move_champion(name, found.version)
     return {"model": name, "version": str(found.version), "promoted": not reasons and not dry_run,
             "reasons": reasons, "members": pinned(found)}

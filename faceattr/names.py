@@ -65,3 +65,5 @@ BEAT_CHAMPION = "faceattr.beat_champion"
 PREVIOUS = "faceattr.previous_champion"   # on a version: the champion it replaced
 ROLLED_BACK, RESTORED = "faceattr.rolled_back", "faceattr.restored"
 REPAIRED = "faceattr.repaired"
+# a bundle's version (faceattr/bundling.py): its members in answer order, and each member's pinned version
+BUNDLE_MEMBERS, BUNDLE_MEMBER = "faceattr.bundle.members", "faceattr.member."

@@ -65,7 +65,7 @@ def champion(name: str):
         raise
 
 
-def names() -> list[str]:
+def registered_names() -> list[str]:
     """Every registered model's name."""
     return sorted(m.name for m in client().search_registered_models())
 

@@ -132,6 +132,11 @@ def compared_metrics(runs: list) -> list[str]:
     logged = set().union(*(run.data.metrics for run in runs))
     task_name = Counter(run.data.params.get("task") for run in runs).most_common(1)[0][0]
     task = tasks.TASKS.get(task_name)
+    if task is not None:   # the task for the target its runs declared (age: val_mae, in years)
+        try:
+            task = tasks.of(tracking.run_config(next(r for r in runs if r.data.params.get("task") == task_name)))
+        except FaceattrError:
+            pass           # a run whose config cannot be read: the task's own headline
     if task is None:
         common = set.intersection(*(set(run.data.metrics) for run in runs))
         return sorted(k for k in common if k not in CURVES)

@@ -48,6 +48,19 @@ def browser():
         launched.close()
 
 
+def post_from_the_browser(page, port: int, body: str) -> dict:
+    """POST `body` to a served model's /invocations from the page's own origin and parse the answer with the
+    browser's JSON.parse: {status, parsed, text}, or {status, error, text} when the browser refuses it."""
+    page.goto(f"http://127.0.0.1:{port}/ping")   # same origin as /invocations
+    return page.evaluate("""async (body) => {
+        const response = await fetch('/invocations', {method: 'POST', body,
+                                                      headers: {'Content-Type': 'application/json'}});
+        const text = await response.text();
+        try { return {status: response.status, parsed: JSON.parse(text), text}; }
+        catch (error) { return {status: response.status, error: String(error), text}; }
+    }""", body)
+
+
 def caption_ink_height(png: bytes) -> int:
     """The height in image pixels of the gallery's shortest caption line: rows of dark ink (text is black,
     the test's photos are mid grey), grouped into lines; the first line is the figure's title."""
@@ -162,14 +175,7 @@ def test_a_served_answer_is_json_to_the_browser(mlflow_store, synthetic_cache, t
                        tmp_path / "serve.log")
     try:
         page = browser.new_page(viewport={"width": 900, "height": 120})
-        page.goto(f"http://127.0.0.1:{port}/ping")   # same origin as /invocations
-        answer = page.evaluate("""async (body) => {
-            const response = await fetch('/invocations', {method: 'POST', body,
-                                                          headers: {'Content-Type': 'application/json'}});
-            const text = await response.text();
-            try { return {status: response.status, parsed: JSON.parse(text), text}; }
-            catch (error) { return {status: response.status, error: String(error), text}; }
-        }""", body)
+        answer = post_from_the_browser(page, port, body)
         page.set_content(f"<pre>{answer['text']}</pre>")
         page.screenshot(path=str(tmp_path / "served-answer.png"))
     finally:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 from helpers import require, shared_data, subprocess_env
-from test_browser import browser  # noqa: F401 (the fixture)
+from test_browser import browser, post_from_the_browser  # noqa: F401 (browser: the fixture)
 from test_bundle import MEMBERS, _train, photos
 from test_serving import serve
 from test_spark import have_spark
@@ -46,15 +46,7 @@ def test_a_promoted_bundle_is_served_and_its_answer_is_json_to_the_browser(mlflo
     proc, port = serve("models:/faces@champion", tmp_path, subprocess_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_store),
                        tmp_path / "serve.log")
     try:
-        page = browser.new_page(viewport={"width": 900, "height": 200})
-        page.goto(f"http://127.0.0.1:{port}/ping")
-        answer = page.evaluate("""async (body) => {
-            const response = await fetch('/invocations', {method: 'POST', body,
-                                                          headers: {'Content-Type': 'application/json'}});
-            const text = await response.text();
-            try { return {status: response.status, parsed: JSON.parse(text), text}; }
-            catch (error) { return {status: response.status, error: String(error), text}; }
-        }""", body)
+        answer = post_from_the_browser(browser.new_page(viewport={"width": 900, "height": 200}), port, body)
     finally:
         os.killpg(proc.pid, 9)
         proc.wait(timeout=30)

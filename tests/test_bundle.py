@@ -15,7 +15,7 @@ import yaml
 from helpers import shared_data, store_in
 from PIL import Image
 
-from faceattr import bundling, config, experiment, registry, serving
+from faceattr import bundling, config, experiment, record, registry, serving
 from faceattr.errors import ConfigError, FaceattrError
 from faceattr.features import face_descriptor
 from faceattr.serving.bundle import FACES_FOUND
@@ -37,7 +37,10 @@ def members(module_store_dir, synthetic_cache):
     with pytest.MonkeyPatch.context() as mp:
         opened = store_in(module_store_dir, mp)
         next(opened)
-        versions = {"gender": _train("gender", {"model.backbone": "dlib-resnet"}), "eyes": _train("eyes"),
+        # the gender head's region `photo`: its descriptor is still the face's, the one the regressions'
+        # bundled gender model reads (region `face`), so one descriptor a face serves both
+        versions = {"gender": _train("gender", {"model.backbone": "dlib-resnet", "region": "photo"}),
+                    "eyes": _train("eyes"),
                     "mouth": _train("mouth")}
         made = bundling.make("faces", MEMBERS)
         yield versions, made
@@ -115,8 +118,8 @@ def test_each_member_answers_as_it_does_alone(store, members):
 def test_one_descriptor_per_face_whoever_reads_it(store, members, monkeypatch):
     """The gender head reads descriptors and both regressions' bundled gender model does too: still one
     descriptor per face (3 faces in these photos), and one per subject with faces=subject. Seen to fail
-    with Descriptor.cache_key returning (name, region) (the gender head's region and the gender input's
-    `face` region each computed one)."""
+    with Descriptor.cache_key returning (name, region) (the gender head's region `photo` and the gender
+    input's `face` each computed one: 6 calls)."""
     _, made = members
     bundle = serving.load(f"models:/faces/{made.version}")
     calls = []
@@ -187,3 +190,37 @@ def test_faceattr_predict_writes_faces_found_as_json_text(store, members, tmp_pa
     found = json.loads(table.loc["big_small", "pred_faces_found"])
     assert [f["subject"] for f in found] == [True, False] and json.loads(table.loc["none", "pred_faces_found"]) == []
     assert table.loc["big_small", "pred_eyes"] == pytest.approx(found[0]["eyes"])
+
+
+def test_a_member_that_cannot_be_served_whole_photos_is_refused(store, members, monkeypatch):
+    """A member whose training crops the served cut cannot match (ready eye bands made elsewhere). Seen to
+    fail with the photo_refusal check removed from bundling.make (the bundle was logged)."""
+    from faceattr import promotion
+
+    real = promotion.record_of
+
+    def ready_crops(version):
+        made = real(version)
+        return made if version.name != "mouth" else made.model_copy(update={"crops": record.Crops(
+            region="eyes", made_by="ready")})
+
+    monkeypatch.setattr(promotion, "record_of", ready_crops)
+    before = len(registry.versions("faces"))
+    with pytest.raises(ConfigError, match="'mouth' version .* cannot be served whole photos"):
+        bundling.make("faces", MEMBERS)
+    assert len(registry.versions("faces")) == before
+
+
+def test_a_bundle_whose_member_version_is_archived_or_deleted_is_refused(store, members, tmp_path):
+    """Seen to fail with judge's archived and deleted checks removed (the refusal named only the champion)."""
+    made = bundling.make("faces", [])
+    pins = bundling.pinned(made)
+    client = mlflow.MlflowClient()
+    registry._transition("eyes", pins["eyes"], "Archived")
+    client.delete_model_version("gender", pins["gender"])
+    policy_file = tmp_path / "faces.yaml"
+    policy_file.write_text(yaml.safe_dump({"bundle": {"photos": str(shared_data("utkface-gender")), "size": 2}}))
+    outcome = bundling.promote("faces", made.version, config.Policy.load("faces", policy_file), dry_run=True)
+    assert f"member eyes version {pins['eyes']} is archived" in outcome["reasons"]
+    assert f"member gender version {pins['gender']} was deleted" in outcome["reasons"]
+    assert not outcome["promoted"]

@@ -192,6 +192,26 @@ def test_faceattr_predict_writes_faces_found_as_json_text(store, members, tmp_pa
     assert table.loc["big_small", "pred_eyes"] == pytest.approx(found[0]["eyes"])
 
 
+def test_the_command_line_bundles_and_promotes(store, members, tmp_path, capsys):
+    """`faceattr bundle NAME` (its last members) and `faceattr promote NAME` with a bundle policy; then
+    `faceattr promote MEMBER` says the bundle fell behind. Seen to fail with cmd_promote's bundle branch
+    removed (the bundle policy was read as a model's: "metric: missing")."""
+    from faceattr import cli
+
+    assert cli.main(["bundle", "faces"]) == 0
+    out = capsys.readouterr().out
+    assert "registered faces version" in out and "gender v" in out and "mouth v" in out
+    policy = tmp_path / "faces.yaml"
+    policy.write_text(yaml.safe_dump({"bundle": {"photos": str(shared_data("utkface-gender")), "size": 2}}))
+    assert cli.main(["promote", "faces", "--policy", str(policy), "--dry-run"]) == 0
+    assert "would be promoted (dry run)" in capsys.readouterr().out
+    lax = tmp_path / "eyes.yaml"
+    lax.write_text(yaml.safe_dump({"metric": "mse", "higher_is_better": False, "require_no_collapse": False}))
+    newer = _train("eyes", {"seed": 5})   # the eyes champion moves on: the bundle holds the older one
+    cli.main(["promote", "eyes", "--version", str(newer), "--policy", str(lax)])
+    assert "bundle 'faces' holds an older eyes; `faceattr promote eyes --rebundle`" in capsys.readouterr().out
+
+
 def test_a_member_that_cannot_be_served_whole_photos_is_refused(store, members, monkeypatch):
     """A member whose training crops the served cut cannot match (ready eye bands made elsewhere). Seen to
     fail with the photo_refusal check removed from bundling.make (the bundle was logged)."""

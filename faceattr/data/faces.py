@@ -154,10 +154,9 @@ def _run_mtcnn(arrays: list[np.ndarray]) -> list[list[dict]]:
 def choose_face(detection: dict) -> dict:
     """The subject's face from `detect`'s result for one image (the rule in the module docstring);
     NoFace / SeveralFaces otherwise. The face carries `faces`: how many confident faces were found."""
-    faces = [f for f in detection["faces"] if f["confidence"] >= MIN_CONFIDENCE]
+    faces = confident(detection)
     if not faces:
         raise NoFace(f"no face found (confidence >= {MIN_CONFIDENCE})")
-    faces.sort(key=area, reverse=True)
     subject = faces[0]
     if len(faces) > 1 and area(faces[0]) < SUBJECT_AREA_RATIO * area(faces[1]):
         centred = [f for f in faces if _holds(f, detection["size"])]
@@ -166,6 +165,11 @@ def choose_face(detection: dict) -> dict:
                                f"centre: whose face it is is unclear")
         subject = centred[0]
     return {**subject, FACES: len(faces)}
+
+
+def confident(detection: dict) -> list[dict]:
+    """A detection's faces of at least MIN_CONFIDENCE, largest first: the faces the subject rule weighs."""
+    return sorted((f for f in detection["faces"] if f["confidence"] >= MIN_CONFIDENCE), key=area, reverse=True)
 
 
 def _holds(face: dict, size) -> bool:

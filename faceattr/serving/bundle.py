@@ -118,8 +118,7 @@ class BundleModel(mlflow.pyfunc.PythonModel):
             try:
                 if "error" in detection:
                     raise DataError(f"the face {detection['error']}")
-                found = sorted((f for f in detection["faces"] if f["confidence"] >= faces.MIN_CONFIDENCE),
-                               key=faces.area, reverse=True)
+                found = faces.confident(detection)   # the faces the subject rule weighs, largest first
                 counts[i] = len(found)
                 subject = faces.choose_face(detection)
             except DataError as exc:

@@ -177,7 +177,7 @@ def max_difference(a, b, columns) -> float:
     import pandas as pd
 
     a, b = a.set_index("path"), b.set_index("path")
-    both = a.index[(a["error"] == "") & (b.loc[a.index, "error"] == "")]
+    both = a.index[a["error"].isna() & b.loc[a.index, "error"].isna()]
     return max(float((pd.to_numeric(a.loc[both, c]) - pd.to_numeric(b.loc[both, c])).abs().max()) for c in columns)
 
 

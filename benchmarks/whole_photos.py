@@ -69,7 +69,7 @@ def scored(served, photos, column: str):
     from faceattr.serving.batch import ANSWER_PREFIX, score
 
     out, _ = score(served, pd.DataFrame({"path": photos["path"], "kind": "photo"}), progress=False)
-    return pd.to_numeric(out[ANSWER_PREFIX + column].where(out["error"] == ""), errors="coerce").to_numpy(float)
+    return pd.to_numeric(out[ANSWER_PREFIX + column].where(out["error"].isna()), errors="coerce").to_numpy(float)
 
 
 def share_row(label: str, groups: dict, answers: dict, wanted_open: bool) -> str:

@@ -368,7 +368,7 @@ def cmd_predict(args, extra) -> int:
     out = args.out or "preds.csv"
     result, profile = predict(args.source, args.model, out, kind=args.kind, batch_size=args.batch_size,
                               workers=args.workers or None)
-    bad = int((result["error"] != "").sum())
+    bad = int(result["error"].notna().sum())
     print(f"faceattr: scored {len(result) - bad} of {len(result)} photos into {out}"
           + (f"; {bad} could not be answered (see its `error` column)" if bad else ""))
     if args.profile:

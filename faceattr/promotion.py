@@ -255,7 +255,7 @@ def judge_photos(version, frame: pd.DataFrame, cfg: dict) -> dict:
     from faceattr.serving.batch import ANSWER_PREFIX, score
 
     scored, _ = score(served, pd.DataFrame({"path": frame["path"], "kind": "photo"}), progress=False)
-    answered = (scored["error"] == "").to_numpy()
+    answered = scored["error"].isna().to_numpy()
     out["photos_scored_share"] = float(answered.mean())
     if answered.any():
         column = task.answer_columns(task.target.column)[0][1]   # the task's score: the value, p_female, p_person

@@ -194,7 +194,7 @@ def test_each_new_attribute_trains_serves_whole_photos_and_is_judged_by_its_poli
     frame = pd.read_csv(source / "labels.csv").head(6)
     rows = pd.DataFrame({"image": [(source / p).read_bytes() for p in frame["path"]], "kind": "photo"})
     answer = serving.load(outcome.model_uri).predict(None, rows)
-    answered = answer[answer["error"] == ""]
+    answered = answer[answer["error"].isna()]
     assert len(answered) >= 5 and answered[target.column].between(low, high).all()
     result = promotion.promote(name, outcome.version, dry_run=True)
     assert result.action in ("would-promote", "would-refuse") and "photos_n" in result.challenger_metrics

@@ -109,7 +109,7 @@ def test_a_whole_photo_is_scored_per_eye_with_the_mean_as_the_answer():
     photo, crop = base64.b64encode(raw).decode(), base64.b64encode(_png(expected[0])).decode()
     out = model.predict(None, pd.DataFrame({"image": [photo, crop], "kind": ["photo", "crop"]}))
     each = model.scores(cuts)
-    assert list(out.columns) == ["eyes", "eyes_left", "eyes_right", "faces", "error"] and list(out["error"]) == ["", ""]
+    assert list(out.columns) == ["eyes", "eyes_left", "eyes_right", "faces", "error"] and list(out["error"]) == [None, None]
     assert out.loc[0, "faces"] == int(boxes["faces"]) and pd.isna(out.loc[1, "faces"])   # a crop: none searched
     assert out.loc[0, ["eyes_left", "eyes_right"]].tolist() == pytest.approx(each.tolist(), abs=1e-6)
     assert out.loc[0, "eyes"] == pytest.approx(each.mean(), abs=1e-6)

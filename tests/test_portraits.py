@@ -79,10 +79,13 @@ def test_two_sets_train_split_apart_and_report_per_set_metrics(tmp_path, mlflow_
     outcome = experiment.train(cfg, register=False)
     client = mlflow.MlflowClient()
     run = client.get_run(mlflow.get_logged_model(outcome.model_uri.split("/")[-1]).source_run_id)
+    n_val = {}
     for name in ("photos", "crops"):   # per-set figures, slices like any other column
-        n_val = int(((frame["set"] == name) & (frame["split"] == "val")).sum())
-        assert run.data.metrics[f"val_photos.slice.set.{name}"] == n_val
-        assert f"val_accuracy_at_0_5.slice.set.{name}" in run.data.metrics
+        n_val[name] = int(((frame["set"] == name) & (frame["split"] == "val")).sum())
+        assert run.data.metrics[f"val_photos.slice.set.{name}"] == n_val[name]
+    # each set's accuracy is over its own rows: weighted by their counts, the sets make up the whole
+    by_set = sum(run.data.metrics[f"val_accuracy_at_0_5.slice.set.{name}"] * n for name, n in n_val.items())
+    assert by_set / sum(n_val.values()) == pytest.approx(run.data.metrics["val_accuracy_at_0_5"], abs=1e-6)
     table = json.loads(open(client.download_artifacts(run.info.run_id, "slices.json")).read())
     column = table["columns"].index("column")
     assert {row[table["columns"].index("slice")] for row in table["data"] if row[column] == "set"} == {"photos", "crops"}
@@ -209,14 +212,15 @@ def test_eyes_photo_trains_on_close_ups_and_whole_faces_and_is_judged_on_held_ou
     metrics = outcome.metrics
     for name in ("eye-state", "eyes-whole", "lfw-attributes"):
         assert f"val_photos.slice.set.{name}" in metrics
-    assert 0 <= metrics["val_landmark_baseline_accuracy"] <= 1 and 0 < metrics["landmark_baseline_threshold"] < 1
+    # the eye aspect ratio reads real eyes: far better than a coin on eyes-whole's open and closed faces
+    assert metrics["val_landmark_baseline_accuracy.slice.set.eyes-whole"] >= 0.6
     assert "val_landmark_baseline_accuracy.slice.set.eyes-whole" in metrics
     assert "val_landmark_baseline_accuracy.slice.set.eye-state" not in metrics   # close-ups: no landmarks
 
     # `faceattr promote eyes-photo`: the held-out whole photos of the same small parts, through the served model
     result = promotion.promote("eyes-photo", dry_run=True)
     assert result.challenger_metrics["photos_n"] > 0
-    assert 0 <= result.challenger_metrics["photos_scored_share"] <= 1
+    assert result.challenger_metrics["photos_scored_share"] >= 0.9   # held-out portraits: nearly all answered
     assert any("test_landmark_baseline_accuracy" in e for e in result.decision.evidence)
 
 
@@ -254,6 +258,6 @@ def test_the_served_answer_says_how_many_faces_a_photo_shows(tmp_path):
     rows = pd.DataFrame({"path": [str(tmp_path / "two.png"), str(one), str(tmp_path / "two.png")],
                          "kind": ["photo", "photo", "crop"]})
     out, _ = score(model, rows, progress=False)
-    assert (out["error"] == "").all()
+    assert out["error"].isna().all()
     assert out["pred_faces"].tolist()[:2] == [2, faces.choose_face(faces.detect([Image.open(one).convert("RGB")])[0])[faces.FACES]]
     assert pd.isna(out["pred_faces"][2])   # a crop: no face was searched

@@ -50,7 +50,7 @@ def test_photos_in_values_out_and_the_predict_is_compiled_once():
     photos = [crop(), crop(50, 90, 1, "JPEG")]
     out = model.predict(None, pd.DataFrame({"image": photos, "kind": "crop",
                                             "gender": ["female", None], "p_female": [None, 0.3]}))
-    assert list(out.columns) == ["eyes", "faces", "error"] and len(out) == 2 and list(out["error"]) == ["", ""]
+    assert list(out.columns) == ["eyes", "faces", "error"] and len(out) == 2 and list(out["error"]) == [None, None]
     # the values are the Keras model's on the crops resized to the region, with each row's gender input
     # ([p_male, p_female]), clipped to 0..1
     from faceattr.data.regions import crop_region, load_rgb
@@ -101,7 +101,7 @@ def test_a_bad_row_gets_its_reason_and_the_others_their_answers(row, message):
     out = model.predict(None, pd.DataFrame([good, row, good]))
     alone = model.predict(None, pd.DataFrame([good]))
     assert list(out.columns) == ["eyes", "faces", "error"]
-    assert out["error"][0] == out["error"][2] == "" and message in out["error"][1]
+    assert out["error"][0] is None and out["error"][2] is None and message in out["error"][1]
     assert out["eyes"][1] is None and out["eyes"][0] == out["eyes"][2] == pytest.approx(alone["eyes"][0], abs=1e-5)
     answer = json.loads(out.to_json(orient="records"))
     assert answer[1]["eyes"] is None
@@ -172,11 +172,15 @@ def test_predict_cli_scores_a_folder_and_reports_a_corrupt_file(mlflow_store, tm
     out = tmp_path / "preds.csv"
     assert main(["predict", str(photos), "--model", info.model_uri, "--out", str(out), "--batch-size", "2"]) == 0
     assert "scored 3 of 4 photos" in capsys.readouterr().out
-    preds = pd.read_csv(out, keep_default_na=False)
+    preds = pd.read_csv(out)
     assert list(preds.columns) == ["path", "kind", "pred_eyes", "pred_faces", "error"]
     broken = preds[preds["path"].str.endswith("broken.jpg")].iloc[0]
-    assert "unreadable image" in broken["error"] and broken["pred_eyes"] == ""
-    assert preds[preds["error"] == ""]["pred_eyes"].astype(float).between(0, 1).all()
+    assert "unreadable image" in broken["error"] and pd.isna(broken["pred_eyes"])
+    answered = preds[preds["error"].isna()].sort_values("path")
+    assert [os.path.basename(p) for p in answered["path"]] == ["ok0.png", "ok1.png", "ok2.png"]
+    alone = mlflow.pyfunc.load_model(info.model_uri).predict(
+        pd.DataFrame({"image": [(photos / f"ok{i}.png").read_bytes() for i in range(3)], "kind": "crop"}))
+    np.testing.assert_allclose(answered["pred_eyes"], alone["eyes"].astype(float), atol=1e-6)   # each its own photo's
 
 
 # --- end to end ------------------------------------------------------------------------------
@@ -255,7 +259,7 @@ def test_train_promote_refuse_promote_and_serve_production(mlflow_store, synthet
             pd.DataFrame([{"image": base64.b64decode(request[0]["image"]), "kind": "crop"}]))   # Python: bytes
         status, answer = post(port, {"dataframe_records": request})   # what the promoted version answers
         assert status == 200 and answer == {"predictions": [{"mouth": pytest.approx(expected["mouth"][0], abs=1e-6),
-                                                             "faces": None, "error": ""}]}
+                                                             "faces": None, "error": None}]}
         bad = [(b"{not json", "valid JSON"),                    # wrong as a whole: 4xx
                ({"dataframe_records": [{"img": encode_image(mouth)}]}, "image"),
                ({"dataframe_records": []}, "")]
@@ -327,7 +331,7 @@ def test_a_model_logged_from_code_is_served_without_pickle_where_faceattr_is_not
         status, answer = post(port, {"dataframe_records": [good, noise]})
         assert status == 200, answer
         first, second = answer["predictions"]
-        assert first["eyes"] == pytest.approx(expected["eyes"][0], abs=1e-6) and first["error"] == ""
+        assert first["eyes"] == pytest.approx(expected["eyes"][0], abs=1e-6) and first["error"] is None
         assert first["eyes_left"] is None and first["eyes_right"] is None      # a ready crop: null, not NaN
         assert second["eyes"] is None and "face" in second["error"]
         status, text = post(port, {"dataframe_records": [{**good, "image": "not base64 at all"}]})

@@ -9,7 +9,7 @@ import types
 import pandas as pd
 import pytest
 from helpers import require, shared_data
-from test_batch import logged_eyes_model
+from test_batch import crops, logged_eyes_model
 
 from faceattr.errors import DataError, FaceattrError
 from faceattr.serving import batch, spark
@@ -42,6 +42,24 @@ def test_a_manifest_without_a_path_column_is_refused_before_spark_starts(tmp_pat
         spark.predict(str(tmp_path / "m.csv"), "models:/eyes/1", str(tmp_path / "out.parquet"))
 
 
+@pytest.mark.timeout(600)
+def test_spark_loads_the_model_once_per_python_worker(mlflow_store, tmp_path):
+    """local[1], six crops in four tasks (batches of 2): the one Python worker is reused, so the model is
+    loaded once, and every crop gets the one-machine path's answer. Seen to fail (4 loads) with
+    `spark.python.worker.reuse` set to false in spark.session."""
+    require(have_spark(), "pyspark or Java is missing (pip install -e '.[spark]'; apt-get install "
+                          "openjdk-17-jre-headless)")
+    paths = crops(tmp_path / "crops", 6)
+    uri = logged_eyes_model()
+    outcome = spark.predict(str(tmp_path / "crops"), uri, str(tmp_path / "out.parquet"), master="local[1]",
+                            batch_size=2)
+    assert (outcome.rows, outcome.scored, outcome.loads) == (6, 6, 1)
+    on_spark = pd.read_parquet(tmp_path / "out.parquet").sort_values("path").reset_index(drop=True)
+    alone, _ = batch.score(batch.local_model(uri), batch.list_inputs(tmp_path / "crops"), progress=False)
+    assert on_spark["path"].tolist() == sorted(paths) and on_spark["error"].isna().all()
+    assert (on_spark["pred_eyes"] - alone.sort_values("path")["pred_eyes"].astype(float).to_numpy()).abs().max() <= 1e-5
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_spark_local2_answers_50_photos_and_a_broken_file_like_the_one_machine_path(mlflow_store, tmp_path):
@@ -68,10 +86,10 @@ def test_spark_local2_answers_50_photos_and_a_broken_file_like_the_one_machine_p
     assert list(on_spark.columns) == ["path", "gender", "age", "race", "kind", "pred_eyes", "pred_faces", "error"]
     pd.testing.assert_frame_equal(on_spark[["path", "gender", "age"]], alone[["path", "gender", "age"]],
                                   check_dtype=False)
-    assert (on_spark["error"] == "").tolist() == (alone["error"] == "").tolist()
+    assert on_spark["error"].isna().tolist() == alone["error"].isna().tolist()
     assert "unreadable image" in on_spark.loc[on_spark["path"] == str(broken), "error"].item()
-    assert outcome.scored == (alone["error"] == "").sum() >= 45
-    answered = on_spark["error"] == ""
+    assert outcome.scored == alone["error"].isna().sum() >= 45
+    answered = on_spark["error"].isna()
     diff = (on_spark.loc[answered, "pred_eyes"] - alone.loc[answered, "pred_eyes"].astype(float)).abs().max()
     assert diff <= 1e-4
     assert on_spark.loc[answered, "pred_faces"].tolist() == alone.loc[answered, "pred_faces"].astype(float).tolist()

@@ -42,7 +42,8 @@ import numpy as np
 from PIL import Image
 
 from faceattr.data.cache import by_content, cache_root, write_atomic
-from faceattr.data.regions import REGION_SIZES, box_columns, crop_region, eye_boxes, lips_box, load_rgb, parse_box
+from faceattr.data.regions import (REGION_SIZES, box_columns, check_cut_size, crop_region, eye_boxes, lips_box,
+                                    load_rgb, parse_box)
 from faceattr.errors import DataError
 
 DETECTOR = "mtcnn-1.0.0-stable"   # the detector and its tie rule (_sort_by_scores_stable): names the cache
@@ -294,7 +295,10 @@ def cut(image: Image.Image, region: str, boxes: dict) -> np.ndarray:
     one per box of `regions.box_columns(region)` (each eye), the whole photo for region `photo`."""
     if region == "photo":
         return crop_region(image, region)[None]
-    return np.stack([crop_region(image, region, parse_box(boxes[column])) for column in box_columns(region)])
+    cuts = [parse_box(boxes[column]) for column in box_columns(region)]
+    for box in cuts:
+        check_cut_size(region, box)                     # a tiny face: an error, not a guess from a blur
+    return np.stack([crop_region(image, region, box) for box in cuts])
 
 
 def area(face: dict) -> float:

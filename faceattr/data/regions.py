@@ -48,6 +48,10 @@ READY_CROPS_MATCH = ("photo", "face", "eye", "lips")
 # 12,000 pixels decodes to ~430 MB and took 25 s and ~2 GB through MTCNN. 40 megapixels holds any phone
 # or camera photo; FACEATTR_MAX_MEGAPIXELS changes it where photos are read (a server, a batch job).
 MAX_MEGAPIXELS = float(os.environ.get("FACEATTR_MAX_MEGAPIXELS", "40"))
+# A whole photo's region is cut only from a box at least this share of the model's crop each way (an eye:
+# 24 x 24 px of the photo for the 48 x 48 crop). A smaller box would be enlarged more than 2x into a blur
+# the model never learnt from, and its answer a guess: the photo gets an error row instead (FaceTooSmall).
+MIN_CUT_SHARE = 0.5
 _WHITE = (255, 255, 255, 255)
 _HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
@@ -90,6 +94,25 @@ def load_rgb(source) -> Image.Image:
 
 class TooLarge(DataError):
     """A photo whose header says it is over MAX_MEGAPIXELS."""
+
+
+class FaceTooSmall(DataError):
+    """A whole photo whose face is too small for the model's crop (under min_cut)."""
+
+
+def min_cut(region: str) -> tuple[int, int]:
+    """The smallest (height, width) in pixels of a whole photo that `region` is cut from (MIN_CUT_SHARE)."""
+    height, width = REGION_SIZES[region]
+    return math.ceil(height * MIN_CUT_SHARE), math.ceil(width * MIN_CUT_SHARE)
+
+
+def check_cut_size(region: str, box) -> None:
+    """FaceTooSmall when `box` (x0, y0, x1, y1) is under min_cut(region) either way."""
+    (least_h, least_w), (x0, y0, x1, y1) = min_cut(region), box
+    if x1 - x0 < least_w or y1 - y0 < least_h:
+        height, width = REGION_SIZES[region]
+        raise FaceTooSmall(f"the face is too small: its {region} is {x1 - x0:.0f} x {y1 - y0:.0f} px, under the "
+                           f"{least_w} x {least_h} px minimum (half the model's {width} x {height} crop)")
 
 
 def _reason(exc: BaseException, name: str, source) -> str:

@@ -11,7 +11,7 @@ an identity model `p_person`, `is_person` and the `person` it was trained to rec
 
 The answer is row by row: a row that cannot be answered (no face, not a photo, a refused crop, a bad
 gender value, a photo over MAX_IMAGE_MB) gets its reason in the `error` column and no values; the
-answered rows have an empty `error`. Missing values are None (JSON null, never a bare NaN).
+answered rows have a null `error`. Missing values are None (JSON null, never a bare NaN).
 A request wrong as a whole is answered HTTP 400 with the reason (no rows, no `image` column, more than
 MAX_ROWS rows), and the server keeps serving (environment variables FACEATTR_MAX_ROWS /
 FACEATTR_MAX_IMAGE_MB where the server runs). MLflow's scoring server
@@ -197,7 +197,7 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
     def answer_reads(self, frame: pd.DataFrame, reads: list, profile: dict | None = None) -> pd.DataFrame:
         """The answer row by row, the one rule of the server and of `faceattr predict`: `reads[i]` is what
         `read` gave for row i of `frame`, or the DataError it raised; such a row gets no values (None)
-        and the reason in `error` ("" for the rows answered). Missing values are None, not NaN, so the
+        and the reason in `error` (None, JSON null, for the rows answered: one "no error" for every engine). Missing values are None, not NaN, so the
         JSON answer holds null. `profile` (a dict) gathers the seconds of the gender input and the predict."""
         good = [i for i, found in enumerate(reads) if not isinstance(found, DataError)]
         answer = pd.DataFrame(index=range(len(reads)), columns=answer_names(self.record), dtype=object)
@@ -210,7 +210,8 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
         for column in answer:          # a column with a gap holds None there (JSON null), else stays numeric
             if answer[column].isna().any():
                 answer[column] = answer[column].astype(object).where(answer[column].notna(), None)
-        answer[ERROR] = [str(found) if isinstance(found, DataError) else "" for found in reads]
+        answer[ERROR] = pd.Series([str(found) if isinstance(found, DataError) else None for found in reads],
+                                  index=answer.index, dtype=object)   # object: pandas would turn None into NaN
         return answer
 
     def answer_photos(self, inputs: list[np.ndarray], gender: np.ndarray | None = None,

@@ -170,7 +170,7 @@ def predict(source: str, model_uri: str, out: str, kind: str = "crop", master: s
         frame.write.mode("overwrite").parquet(out)
         written = spark.read.parquet(out)
         rows = written.count()
-        scored = written.where(written[served.ERROR] == "").count()
+        scored = written.where(written[served.ERROR].isNull()).count()
         local = spark.sparkContext.master.startswith("local")
         return Outcome(rows, scored, len(os.listdir(load_log)) if local else None, spark.sparkContext.master,
                        time.perf_counter() - started)

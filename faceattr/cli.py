@@ -59,6 +59,10 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
 
 
+# A switch written alone (`--dry-run`) or with a value (`--dry-run false`: how MLproject passes its -P).
+SWITCH, SWITCH_HELP = "true|false", " (alone: true)"
+
+
 OVERRIDES_HELP = ("Any other --section.key VALUE (or --section.key=VALUE) overrides that key of the experiment "
                   "YAML, e.g. --model.dense_0 64 --train.learning_rate 3e-4 --data.size 500; "
                   "`mlflow run . -e NAME -P section.key=VALUE` reaches it the same way. A key the experiment "
@@ -126,6 +130,9 @@ def cmd_train(args, extra) -> int:
     print(f"faceattr: done: {shown} collapsed={outcome.tags[names.COLLAPSED]}"
           + (f" leans_on_gender={leans}" if leans else "") + f" model={outcome.model_uri}"
           + (f" registered={outcome.version}" if outcome.version else ""))
+    if trails := outcome.tags.get(names.TRAILS_BASELINE):
+        print(f"faceattr: the model trails the training-free landmark baseline on test ({trails}): "
+              f"promotion's baseline rule will refuse it", file=sys.stderr)
     if outcome.not_registered:
         print(f"faceattr: {outcome.not_registered}", file=sys.stderr)
     if getattr(outcome, "outbox", None):   # training succeeded; tracking did not (faceattr/tracking/outbox.py)
@@ -210,8 +217,8 @@ def add_tune_parser(sub) -> None:
                       help="trials for random/bayesian (Hyperband's count follows --epochs and --factor)")
     tune.add_argument("--factor", type=int, default=3, help="Hyperband's reduction factor")
     tune.add_argument("--repeats", type=int, default=3, help="seeds the best configuration is retrained with")
-    tune.add_argument("--fresh", nargs="?", const="true", default="false",
-                      help="start over, discarding the project directory's earlier trials")
+    tune.add_argument("--fresh", nargs="?", const="true", default="false", metavar=SWITCH,
+                      help="start over, discarding the project directory's earlier trials" + SWITCH_HELP)
     tune.add_argument("--directory", help="keras-tuner project directory (default tuner/EXPERIMENT)")
     tune.add_argument("--parent-run-id", dest="parent_run_id",
                       help="distributed workers: the chief's parent run (default: read from --directory)")
@@ -239,10 +246,11 @@ def add_registry_parsers(sub) -> None:
                                              "@champion (and stage Production) if it wins (exit 3: refused)")
     promote.add_argument("model", help=f"registered model ({', '.join(config_module.policies())})")
     promote.add_argument("--version", default="", help="version to judge (default: the newest)")
-    promote.add_argument("--dry-run", dest="dry_run", nargs="?", const="true", default="false",
-                         help="decide and report, move nothing")
-    promote.add_argument("--rollback", nargs="?", const="true", default="false",
-                         help="move @champion (and Production) back to the champion the current one replaced")
+    promote.add_argument("--dry-run", dest="dry_run", nargs="?", const="true", default="false", metavar=SWITCH,
+                         help="decide and report, move nothing" + SWITCH_HELP)
+    promote.add_argument("--rollback", nargs="?", const="true", default="false", metavar=SWITCH,
+                         help="move @champion (and Production) back to the champion the current one replaced"
+                              + SWITCH_HELP)
     promote.add_argument("--eval-data", dest="eval_data", default="",
                          help="evaluate on the test split of this manifest/folder instead of the challenger's data")
     promote.add_argument("--policy", default="", help="policy YAML (default registry/MODEL.yaml)")

@@ -213,7 +213,7 @@ class DataSet(_Section):
     labels: dict[str, float | str] | None = None  # fixed label values for every photo ({mouth: 0.0})
     weight: Annotated[float, Field(gt=0)] = 1.0   # each of its photos' sample weight in training
     folders: dict[str, dict[str, Any]] | None = None
-    split: Literal["auto", "person", "phash", "content"] | None = None   # default: data.split
+    split: Literal["auto", "person", "phash", "video", "content"] | None = None   # default: data.split
     size: PositiveInt | None = None               # at most this many photos (a stable choice by path)
     max_failure_share: Annotated[float, Field(ge=0, le=1)] = 0.1   # photos the landmark cut may miss
 
@@ -228,7 +228,7 @@ class Data(_Section):
     folders: dict[str, dict[str, Any]] | None = None
     gender: Literal["auto", "model", "labels", "unknown"] = "auto"   # where a regression's gender input comes from
     gender_model: Annotated[str, Field(min_length=1)] = "gender"   # the registered model `auto` / `model` read
-    split: Literal["auto", "person", "phash", "content"] = "auto"   # data/splits.split_names
+    split: Literal["auto", "person", "phash", "video", "content"] = "auto"   # data/splits.split_names
     # a model trained on fewer photos is logged but not registered under the experiment's shared name
     # (`faceattr train --register-few-photos` registers it): below 100, validation and test hold ~15 photos
     # each, and one photo moves their accuracy by 7 points
@@ -301,7 +301,7 @@ class Search(_Section):    # what `faceattr tune` may vary (tuning/space.py)
 
 
 # Manifest columns that are no regression's label: inputs (gender), who and where a photo is, its boxes.
-NOT_TARGETS = ("path", "gender", "person", "image_region", "cut_by", "row", "set", "weight", "split", "cut")
+NOT_TARGETS = ("path", "gender", "person", "video", "image_region", "cut_by", "row", "set", "weight", "split", "cut")
 
 
 class Target(_Section):
@@ -340,7 +340,11 @@ class Margin(_Section):
     absolute: Annotated[float, Field(ge=0)] = 0.0    # ... and by this much
 
 
-PHOTO_METRICS = ("photos_accuracy", "photos_scored_share", "photos_mae")   # promotion.judge_photos
+# promotion.judge_photos: over all the photos, and per set as `<metric>.set.<name>` (held-out photos of
+# several sets); `photos_caught`: the share of photos labelled over 0.5 answered over 0.5 (yawns caught),
+# `photos_false_alarms`: the share labelled under 0.5 answered over it (whole frames called yawning)
+PHOTO_METRICS = ("photos_accuracy", "photos_scored_share", "photos_mae", "photos_caught", "photos_false_alarms")
+PER_SET = ".set."
 
 
 class PhotoGate(_Section):
@@ -444,10 +448,10 @@ def validate_policy(raw: Any, source: str) -> Policy:
     for key, bound in bounds.items():
         if bound.min is None and bound.max is None:
             raise ConfigError(f"{source}: {key}: expected {{min: X}} and/or {{max: Y}}")
-    unknown = sorted(set(photos) - set(PHOTO_METRICS))
+    unknown = sorted(k for k in photos if k.split(PER_SET)[0] not in PHOTO_METRICS)
     if unknown:
         raise ConfigError(f"{source}: photos.thresholds.{unknown[0]}: not a whole-photo metric "
-                          f"({', '.join(PHOTO_METRICS)})")
+                          f"({', '.join(PHOTO_METRICS)}; per set: <metric>{PER_SET}<name>)")
     if policy.photos is not None and policy.photos.data and policy.photos.held_out:
         raise ConfigError(f"{source}: photos: give data or held_out, not both")
     rule = policy.slices

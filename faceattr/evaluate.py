@@ -270,6 +270,20 @@ def landmark_baseline(target: str, splits: dict) -> dict[str, float]:
     return out
 
 
+def trails_baseline(metrics: dict, key: str = "accuracy_at_0_5") -> list[str]:
+    """Where the model's test `key` is below the landmark baseline's, overall and per set (`eyes-whole
+    0.93 < 0.94`): what the promotion policy's baseline rule will refuse, said in the run that shows it."""
+    out = []
+    for name, baseline in metrics.items():
+        if not name.startswith(f"test_{LANDMARK_BASELINE}"):
+            continue
+        where = name.removeprefix(f"test_{LANDMARK_BASELINE}")
+        mine = metrics.get(f"test_{key}{where}")
+        if mine is not None and mine < baseline:
+            out.append(f"{where.removeprefix(SLICE_MARK + 'set.') or 'overall'} {mine:.4f} < {baseline:.4f}")
+    return out
+
+
 # --- how much a regression reads its gender input rather than the photo -----------------------------
 
 GENDER_WEIGHTS = ("gender_weight_swap", "gender_weight_unknown", "photo_weight_shuffle")   # gender_weight's metrics

@@ -236,6 +236,8 @@ def assess(model: keras.Model, config: dict, splits: dict[str, Split]) -> Assess
             tags = {names.COLLAPSED: str(collapsed).lower(), "collapse_threshold": str(threshold)}
     if config["evaluation"]["landmark_baseline"]:
         metrics.update(evaluate.landmark_baseline(task.target.column, splits))
+        if trails := evaluate.trails_baseline(metrics):
+            tags[names.TRAILS_BASELINE] = "; ".join(trails)
     if task.pooled_prefixes:  # figures over validation + test together (identity: seen/unseen people)
         pooled = Split.concat([splits[name] for name in found])
         judged = evaluate.evaluate(task, np.concatenate(list(found.values())), pooled, train, threshold, served)

@@ -20,6 +20,7 @@ CONFIG = "config.json"        # the run's validated experiment config
 COLLAPSE_CHECK = "collapse_check.json"
 COLLAPSED = "collapsed"       # tag and metric key: the collapse check's verdict
 LEANS_ON_GENDER = "leans_on_gender"   # tag, beside `collapsed` (regressions)
+TRAILS_BASELINE = "trails_landmark_baseline"   # tag: where the model is below the landmark baseline on test
 SLICES = "slices.json"        # MLflow's table format: {"columns": [...], "data": [[...], ...]}
 LEARNING_CURVES = "plots/learning_curves.png"
 PREDICTED_VS_TRUE = "plots/predicted_vs_true.png"

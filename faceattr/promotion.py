@@ -244,8 +244,9 @@ def judge_photos(version, frame: pd.DataFrame, cfg: dict) -> dict:
     (FaceattrModel.read + answer_photos, what the server runs), the bundled gender model reading faces.
 
     photos_n; photos_scored_share (photos it answered: no face or several faces count against it);
-    photos_accuracy (on the label's side of 0.5) and photos_mae over the answered ones; or
-    photos_refusal (the reason) when the model refuses whole photos."""
+    photos_accuracy (on the label's side of 0.5), photos_caught and photos_false_alarms (config.PHOTO_METRICS)
+    and photos_mae over the answered ones, each also per set (`photos_accuracy.set.yawn-whole`) when the
+    photos come from several; or photos_refusal (the reason) when the model refuses whole photos."""
     task = tasks.of(cfg)
     served = serving.load(f"models:/{version.name}/{str(version.version)}")
     out = {"photos_n": len(frame)}
@@ -255,16 +256,38 @@ def judge_photos(version, frame: pd.DataFrame, cfg: dict) -> dict:
     from faceattr.serving.batch import ANSWER_PREFIX, score
 
     scored, _ = score(served, pd.DataFrame({"path": frame["path"], "kind": "photo"}), progress=False)
-    answered = scored["error"].isna().to_numpy()
-    out["photos_scored_share"] = float(answered.mean())
-    if answered.any():
-        column = task.answer_columns(task.target.column)[0][1]   # the task's score: the value, p_female, p_person
-        found = scored.loc[answered, ANSWER_PREFIX + column].astype(float).to_numpy()
-        truth = task.truth(task.labels(frame, cfg))[answered]
-        if task.target.is_score:   # an amount (age in years) has no side: its MAE judges it
-            middle = task.target.middle
-            out["photos_accuracy"] = float(np.mean((found >= middle) == (truth >= middle)))
-        out["photos_mae"] = float(np.mean(np.abs(found - truth)))
+    column = task.answer_columns(task.target.column)[0][1]   # the task's score: the value, p_female, p_person
+    answers = pd.to_numeric(scored[ANSWER_PREFIX + column].where(scored["error"].isna()), errors="coerce")
+    truth = pd.Series(task.truth(task.labels(frame, cfg)), index=answers.index)
+    sets = frame["set"].to_numpy() if "set" in frame and frame["set"].nunique() > 1 else None
+    return {**out, **photo_figures(task, answers, truth, sets)}
+
+
+def photo_figures(task, answers: pd.Series, truth: pd.Series, sets: np.ndarray | None = None) -> dict:
+    """judge_photos' figures of photos whose served score is `answers` (NaN: not answered) and label
+    `truth`: over them all, and per set (`photos_caught.set.yawn-whole`) when `sets` names each one's."""
+    out = _photo_figures(task, answers, truth)
+    for name in ([] if sets is None else sorted(set(sets))):
+        mine = sets == name
+        out.update({f"{key}{config_module.PER_SET}{name}": value
+                    for key, value in _photo_figures(task, answers[mine], truth[mine]).items()})
+    return out
+
+
+def _photo_figures(task, answers: pd.Series, truth: pd.Series) -> dict:
+    answered = answers.notna().to_numpy()
+    out = {"photos_scored_share": float(answered.mean())}
+    if not answered.any():
+        return out
+    found, truth = answers[answered].to_numpy(float), truth[answered].to_numpy(float)
+    out["photos_mae"] = float(np.mean(np.abs(found - truth)))
+    if task.target.is_score:   # an amount (age in years) has no side: its MAE judges it
+        middle = task.target.middle
+        said, sided = found >= middle, truth != middle
+        out["photos_accuracy"] = float(np.mean(said == (truth >= middle)))
+        for key, side in (("photos_caught", truth > middle), ("photos_false_alarms", truth < middle)):
+            if (side & sided).any():
+                out[key] = float(np.mean(said[side & sided]))
     return out
 
 

@@ -6,6 +6,7 @@ Each test says which one-line break it was seen to fail on."""
 from __future__ import annotations
 
 import io
+import re
 
 import mlflow
 import numpy as np
@@ -87,3 +88,15 @@ def test_an_unreadable_photo_is_named_for_what_it_is(data, reason):
     with pytest.raises(DataError) as info:
         regions.load_rgb(data)
     assert reason in str(info.value) and "0x" not in str(info.value)
+
+
+def test_switches_show_that_they_stand_alone(capsys):
+    """`--dry-run`, `--rollback` and `--fresh` are switches (MLproject passes them a true/false): their
+    help must not read as if they took a value. Seen to fail without their metavar ([DRY_RUN])."""
+    shown = ""
+    for argv in (["promote", "--help"], ["tune", "--help"]):
+        with pytest.raises(SystemExit):
+            cli.main(argv)
+        shown += " ".join(capsys.readouterr().out.split())
+    assert "--dry-run [true|false]" in shown and "--rollback [true|false]" in shown and "--fresh [true|false]" in shown
+    assert not re.search(r"\[(DRY_RUN|ROLLBACK|FRESH)\]", shown)

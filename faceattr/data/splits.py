@@ -24,12 +24,18 @@ PHASH_DISTANCE = 4      # 8x8 average hashes this close (of 64 bits) count as th
 def split_names(kind: str, frame: pd.DataFrame, images: np.ndarray, digests: list[str]) -> list[str]:
     """train/val/test per row. `person`: one person's photos never straddle splits (else a model can
     recognise the person instead of reading the attribute: gender reached 98.5% that way on synthetic
-    faces); `phash`: near-duplicate frames (video) kept on one side; `content`: by file hash;
-    `auto`: person when every row has one, else content."""
+    faces); `phash`: near-duplicate frames (video) kept on one side; `video`: the frames of one video (its
+    `video` column) on one side, where they are too different for phash to join (a yawn and the face
+    before it); `content`: by file hash; `auto`: person when every row has one, else content."""
     if kind == "auto":
         kind = "person" if "person" in frame and frame["person"].notna().all() else "content"
-    if kind == "person":
-        return grouped_split_names(frame["person"].astype(str).tolist())
+    if kind == "video":
+        lacking = frame.index[frame["video"].isna()] if "video" in frame else frame.index
+        if len(lacking):
+            raise DataError(f"split `video` needs the `video` column on every row: {len(lacking)} rows lack it "
+                            f"(first: {frame.loc[lacking[0], 'path']})")
+    if kind in ("person", "video"):
+        return grouped_split_names(frame[kind].astype(str).tolist())
     if kind == "phash":
         return phash_split_names(images, digests)
     return [split_name(d) for d in digests]

@@ -162,8 +162,9 @@ def test_make_request_builds_a_ready_request(tmp_path):
 
 def test_predict_cli_scores_a_folder_and_reports_a_corrupt_file(mlflow_store, tmp_path, capsys):
     cfg = config.load("eyes")
+    keras_model = models.build(cfg)
     with tracking.start_run("eyes-untrained") as run:
-        info = run.log_model(models.build(cfg), cfg, pd.DataFrame([{"image": crop(), "kind": "crop"}]))
+        info = run.log_model(keras_model, cfg, pd.DataFrame([{"image": crop(), "kind": "crop"}]))
     photos = tmp_path / "photos"
     photos.mkdir()
     for i in range(3):
@@ -178,8 +179,10 @@ def test_predict_cli_scores_a_folder_and_reports_a_corrupt_file(mlflow_store, tm
     assert "unreadable image" in broken["error"] and pd.isna(broken["pred_eyes"])
     answered = preds[preds["error"].isna()].sort_values("path")
     assert [os.path.basename(p) for p in answered["path"]] == ["ok0.png", "ok1.png", "ok2.png"]
-    alone = mlflow.pyfunc.load_model(info.model_uri).predict(
-        pd.DataFrame({"image": [(photos / f"ok{i}.png").read_bytes() for i in range(3)], "kind": "crop"}))
+    logged = FaceattrModel()   # the logged Keras model, served in this process
+    logged.record, logged.model, logged.gender_model = record.make(cfg), keras_model, None
+    alone = logged.predict(None, pd.DataFrame({"image": [(photos / f"ok{i}.png").read_bytes() for i in range(3)],
+                                               "kind": "crop"}))
     np.testing.assert_allclose(answered["pred_eyes"], alone["eyes"].astype(float), atol=1e-6)   # each its own photo's
 
 

@@ -4,8 +4,6 @@ train -> promote -> `mlflow models serve` path end to end."""
 import base64
 import json
 import os
-import shutil
-import statistics
 import subprocess
 import sys
 import urllib.error

@@ -8,7 +8,6 @@ from unittest import mock
 import mlflow
 import numpy as np
 import pandas as pd
-import pytest
 from mlflow.exceptions import MlflowException
 
 from faceattr import config as config_module

@@ -82,3 +82,38 @@ def test_a_run_says_where_it_trails_the_landmark_baseline(mlflow_store, syntheti
 
     (run,) = mlflow.search_runs(experiment_names=["eyes"], output_format="list")
     assert run.data.tags[names.TRAILS_BASELINE].startswith("overall ")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_mouth_photo_learns_both_kinds_of_yawns_and_is_judged_on_held_out_whole_frames(mlflow_store):
+    """mouth-photo end to end on small parts of its three sets: close-up yawns (yawn-mouth) and whole-frame
+    yawns (yawn-whole) both in training; `faceattr promote` judges the held-out whole frames per set and per
+    label side, through the served model."""
+    from helpers import require_face_features, shared_data
+
+    from faceattr import experiment
+
+    for name in ("yawn-mouth", "lfw-attributes", "yawn-whole"):
+        shared_data(name)
+    require_face_features()
+    cfg = config.load("mouth-photo", {"epochs": 2, "train.verbose": 0})
+    for entry in cfg["data"]["sets"]:
+        entry["size"] = 150 if entry["source"].endswith("yawn-whole") else 60
+    prepared = experiment.gather(cfg)
+    frame = prepared.data.frame
+    train = frame[frame["split"] == "train"]
+    for name in ("yawn-mouth", "yawn-whole"):   # yawns of both kinds are learnt from
+        assert (train.loc[train["set"] == name, "mouth"] == 1.0).any(), name
+    whole = frame[frame["set"] == "yawn-whole"]
+    assert (whole.groupby("video")["split"].nunique() == 1).all()     # one video, one side
+    outcome = experiment.train(cfg, register=True, few_photos=True)
+    assert "val_photos.slice.set.yawn-whole" in outcome.metrics
+
+    result = promotion.promote("mouth-photo", dry_run=True)
+    judged = result.challenger_metrics
+    held = frame[(frame["split"] == "test") & (frame["image_region"] == "photo")].drop_duplicates("path")
+    assert judged["photos_n"] == len(held) > 0
+    assert "photos_false_alarms.set.lfw-attributes" in judged                  # nobody yawns in LFW
+    yawns = held[(held["set"] == "yawn-whole") & (held["mouth"] == 1.0)]
+    assert ("photos_caught.set.yawn-whole" in judged) == (len(yawns) > 0)

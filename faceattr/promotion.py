@@ -283,11 +283,11 @@ def _photo_figures(task, answers: pd.Series, truth: pd.Series) -> dict:
     out["photos_mae"] = float(np.mean(np.abs(found - truth)))
     if task.target.is_score:   # an amount (age in years) has no side: its MAE judges it
         middle = task.target.middle
-        said, sided = found >= middle, truth != middle
+        said = found >= middle
         out["photos_accuracy"] = float(np.mean(said == (truth >= middle)))
         for key, side in (("photos_caught", truth > middle), ("photos_false_alarms", truth < middle)):
-            if (side & sided).any():
-                out[key] = float(np.mean(said[side & sided]))
+            if side.any():   # a label of exactly the middle is on neither side
+                out[key] = float(np.mean(said[side]))
     return out
 
 

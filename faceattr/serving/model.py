@@ -197,8 +197,8 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
     def answer_reads(self, frame: pd.DataFrame, reads: list, profile: dict | None = None) -> pd.DataFrame:
         """The answer row by row, the one rule of the server and of `faceattr predict`: `reads[i]` is what
         `read` gave for row i of `frame`, or the DataError it raised; such a row gets no values (None)
-        and the reason in `error` (None, JSON null, for the rows answered: one "no error" for every engine). Missing values are None, not NaN, so the
-        JSON answer holds null. `profile` (a dict) gathers the seconds of the gender input and the predict."""
+        and the reason in `error` (None, JSON null, for the rows answered: one "no error" for every engine).
+        Missing values are None, not NaN, so the JSON answer holds null. `profile` (a dict) gathers the seconds of the gender input and the predict."""
         good = [i for i, found in enumerate(reads) if not isinstance(found, DataError)]
         answer = pd.DataFrame(index=range(len(reads)), columns=answer_names(self.record), dtype=object)
         if good:

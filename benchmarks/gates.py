@@ -73,11 +73,11 @@ def main() -> None:
         lines.append(f"seed {seed}: version {version} {decision}; reasons: {reasons}; {shown}")
         print(lines[-1], flush=True)
     lines.append(f"{args.experiment}{' (' + args.yaml + ')' if args.yaml else ''}: passed {passed} of {len(found)} seeds")
+    lines.append(f"  held-out whole photos, all sets: {found[0].get('photos_n', float('nan')):.0f}")
     for key in sorted({k for m in found for k in m if k.startswith(SHOWN)}):
         values = [m[key] for m in found if key in m]
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        n = found[0].get("photos_n", float("nan")) if key.startswith("photos") else float("nan")
-        lines.append(f"  {key:48s} {statistics.mean(values):.4f} ± {sd:.4f}" + (f" (n photos {n:.0f})" if n == n else ""))
+        lines.append(f"  {key:48s} {statistics.mean(values):.4f} ± {sd:.4f}")
     print("\n".join(lines))
     if not args.no_write:
         append_results(f"Shipped defaults against their gates: {args.experiment} (issue 29)", lines)

@@ -164,10 +164,10 @@ def test_mtcnn_cuts_each_eye_in_its_own_square_raised_towards_the_brow(left, rig
     assert np.array_equal(cuts, np.stack(by_hand))
 
 
-@pytest.mark.parametrize("gap, answered", [(22, True), (20, False)], ids=["big-enough", "tiny"])
+@pytest.mark.parametrize("gap, answered", [(17, True), (15, False)], ids=["big-enough", "tiny"])
 def test_a_whole_photo_whose_face_is_too_small_for_the_crop_gets_an_error_row(gap, answered, monkeypatch):
-    """An eye's box is 0.75 of the eye gap: 16.5 px at a 22 px gap (answered), 15 px at 20 px, under the
-    16 x 16 px minimum for the 48 x 48 `eye` crop: that photo's row says so and gets no value, the other
+    """An eye's box is 0.75 of the eye gap: 12.75 px at a 17 px gap (answered), 11.25 px at 15 px, under the
+    12 x 12 px minimum for the 48 x 48 `eye` crop: that photo's row says so and gets no value, the other
     row of the request is answered. Seen to fail with faces.cut not calling check_cut_size, and with
     MIN_CUT_SHARE 0.3."""
     from faceattr import config, models, record
@@ -187,8 +187,8 @@ def test_a_whole_photo_whose_face_is_too_small_for_the_crop_gets_an_error_row(ga
         assert out["error"][0] is None and out["eyes"][0] is not None
     else:
         assert out["eyes"][0] is None
-        assert out["error"][0] == "the face is too small: its eye is 15.0 x 15.0 px, under the 16 x 16 px " \
-                                  "minimum (a third of the model's 48 x 48 crop)"
+        assert out["error"][0] == "the face is too small: its eye is 11.2 x 11.2 px, under the 12 x 12 px " \
+                                  "minimum (a quarter of the model's 48 x 48 crop)"
 
 
 def crop_bytes() -> bytes:

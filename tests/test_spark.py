@@ -44,20 +44,26 @@ def test_a_manifest_without_a_path_column_is_refused_before_spark_starts(tmp_pat
 
 @pytest.mark.timeout(600)
 def test_spark_loads_the_model_once_per_python_worker(mlflow_store, tmp_path):
-    """local[1], six crops in four tasks (batches of 2): the one Python worker is reused, so the model is
-    loaded once, and every crop gets the one-machine path's answer. Seen to fail (4 loads) with
-    `spark.python.worker.reuse` set to false in spark.session."""
+    """local[1], twelve crops and a truncated one in four tasks of 3-4 rows (one Arrow batch each): the one
+    Python worker is reused, so the model is loaded once; every crop gets the one-machine path's answer and
+    a null `error`, the broken one its reason. Seen to fail (4 loads) with `spark.python.worker.reuse` set to false in spark.session,
+    and (an answered row's error "None") without spark.no_error_is_null."""
     require(have_spark(), "pyspark or Java is missing (pip install -e '.[spark]'; apt-get install "
                           "openjdk-17-jre-headless)")
-    paths = crops(tmp_path / "crops", 6)
+    paths = crops(tmp_path / "crops", 12)
+    (tmp_path / "crops" / "c00x.png").write_bytes(open(paths[0], "rb").read()[:60])   # sorts second: truncated
     uri = logged_eyes_model()
     outcome = spark.predict(str(tmp_path / "crops"), uri, str(tmp_path / "out.parquet"), master="local[1]",
-                            batch_size=2)
-    assert (outcome.rows, outcome.scored, outcome.loads) == (6, 6, 1)
+                            batch_size=8)
+    assert (outcome.rows, outcome.scored, outcome.loads) == (13, 12, 1)
     on_spark = pd.read_parquet(tmp_path / "out.parquet").sort_values("path").reset_index(drop=True)
     alone, _ = batch.score(batch.local_model(uri), batch.list_inputs(tmp_path / "crops"), progress=False)
-    assert on_spark["path"].tolist() == sorted(paths) and on_spark["error"].isna().all()
-    assert (on_spark["pred_eyes"] - alone.sort_values("path")["pred_eyes"].astype(float).to_numpy()).abs().max() <= 1e-5
+    alone = alone.sort_values("path").reset_index(drop=True)
+    assert on_spark["path"].tolist() == alone["path"].tolist() == sorted([*paths, str(tmp_path / "crops" / "c00x.png")])
+    assert on_spark["error"].isna().tolist() == alone["error"].isna().tolist() == [True, False] + [True] * 11
+    assert "truncated" in on_spark["error"][1]
+    answered = on_spark["error"].isna()
+    assert (on_spark.loc[answered, "pred_eyes"] - alone.loc[answered, "pred_eyes"].astype(float)).abs().max() <= 1e-5
 
 
 @pytest.mark.slow

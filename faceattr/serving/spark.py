@@ -147,10 +147,20 @@ def score(spark, photos, model_uri: str):
     answered = readable.withColumn("_answer", predict(request))
     names = [f.name for f in answered.schema["_answer"].dataType.fields]
     answered = answered.select(*[c for c in photos.columns if c != "content"],
-                               *[F.col("_answer")[n].alias(n if n == served.ERROR else ANSWER_PREFIX + n) for n in names])
+                               *[F.col("_answer")[n].alias(ANSWER_PREFIX + n) for n in names if n != served.ERROR],
+                               no_error_is_null(F.col("_answer")[served.ERROR]).alias(served.ERROR))
     missing = (photos.where(F.col("content").isNull()).drop("content")
                .withColumn(served.ERROR, F.lit("file not found")))
     return answered.unionByName(missing, allowMissingColumns=True)
+
+
+def no_error_is_null(error):
+    """The answer's `error`, null where the row was answered. mlflow's spark_udf casts a string column
+    holding a reason and a None with numpy's str (`astype(np.str_)`), so in a batch with a refused photo the
+    answered rows' None arrives as the text "None"; the served model never gives that reason."""
+    from pyspark.sql import functions as F
+
+    return F.when(error != "None", error)
 
 
 def predict(source: str, model_uri: str, out: str, kind: str = "crop", master: str | None = None,

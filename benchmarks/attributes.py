@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp()}/mlflow.db")
 
-from benchmarks.common import append_results, machine  # noqa: E402
+from benchmarks.common import append_results, machine, spread  # noqa: E402
 
 SLICED = ("gender", "pose")   # the slices the issue asks for, where the set has them
 
@@ -47,11 +47,6 @@ def judge(name: str, seed: int, overrides: dict) -> dict:
             "n_photos": photos["photos_n"], "scored": photos["photos_scored_share"],
             "epochs": int(outcome.metrics["epochs_trained"]),
             "slices": {(r["column"], r["slice"]): (r[key], r["n"]) for r in rows}}
-
-
-def spread(values: list[float], digits: int = 3) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
 
 
 def interval(value: float, n: int, key: str) -> str:
@@ -82,13 +77,13 @@ def main() -> None:
             print(lines[-1], flush=True)
         key, digits = found[0]["key"], 2 if found[0]["key"] == "mae" else 3
         tests, photos = [f["test"] for f in found], [f["photos"] for f in found]
-        lines.append(f"{name}: test {key} {spread(tests, digits)}{interval(statistics.mean(tests), found[0]['n_test'], key)}; "
-                     f"held-out whole photos {spread(photos, digits)}"
+        lines.append(f"{name}: test {key} {spread(tests, f'.{digits}f')}{interval(statistics.mean(tests), found[0]['n_test'], key)}; "
+                     f"held-out whole photos {spread(photos, f'.{digits}f')}"
                      f"{interval(statistics.mean(photos), found[0]['n_photos'], key)} over {len(found)} seeds")
         for slice_key in sorted(found[0]["slices"]):
             values = [f["slices"][slice_key][0] for f in found if slice_key in f["slices"]]
             n = found[0]["slices"][slice_key][1]
-            lines.append(f"  test {slice_key[0]}={slice_key[1]:12s} n={n:4d} {key} {spread(values, digits)}")
+            lines.append(f"  test {slice_key[0]}={slice_key[1]:12s} n={n:4d} {key} {spread(values, f'.{digits}f')}")
         print("\n".join(lines[-(len(found[0]['slices']) + 1):]), flush=True)
     print("\n".join(lines))
     if not args.no_write:

@@ -68,3 +68,11 @@ def append_results(title: str, lines: list[str], notes: str = "") -> None:
         text += "\n" + notes.strip() + "\n"
     with open(RESULTS, "a") as fh:
         fh.write(text)
+
+
+def spread(values: list[float], fmt: str = ".3f") -> str:
+    """`mean ± sd` of one figure over seeds (sd 0 for one value), each written with `fmt`."""
+    import statistics
+
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):{fmt}} ± {sd:{fmt}}"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.common import REPO, append_results, machine  # noqa: E402
+from benchmarks.common import REPO, append_results, machine, spread  # noqa: E402
 
 SHOWN = ("test_accuracy_at_0_5", "photos_accuracy", "photos_caught", "photos_false_alarms", "photos_scored_share")
 
@@ -75,9 +74,7 @@ def main() -> None:
     lines.append(f"{args.experiment}{' (' + args.yaml + ')' if args.yaml else ''}: passed {passed} of {len(found)} seeds")
     lines.append(f"  held-out whole photos, all sets: {found[0].get('photos_n', float('nan')):.0f}")
     for key in sorted({k for m in found for k in m if k.startswith(SHOWN)}):
-        values = [m[key] for m in found if key in m]
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        lines.append(f"  {key:48s} {statistics.mean(values):.4f} ± {sd:.4f}")
+        lines.append(f"  {key:48s} {spread([m[key] for m in found if key in m], '.4f')}")
     print("\n".join(lines))
     if not args.no_write:
         append_results(f"Shipped defaults against their gates: {args.experiment} (issue 29)", lines)

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.common import append_results, machine  # noqa: E402
+from benchmarks.common import append_results, machine, spread  # noqa: E402
 
 
 def main() -> None:
@@ -57,8 +56,7 @@ def main() -> None:
         lines.append(line + (f"; errors: {reasons}" if reasons else ""))
         print(lines[-1], flush=True)
     for side, values in by_side.items():
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        lines.append(f"label {side}: {statistics.mean(values):.1%} ± {sd:.1%} over {len(values)} seed(s)")
+        lines.append(f"label {side}: {spread(values, '.1%')} over {len(values)} seed(s)")
     print("\n".join(lines))
     if not args.no_write:
         append_results(f"k-fold: {args.experiment} on every photo of {args.set_name} (issue 29)", lines)

@@ -21,7 +21,7 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from faceattr import tasks
-from faceattr.data import manifest
+from faceattr.data import loading, manifest
 from faceattr.errors import ConfigError
 
 GROUPED_BY = ("person", "video")   # the split rules whose column names a group (data/splits.split_names)
@@ -81,7 +81,7 @@ def cross_judge(config: dict, set_name: str, k: int = 5, progress=print) -> pd.D
     from faceattr.serving.batch import ANSWER_PREFIX, local_model, score
 
     sets = config["data"].get("sets") or []
-    names = [entry.get("name") or Path(entry["source"]).name for entry in sets]
+    names = [loading.set_name(entry) for entry in sets]
     if set_name not in names:
         raise ConfigError(f"{config['name']} trains on no set named {set_name!r} (its sets: {', '.join(names)})")
     index = names.index(set_name)

@@ -186,7 +186,7 @@ def read_sets(sets: list[dict], targets: dict, region: str) -> tuple[pd.DataFram
     First every set is read and its labels checked (a missing set or a set without the target's label
     is a DataError naming `data[i]`), then each is validated (files decode, labels in range) and its whole
     photos are cut by landmarks; only then does training decode anything."""
-    names = [entry.get("name") or _set_name(entry["source"]) for entry in sets]
+    names = [set_name(entry) for entry in sets]
     if len(set(names)) < len(names):
         raise DataError(f"data: two sets share the name {next(n for n in names if names.count(n) > 1)!r}; "
                         f"give one a `name`")
@@ -222,9 +222,10 @@ def read_sets(sets: list[dict], targets: dict, region: str) -> tuple[pd.DataFram
     return pd.concat(parts, ignore_index=True), left_out
 
 
-def _set_name(source: str) -> str:
-    path = Path(source)
-    return path.stem if path.suffix else path.name
+def set_name(entry: dict) -> str:
+    """A set's name in slices and metrics: its `name`, else its manifest's stem or its folder's name."""
+    path = Path(entry["source"])
+    return entry.get("name") or (path.stem if path.suffix else path.name)
 
 
 def cut_by_landmarks(frame: pd.DataFrame, where: str, max_failure_share: float) -> tuple[pd.DataFrame, list[dict]]:

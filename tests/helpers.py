@@ -1,9 +1,14 @@
 """What tests import (fixtures live in conftest.py, which no test imports): `require`, the one gate for a test's
-real component; ../shared/data; waiting for a process's listening port; a child process's environment."""
+real component; `eager_steps` for tiny runs; ../shared/data; waiting for a process's listening port; a child
+process's environment."""
 
+import contextlib
+import functools
 import os
 import shutil
+import sqlite3
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -12,6 +17,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 VENV_BIN = Path(sys.executable).parent
+
+
+# --- training a model a test only needs to exist ------------------------------------------------
+
+@contextlib.contextmanager
+def eager_steps():
+    """Keras' train and predict steps run eagerly inside: a tiny run is a batch or two an epoch, and tracing
+    each step into a graph is most of its cost (MobileNetV2's one epoch: 26 s of 27 s). For tests whose
+    checks do not depend on graph mode (the run, its logged model, its answers); the serving tests, which
+    check how the served model's predict is compiled, train without it."""
+    import tensorflow as tf
+    tf.config.run_functions_eagerly(True)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(False)
 
 
 # --- the one gate for real components ------------------------------------------------------------
@@ -141,7 +162,7 @@ def subprocess_env(tmp_path: Path, **extra) -> dict:
     """The environment for a child `mlflow run` / `faceattr` process: a fresh sqlite store in tmp_path,
     the venv's bin/ first on PATH (mlflow starts uvicorn and python from it), and no MLflow run or
     experiment inherited from this process."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{empty_store(tmp_path)}",
            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", **extra}
     for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         env.pop(var, None)
@@ -150,6 +171,29 @@ def subprocess_env(tmp_path: Path, **extra) -> dict:
 
 # --- MLflow stores ---------------------------------------------------------------------------------
 
+@functools.cache
+def _empty_store_template() -> Path:
+    """A new sqlite store, made once per test process: making one runs MLflow's ~60 schema migrations
+    (~1.1 s), copying it takes milliseconds."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    folder = Path(tempfile.mkdtemp(prefix="faceattr-empty-store-"))
+    SqlAlchemyStore(f"sqlite:///{folder / 'mlflow.db'}", str(folder / "mlruns")).engine.dispose()
+    return folder / "mlflow.db"
+
+
+def empty_store(folder: Path) -> Path:
+    """`folder`/mlflow.db, a copy of a new store unless one is there already, its Default experiment's
+    artifacts in `folder`/mlruns/0 (where MLflow would put them, made with `folder` as the working directory)."""
+    db = folder / "mlflow.db"
+    if not db.exists():
+        shutil.copyfile(_empty_store_template(), db)
+        with contextlib.closing(sqlite3.connect(db)) as con, con:
+            con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                        (str(folder / "mlruns" / "0"),))
+    return db
+
+
 def store_in(folder: Path, monkeypatch):
     """A sqlite tracking store and artifact root in `folder`, made the working directory (a generator: the
     fixtures in conftest.py yield from it; a module-scoped fixture that trains once passes a
@@ -157,7 +201,7 @@ def store_in(folder: Path, monkeypatch):
     import mlflow
 
     monkeypatch.chdir(folder)
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = f"sqlite:///{empty_store(folder)}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
         monkeypatch.delenv(var, raising=False)

@@ -12,7 +12,7 @@ import mlflow
 import pandas as pd
 import pytest
 import yaml
-from helpers import shared_data, store_in
+from helpers import eager_steps, shared_data, store_in
 from PIL import Image
 
 from faceattr import bundling, config, experiment, record, registry, serving
@@ -26,7 +26,8 @@ MEMBERS = ["gender", "eyes", "mouth"]
 
 def _train(name: str, extra: dict | None = None) -> str:
     cfg = config.load(name, {**TINY, **(extra or {})})
-    outcome = experiment.train(cfg, register=True, few_photos=True)
+    with eager_steps():
+        outcome = experiment.train(cfg, register=True, few_photos=True)
     registry.move_champion(cfg["name"], outcome.version)   # the bundle reads champions; promotion is tested elsewhere
     return outcome.version
 

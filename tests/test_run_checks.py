@@ -22,7 +22,7 @@ from faceattr import config, experiment, models, serving, tracking
 from faceattr.data.loading import load_crops
 from faceattr.data.regions import REGION_SIZES
 from faceattr import promotion
-from helpers import store_in
+from helpers import eager_steps, store_in
 
 RUN = {"data.size": 60, "epochs": 1, "train.verbose": 0, "evaluation.gallery": 0}
 # the promotion policy under test: the champion comparison alone decides (no thresholds, no collapse rule),
@@ -73,7 +73,9 @@ def runs(module_store_dir, synthetic_cache):
         store = store_in(module_store_dir, mp)
         next(store)
         try:
-            yield _train_and_promote(module_store_dir)
+            with eager_steps():
+                trained = _train_and_promote(module_store_dir)
+            yield trained
         finally:
             next(store, None)
 

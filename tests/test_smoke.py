@@ -23,6 +23,7 @@ from faceattr import tracking
 from faceattr.data.manifest import GENDERS
 from faceattr.data.regions import CUTS, REGION_SIZES
 from faceattr.serving import image_bytes
+from helpers import eager_steps
 
 REPO = Path(__file__).resolve().parents[1]
 # every shipped experiment, so a new YAML is smoke-tested without touching this file
@@ -88,8 +89,15 @@ def _served_answers(served, cfg, split) -> pd.DataFrame:
     return served.predict_arrays(split.model_input[1], split.gender if cfg["task"] == "regression" else None)
 
 
+@pytest.fixture
+def traced_eagerly():
+    with eager_steps():
+        yield
+
+
 @pytest.mark.parametrize("path, extra", _cases())
-def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_mlflow_store, synthetic_cache):
+def test_one_epoch_of_every_experiment_logs_a_complete_run(path, extra, module_mlflow_store, synthetic_cache,
+                                                           traced_eagerly):
     cfg = config.load(str(path), {**TINY, **extra})
     outcome = experiment.train(cfg, register=True, few_photos=True)   # 20 photos: below data.min_photos
     client = mlflow.MlflowClient()

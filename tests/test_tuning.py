@@ -9,7 +9,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from helpers import subprocess_env, wait_for_port
+from helpers import eager_steps, subprocess_env, wait_for_port
 
 from faceattr import config, models, tuning
 from faceattr.cli import main
@@ -96,7 +96,8 @@ def test_a_search_where_every_trial_collapses_registers_nothing(mlflow_store, sy
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.05")   # a sample within the short trial
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
     monkeypatch.delenv("MLFLOW_SYSTEM_METRICS_NODE_ID", raising=False)   # tune sets it; restored after
-    code = main(["tune", "eyes", "--tuner", "random", "--max-trials", "1", "--epochs", "1", *TINY])
+    with eager_steps():
+        code = main(["tune", "eyes", "--tuner", "random", "--max-trials", "1", "--epochs", "1", *TINY])
     assert code != 0
     assert "every completed trial (1) collapsed" in capsys.readouterr().err
     (parent,) = runs_of("search")

@@ -39,3 +39,15 @@ def synthetic_cache(tmp_path_factory):
         os.environ.pop("FACEATTR_CACHE", None)
     else:
         os.environ["FACEATTR_CACHE"] = old
+
+
+# The fast tier runs on both cores (`-n 2 --dist loadfile --no-loadscope-reorder`): each file goes whole
+# to the worker that is free, in collection order. The longest files go first and the short ones fill
+# in at the end; xdist's own order (most tests first) left one worker ~20 s behind the other.
+LONGEST_FIRST = ("test_smoke.py", "test_bundle.py", "test_spark.py", "test_serving.py", "test_batch.py",
+                 "test_face_descriptor.py", "test_tuning.py", "test_cli.py", "test_run_checks.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -218,18 +218,20 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
                       faces_found: list | None = None) -> pd.DataFrame:
         """The answer per photo from each photo's model inputs as `read` gives them (one per cut).
 
-        A photo cut more than once (each eye) is scored per cut; its answer is the mean of its cuts'
-        scores (an eye-openness for the person: a wink reads 0.5) and each cut's own score is in its
-        column (cut_columns; NaN for a ready crop, which is one cut). `faces_found` (each Reading's `faces`):
-        the `faces` column, how many faces a whole photo showed (empty for a crop: none was searched)."""
+        A photo cut more than once (each eye) is scored per cut; its answer is its least cut's score (a
+        person's eyes are open when both are: a wink reads closed) and each cut's own score is in its
+        column (cut_columns; NaN for a ready crop, which is one cut). Not the mean: a closed face with one
+        eye misread as open read 0.5, on neither side (eyes-whole by 5-fold, closed faces called closed:
+        mean 92.0%, least 96.4%; open faces called open: 99.3%, 98.4%; n=550/556, issue 29).
+        `faces_found` (each Reading's `faces`): the `faces` column, how many faces a whole photo showed (empty for a crop: none was searched)."""
         counts = np.array([len(x) for x in inputs])
         if gender is not None:
             gender = np.repeat(np.asarray(gender, np.float32), counts, axis=0)
         per_cut = self.scores(np.concatenate(inputs), gender)
-        owner = np.repeat(np.arange(len(inputs)), counts)
-        answer = tasks.of(self.record.settings).answer(np.bincount(owner, per_cut) / counts, self.record.settings)
+        first = np.cumsum(counts) - counts
+        answer = tasks.of(self.record.settings).answer(np.minimum.reduceat(per_cut, first), self.record.settings)
         columns = cut_columns(self.record)
-        cut, first = counts == len(columns), np.cumsum(counts) - counts    # ready crops have no sides
+        cut = counts == len(columns)    # ready crops have no sides
         for j, column in enumerate(columns):
             answer[column] = np.nan
             answer.loc[cut, column] = per_cut[first[cut] + j]

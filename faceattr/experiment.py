@@ -210,9 +210,12 @@ def crop_check(data: Data, region: str, photos: int = CROP_CHECK_PHOTOS) -> list
 
 
 def scores(model: keras.Model, config: dict, split: Split) -> np.ndarray:
-    """One number per photo (the task's score: the clipped value, p(female), p(person))."""
+    """One number per photo (the task's score: the clipped value, p(female), p(person)). Predicted in the
+    batches the model trained in: a batch's activations are most of a run's peak memory (batches of 256
+    eye crops took ~100 MiB more than the fit itself, issue 30)."""
     task = tasks.of(config)
-    return task.scores(model.predict(model_inputs(split, task.reads_gender), batch_size=256, verbose=0))
+    return task.scores(model.predict(model_inputs(split, task.reads_gender), batch_size=config["train"]["batch_size"],
+                                     verbose=0))
 
 
 def assess(model: keras.Model, config: dict, splits: dict[str, Split]) -> Assessment:

@@ -39,7 +39,7 @@ def show(run: tracking.Run, model, config: dict, splits: dict[str, Split], found
         metrics.update(_slice_metrics(table))
     tags = {}
     if task.reads_gender:
-        weights = evaluate.gender_weight(lambda main, gender: _predict(model, task, val, main, gender),
+        weights = evaluate.gender_weight(lambda main, gender: _predict(model, config, val, main, gender),
                                          val.model_input[1], val.gender, _gender_groups(val), config["train"]["seed"])
         metrics.update(weights)
         tags[LEANS_ON_GENDER] = str(evaluate.leans_on_gender(weights)).lower()
@@ -74,10 +74,11 @@ def _slice_metrics(table: list[dict]) -> dict[str, float]:
     return out
 
 
-def _predict(model, task, split: Split, main: np.ndarray, gender: np.ndarray) -> np.ndarray:
-    """The task's scores with the model's main input (crops or descriptors) and gender input replaced."""
+def _predict(model, config: dict, split: Split, main: np.ndarray, gender: np.ndarray) -> np.ndarray:
+    """The task's scores with the model's main input (crops or descriptors) and gender input replaced, in
+    the training batches (as experiment.scores)."""
     inputs = {split.model_input[0]: np.asarray(main, np.float32), "gender": np.asarray(gender, np.float32)}
-    return task.scores(model.predict(inputs, batch_size=256, verbose=0))
+    return tasks.of(config).scores(model.predict(inputs, batch_size=config["train"]["batch_size"], verbose=0))
 
 
 def _gender_groups(split: Split) -> np.ndarray:

@@ -218,18 +218,21 @@ class FaceattrModel(mlflow.pyfunc.PythonModel):
                       faces_found: list | None = None) -> pd.DataFrame:
         """The answer per photo from each photo's model inputs as `read` gives them (one per cut).
 
-        A photo cut more than once (each eye) is scored per cut; its answer is its least cut's score (a
-        person's eyes are open when both are: a wink reads closed) and each cut's own score is in its
-        column (cut_columns; NaN for a ready crop, which is one cut). Not the mean: a closed face with one
-        eye misread as open read 0.5, on neither side (eyes-whole by 5-fold, closed faces called closed:
-        mean 92.0%, least 96.4%; open faces called open: 99.3%, 98.4%; n=550/556, issue 29).
-        `faces_found` (each Reading's `faces`): the `faces` column, how many faces a whole photo showed (empty for a crop: none was searched)."""
+        A photo cut more than once (each eye) is scored per cut; its answer is the geometric mean of its
+        cuts' scores and each cut's own score is in its column (cut_columns; NaN for a ready crop, which is
+        one cut). A person's eyes are open when both are: with the plain mean, a closed face with one eye
+        misread as open read 0.5, on neither side. Measured on held-out whole faces (issue 29; eyes-whole by
+        5-fold, n=550 closed / 556 open; LFW's 311 test portraits, 3 seeds), closed called closed / open
+        called open / LFW open: mean 92.0% / 99.3% / 99.0%, geometric mean 95.3% / 98.9% / 98.1%, least
+        eye 96.4% / 98.4% / 96.7%. `faces_found` (each Reading's `faces`): the `faces` column, how many
+        faces a whole photo showed (empty for a crop: none was searched)."""
         counts = np.array([len(x) for x in inputs])
         if gender is not None:
             gender = np.repeat(np.asarray(gender, np.float32), counts, axis=0)
         per_cut = self.scores(np.concatenate(inputs), gender)
         first = np.cumsum(counts) - counts
-        answer = tasks.of(self.record.settings).answer(np.minimum.reduceat(per_cut, first), self.record.settings)
+        per_photo = np.exp(np.add.reduceat(np.log(np.clip(per_cut, 1e-7, 1)), first) / counts)   # geometric mean
+        answer = tasks.of(self.record.settings).answer(per_photo, self.record.settings)
         columns = cut_columns(self.record)
         cut = counts == len(columns)    # ready crops have no sides
         for j, column in enumerate(columns):

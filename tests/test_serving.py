@@ -169,7 +169,9 @@ def test_predict_cli_scores_a_folder_and_reports_a_corrupt_file(mlflow_store, tm
         Image.fromarray(np.full((40, 70, 3), 60 * i, np.uint8)).save(photos / f"ok{i}.png")
     (photos / "broken.jpg").write_bytes((photos / "ok0.png").read_bytes()[:40])
     out = tmp_path / "preds.csv"
-    assert main(["predict", str(photos), "--model", info.model_uri, "--out", str(out), "--batch-size", "2"]) == 0
+    # one worker (this process): tests/test_batch.py checks the worker processes; spawning two costs ~10 s
+    assert main(["predict", str(photos), "--model", info.model_uri, "--out", str(out), "--batch-size", "2",
+                 "--workers", "1"]) == 0
     assert "scored 3 of 4 photos" in capsys.readouterr().out
     preds = pd.read_csv(out)
     assert list(preds.columns) == ["path", "kind", "pred_eyes", "pred_faces", "error"]

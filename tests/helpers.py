@@ -2,6 +2,7 @@
 real component; `eager_steps` for tiny runs; ../shared/data; waiting for a process's listening port; a child
 process's environment."""
 
+import atexit
 import contextlib
 import functools
 import os
@@ -178,6 +179,7 @@ def _empty_store_template() -> Path:
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     folder = Path(tempfile.mkdtemp(prefix="faceattr-empty-store-"))
+    atexit.register(shutil.rmtree, folder, True)
     SqlAlchemyStore(f"sqlite:///{folder / 'mlflow.db'}", str(folder / "mlruns")).engine.dispose()
     return folder / "mlflow.db"
 

@@ -47,15 +47,9 @@ def kfold_answers(store: Path, k: int) -> pd.DataFrame:
     import mlflow
 
     from faceattr import config, kfold
-    from faceattr.data import loading, manifest
 
     mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
-    cfg = config.load("eyes-photo")
-    entry = next(e for e in cfg["data"]["sets"] if loading.set_name(e) == "eyes-whole")
-    frame = manifest.read_data_set(entry["source"], image_region="photo")
-    folder = Path(frame.attrs["source"]).parent
-    frame["path"] = [str((folder / p).resolve()) for p in frame["path"]]
-    frame["fold"] = kfold.folds(kfold.group_keys(frame, entry.get("split") or cfg["data"]["split"]), k)
+    _, frame = kfold.set_folds(config.load("eyes-photo"), "eyes-whole", k)
     experiment = mlflow.get_experiment_by_name("eyes-photo")
     runs = sorted(mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list"),
                   key=lambda m: m.creation_timestamp)

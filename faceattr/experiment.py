@@ -20,7 +20,7 @@ from faceattr.data.regions import load_rgb
 from faceattr.data.tfdata import model_inputs
 from faceattr.errors import ConfigError, DataError
 from faceattr.gender_input import gender_inputs
-from faceattr.train import fit
+from faceattr.train import fit, scores as train_scores
 
 SPLITS = ("train", "val", "test")
 CROP_CHECK_PHOTOS = 4   # photos in plots/crop_check.png: enough to see a mismatch, cheap to detect
@@ -210,12 +210,8 @@ def crop_check(data: Data, region: str, photos: int = CROP_CHECK_PHOTOS) -> list
 
 
 def scores(model: keras.Model, config: dict, split: Split) -> np.ndarray:
-    """One number per photo (the task's score: the clipped value, p(female), p(person)). Predicted in the
-    batches the model trained in: a batch's activations are most of a run's peak memory (batches of 256
-    eye crops took ~100 MiB more than the fit itself, issue 30)."""
-    task = tasks.of(config)
-    return task.scores(model.predict(model_inputs(split, task.reads_gender), batch_size=config["train"]["batch_size"],
-                                     verbose=0))
+    """One number per photo of `split` (train.scores)."""
+    return train_scores(model, config, model_inputs(split, tasks.of(config).reads_gender))
 
 
 def assess(model: keras.Model, config: dict, splits: dict[str, Split]) -> Assessment:

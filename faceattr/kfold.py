@@ -73,13 +73,9 @@ class Share:
         return f"{self.value:.1%} (95% interval {low:.1%}-{high:.1%}, n={self.n})"
 
 
-def cross_judge(config: dict, set_name: str, k: int = 5, progress=print) -> pd.DataFrame:
-    """Train `config` k times, each time without one fold of the set `set_name`, and answer that fold's
-    whole photos (kind=photo) through the run's served model. Returns the set's rows with `fold`,
-    `answer` (NaN: not answered) and `error`. The runs are tracked (not registered) like any other."""
-    from faceattr import experiment
-    from faceattr.serving.batch import ANSWER_PREFIX, local_model, score
-
+def set_folds(config: dict, set_name: str, k: int = 5) -> tuple[int, pd.DataFrame]:
+    """The set `set_name` of `config`'s data (its index in `data.sets`) and its rows, each with its absolute
+    `path` and its `fold` (folds: one person, video or file's content in one fold)."""
     sets = config["data"].get("sets") or []
     names = [loading.set_name(entry) for entry in sets]
     if set_name not in names:
@@ -89,12 +85,24 @@ def cross_judge(config: dict, set_name: str, k: int = 5, progress=print) -> pd.D
     if entry.get("image_region") != "photo":
         raise ConfigError(f"{set_name}: k-fold judges whole photos (image_region: photo); it holds "
                           f"{entry.get('image_region')} crops")
-    task = tasks.of(config)
     frame = manifest.read_data_set(entry["source"], image_region="photo")
     frame = frame.assign(**(entry.get("labels") or {}))
     folder = Path(frame.attrs["source"]).parent
     frame["path"] = [str((folder / p).resolve()) for p in frame["path"]]
     frame["fold"] = folds(group_keys(frame, entry.get("split") or config["data"]["split"]), k)
+    return index, frame
+
+
+def cross_judge(config: dict, set_name: str, k: int = 5, progress=print) -> pd.DataFrame:
+    """Train `config` k times, each time without one fold of the set `set_name` (set_folds), and answer that
+    fold's whole photos (kind=photo) through the run's served model. Returns the set's rows with `fold`,
+    `answer` (NaN: not answered) and `error`. The runs are tracked (not registered) like any other."""
+    from faceattr import experiment
+    from faceattr.serving.batch import ANSWER_PREFIX, local_model, score
+
+    index, frame = set_folds(config, set_name, k)
+    entry = config["data"]["sets"][index]
+    task = tasks.of(config)
     frame["answer"], frame["error"] = np.nan, None
     column = ANSWER_PREFIX + task.answer_columns(task.target.column)[0][1]
     with tempfile.TemporaryDirectory(prefix="faceattr-kfold-") as tmp:

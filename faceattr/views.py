@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from faceattr import evaluate, plots, tasks, tracking
+from faceattr import evaluate, plots, tasks, tracking, train
 from faceattr.data.loading import Split
 from faceattr.data.manifest import GENDERS
 # What a run logs here, by name (faceattr/report.py reads them back)
@@ -75,10 +75,9 @@ def _slice_metrics(table: list[dict]) -> dict[str, float]:
 
 
 def _predict(model, config: dict, split: Split, main: np.ndarray, gender: np.ndarray) -> np.ndarray:
-    """The task's scores with the model's main input (crops or descriptors) and gender input replaced, in
-    the training batches (as experiment.scores)."""
+    """The task's scores with the model's main input (crops or descriptors) and gender input replaced."""
     inputs = {split.model_input[0]: np.asarray(main, np.float32), "gender": np.asarray(gender, np.float32)}
-    return tasks.of(config).scores(model.predict(inputs, batch_size=config["train"]["batch_size"], verbose=0))
+    return train.scores(model, config, inputs)
 
 
 def _gender_groups(split: Split) -> np.ndarray:

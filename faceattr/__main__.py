@@ -1,5 +1,3 @@
-import sys
+from faceattr.cli import run
 
-from faceattr.cli import main
-
-sys.exit(main())
+run()

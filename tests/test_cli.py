@@ -131,3 +131,41 @@ def test_a_small_folder_logs_what_it_used_and_is_not_registered_unless_asked(tmp
     assert not mlflow.MlflowClient().search_registered_models()
     assert main([*argv, "--register-few-photos"]) == 0
     assert "registered=1" in capsys.readouterr().out
+
+
+
+def test_the_command_ends_at_once_after_its_output_exit_handlers_and_threads(tmp_path):
+    """`faceattr` (cli.run) skips the interpreter's teardown, not what a user can see: piped stdout arrives
+    whole, exit handlers run (MLflow ends its runs in one), a thread still working is waited for, and the
+    exit status is the command's. Fails without run's flush, without `_run_exitfuncs`, without the thread
+    check, or with `os._exit(0)`."""
+    script = tmp_path / "command.py"
+    script.write_text(
+        "import atexit, os, pathlib, sys, threading\n"
+        "from faceattr import cli\n"
+        f"out = pathlib.Path({str(tmp_path)!r})\n"
+        "atexit.register(lambda: (out / 'handler').write_text('ran'))\n"
+        "if os.environ.get('THREAD'):\n"
+        "    finished = threading.Event()\n"
+        "    def work():   # still working when the command is done\n"
+        "        finished.wait()\n"
+        "        for _ in range(3_000_000): pass\n"
+        "        (out / 'thread').write_text('done')\n"
+        "    threading.Thread(target=work).start()\n"
+        "    command = cli.main\n"
+        "    cli.main = lambda: (command(), finished.set())[0]\n"
+        "sys.argv = ['faceattr', *sys.argv[1:]]\n"
+        "cli.run()\n")
+
+    def command(*argv, **env):
+        return subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=120,
+                              env={**subprocess_env(tmp_path, **env), "PYTHONUNBUFFERED": ""})
+
+    listed = command("experiments")
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.splitlines()) == len(list((REPO / "experiments").glob("*.yaml")))
+    assert (tmp_path / "handler").read_text() == "ran"
+    refused = command("train", "nose")
+    assert refused.returncode == 2 and "unknown experiment 'nose'" in refused.stderr
+    assert command("experiments", THREAD="1").returncode == 0
+    assert (tmp_path / "thread").read_text() == "done"

@@ -20,7 +20,7 @@ from faceattr.data.regions import load_rgb
 from faceattr.data.tfdata import model_inputs
 from faceattr.errors import ConfigError, DataError
 from faceattr.gender_input import gender_inputs
-from faceattr.train import fit, scores as train_scores
+from faceattr.train import fit, release_fit_memory, scores as train_scores
 
 SPLITS = ("train", "val", "test")
 CROP_CHECK_PHOTOS = 4   # photos in plots/crop_check.png: enough to see a mismatch, cheap to detect
@@ -158,6 +158,7 @@ def fit_and_log(prepared: Prepared, run: tracking.Run, model: keras.Model | None
     with timings.stage("fit"):
         history = fit(model, config, splits["train"], splits["val"],
                       callbacks=[run.epoch_metrics(), *callbacks], initial_epoch=initial_epoch)
+        release_fit_memory(model)
     with timings.stage("evaluation"):
         assessed = assess(model, config, splits)
     metrics, tags = assessed.metrics, assessed.tags

@@ -165,3 +165,28 @@ def test_augmentation_is_asked_of_the_input_kind(monkeypatch):
     calls.clear()
     train.fit(model, cfg, rows, rows)
     assert calls[0] == cfg["train"]["augment"]
+
+
+def test_a_model_whose_fit_memory_was_released_trains_on():
+    """train.release_fit_memory drops Keras' traced steps; a later fit (Hyperband's next round) traces them
+    again and goes on from the weights it had."""
+    import keras
+    import numpy as np
+    import pandas as pd
+
+    from faceattr import train
+    from faceattr.data.loading import Split
+
+    cfg = config.load("gender", {"epochs": 1, "train.verbose": 0, "model.backbone": "dlib-resnet"})
+    descriptor = keras.Input((128,), name="descriptor")
+    model = keras.Model({"descriptor": descriptor}, keras.layers.Dense(2, activation="softmax")(descriptor))
+    rows = Split({"image": np.zeros((8, 60, 60, 3), np.uint8),
+                  "descriptor": np.random.default_rng(0).normal(size=(8, 128)).astype(np.float32)},
+                 np.full((8, 2), 0.5, np.float32), np.eye(2)[[0, 1] * 4], pd.DataFrame({"path": ["x"] * 8}), "descriptor")
+    train.fit(model, cfg, rows, rows)
+    train.release_fit_memory(model)
+    assert model.train_function is None
+    before = [w.copy() for w in model.get_weights()]
+    history = train.fit(model, cfg, rows, rows, initial_epoch=0)
+    assert len(history.history["loss"]) == 1
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))

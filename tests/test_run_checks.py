@@ -200,3 +200,9 @@ def test_promotion_evaluates_the_champion_afresh_and_refuses_a_worse_challenger(
     logged = client.get_run(runs.second.run_id).data.metrics
     assert logged["champion_mse"] == pytest.approx(champion_mse, rel=1e-4)
     assert logged["challenger_mse"] == pytest.approx(challenger_mse, rel=1e-4)
+
+
+def test_a_run_hands_back_the_fits_traced_steps_before_it_judges_and_logs_the_model(runs):
+    """experiment.fit_and_log calls train.release_fit_memory after the fit: the peak of a run is what the fit
+    left plus MLflow's reload of the logged model (issue 30). Fails without that call."""
+    assert runs.trained.model.train_function is None and runs.trained.model.test_function is None

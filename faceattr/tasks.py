@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from faceattr import evaluate
 from faceattr.data.loading import gender_one_hot
@@ -345,6 +344,8 @@ class Identity(Task):
         if split.descriptors is None or train.descriptors is None or y.all() or not y.any():
             return {}
         target = train.descriptors[np.asarray(train.labels) >= 0.5]
+        from sklearn.metrics import roc_auc_score
+
         return {"cosine_baseline_roc_auc": float(roc_auc_score(y, cosine_baseline_scores(target, split.descriptors)))}
 
     def answer_columns(self, target):  # P(the trained person), the decision at the served threshold, and who

@@ -30,6 +30,20 @@ def test_a_typo_is_refused_before_tensorflow_is_imported(argv, monkeypatch, caps
     assert "faceattr: error:" in capsys.readouterr().err
 
 
+def test_the_command_line_starts_without_the_heavy_libraries():
+    """`faceattr` reads its command line and config with none of TensorFlow, MLflow or scikit-learn imported
+    (together ~5 s before a typo could be refused). Seen to fail with evaluate.py importing
+    `sklearn.metrics` at the top again (the config's import of the tasks pulled it in: 0.6 s per command)."""
+    import subprocess
+    import sys
+
+    code = "import sys, faceattr.cli; print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', " \
+           "'mlflow', 'sklearn'}))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_ctrl_c_during_training_says_interrupted_and_marks_the_run_killed(mlflow_store, synthetic_cache, monkeypatch,
                                                                            capsys):
     """Seen to fail without start_run's KeyboardInterrupt branch (the run ended FAILED) and without main's

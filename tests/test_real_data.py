@@ -8,7 +8,7 @@ from PIL import Image
 from faceattr import config as config_module
 from faceattr import tasks
 from faceattr.data.loading import Split
-from faceattr.data.splits import phash_groups, phash_split_names, split_name
+from faceattr.data.splits import phash_groups, phash_split_names
 from faceattr.data.tfdata import to_tf_dataset
 from faceattr.errors import ConfigError
 from helpers import shared_data

@@ -6,7 +6,8 @@ seen/unseen accuracy) plus the collapse check. Each metric name has one meaning 
 `baseline_ratio` is always the seeds' per-gender-mean baseline MSE over the model's MSE.
 Every function takes plain arrays and returns a flat {metric: float} dict ready for MLflow.
 A regression's figures are NumPy means; scikit-learn is imported by the classification figures that need
-it (importing it costs ~0.6 s and ~58 MiB, 2% and 6% of a 20 s eyes run: issue 30).
+it: importing it costs ~0.6 s, which every command paid through the config before it could answer
+(issue 30; a training run still pays it, inside Keras).
 """
 
 from __future__ import annotations

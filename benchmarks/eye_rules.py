@@ -29,18 +29,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks.common import append_results, machine, spread  # noqa: E402
 
-RULES = {"mean": lambda left, right: (left + right) / 2,
-         "geometric mean (served)": lambda left, right: np.sqrt(left * right),
-         "least open eye": np.minimum}
+# Each rule from a photo's answers: its two eye scores, and the served answer itself (the geometric mean,
+# FaceattrModel.answer_photos), read rather than recomputed so the row measures what is served.
+RULES = {"mean": lambda eyes: (eyes["left"] + eyes["right"]) / 2,
+         "geometric mean (served)": lambda eyes: eyes["served"],
+         "least open eye": lambda eyes: np.minimum(eyes["left"], eyes["right"])}
 
 
 def per_eye(model_uri: str, paths: pd.Series) -> pd.DataFrame:
-    """Each photo's two eye scores through the served model (NaN where it got an error row)."""
+    """Each photo's two eye scores and its served answer through the served model (NaN where it got an
+    error row)."""
     from faceattr.serving.batch import ANSWER_PREFIX, local_model, score
 
     scored, _ = score(local_model(model_uri), pd.DataFrame({"path": paths, "kind": "photo"}), progress=False)
-    return pd.DataFrame({side: pd.to_numeric(scored[ANSWER_PREFIX + f"eyes_{side}"], errors="coerce").to_numpy()
-                         for side in ("left", "right")}, index=paths.index)
+    columns = {"left": "eyes_left", "right": "eyes_right", "served": "eyes"}
+    return pd.DataFrame({name: pd.to_numeric(scored[ANSWER_PREFIX + column], errors="coerce").to_numpy()
+                         for name, column in columns.items()}, index=paths.index)
 
 
 def kfold_answers(store: Path, k: int) -> pd.DataFrame:
@@ -84,16 +88,16 @@ def main() -> None:
 
     from faceattr.kfold import Share
 
-    folds = kfold_answers(args.kfold_store.resolve(), args.k).dropna(subset=["left", "right"])
-    held = gate_answers(args.gates_store.resolve()).dropna(subset=["left", "right"])
+    folds = kfold_answers(args.kfold_store.resolve(), args.k).dropna(subset=["left", "right", "served"])
+    held = gate_answers(args.gates_store.resolve()).dropna(subset=["left", "right", "served"])
     lines = [machine(), f"k-fold: {len(folds)} eyes-whole photos answered; held out: "
                         f"{held['version'].nunique()} versions x {len(held) // held['version'].nunique()} photos"]
     for name, rule in RULES.items():
-        said_open = rule(folds["left"], folds["right"]) >= 0.5
+        said_open = rule(folds) >= 0.5
         closed, open_ = folds["eyes"] < 0.5, folds["eyes"] > 0.5
         line = (f"{name}: k-fold closed called closed {Share(int((~said_open & closed).sum()), int(closed.sum()))}, "
                 f"open called open {Share(int((said_open & open_).sum()), int(open_.sum()))}")
-        held_open = rule(held["left"], held["right"]) >= 0.5
+        held_open = rule(held) >= 0.5
         lfw = held["set"] == "lfw-attributes"
         groups = {"LFW open": lfw, "LFW glasses": lfw & (held["glasses"] > 0.5),
                   **{f"LFW pose {p}": lfw & (held["pose"] == p) for p in sorted(held.loc[lfw, "pose"].dropna().unique())}}

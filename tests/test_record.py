@@ -136,24 +136,34 @@ def test_backbones_declare_their_input_kind_and_a_built_model_shows_it():
     assert inputs.IMAGE.pins == () and "dlib-bin==20.0.1.post1" in inputs.DESCRIPTOR.pins
 
 
-def test_augmentation_is_asked_of_the_input_kind(monkeypatch):
-    """train.augment reaches the pipeline for a kind that augments (crops), never for face descriptors."""
+def _descriptor_head(descriptors):
+    """A one-layer gender head on face descriptors and 8 rows of `descriptors` (8, 128) to fit it on: a model
+    `train.fit` takes in a second, with no photos to read."""
     import keras
     import numpy as np
     import pandas as pd
 
-    from faceattr import train
     from faceattr.data.loading import Split
+
+    descriptor = keras.Input((128,), name="descriptor")
+    model = keras.Model({"descriptor": descriptor}, keras.layers.Dense(2, activation="softmax")(descriptor))
+    rows = Split({"image": np.zeros((8, 60, 60, 3), np.uint8), "descriptor": np.asarray(descriptors, np.float32)},
+                 np.full((8, 2), 0.5, np.float32), np.eye(2)[[0, 1] * 4], pd.DataFrame({"path": ["x"] * 8}), "descriptor")
+    return model, rows
+
+
+def test_augmentation_is_asked_of_the_input_kind(monkeypatch):
+    """train.augment reaches the pipeline for a kind that augments (crops), never for face descriptors."""
+    import numpy as np
+
+    from faceattr import train
 
     cfg = config.load("gender", {"epochs": 1, "train.verbose": 0, "model.backbone": "dlib-resnet", "train.augment": "true"})
     calls = []
     real = train.to_tf_dataset
     # record what the pipeline is asked; build it without augmentation (which needs pixels)
     monkeypatch.setattr(train, "to_tf_dataset", lambda *a, augment=False, **k: calls.append(augment) or real(*a, **k))
-    descriptor = keras.Input((128,), name="descriptor")
-    model = keras.Model({"descriptor": descriptor}, keras.layers.Dense(2, activation="softmax")(descriptor))
-    rows = Split({"image": np.zeros((8, 60, 60, 3), np.uint8), "descriptor": np.zeros((8, 128), np.float32)},
-                 np.full((8, 2), 0.5, np.float32), np.eye(2)[[0, 1] * 4], pd.DataFrame({"path": ["x"] * 8}), "descriptor")
+    model, rows = _descriptor_head(np.zeros((8, 128)))
     assert cfg["train"]["augment"]                   # the experiment asks for it ...
     train.fit(model, cfg, rows, rows)
     assert calls == [False, False]                   # ... and descriptors are not augmented
@@ -170,19 +180,12 @@ def test_augmentation_is_asked_of_the_input_kind(monkeypatch):
 def test_a_model_whose_fit_memory_was_released_trains_on():
     """train.release_fit_memory drops Keras' traced steps; a later fit (Hyperband's next round) traces them
     again and goes on from the weights it had."""
-    import keras
     import numpy as np
-    import pandas as pd
 
     from faceattr import train
-    from faceattr.data.loading import Split
 
     cfg = config.load("gender", {"epochs": 1, "train.verbose": 0, "model.backbone": "dlib-resnet"})
-    descriptor = keras.Input((128,), name="descriptor")
-    model = keras.Model({"descriptor": descriptor}, keras.layers.Dense(2, activation="softmax")(descriptor))
-    rows = Split({"image": np.zeros((8, 60, 60, 3), np.uint8),
-                  "descriptor": np.random.default_rng(0).normal(size=(8, 128)).astype(np.float32)},
-                 np.full((8, 2), 0.5, np.float32), np.eye(2)[[0, 1] * 4], pd.DataFrame({"path": ["x"] * 8}), "descriptor")
+    model, rows = _descriptor_head(np.random.default_rng(0).normal(size=(8, 128)))
     train.fit(model, cfg, rows, rows)
     train.release_fit_memory(model)
     assert model.train_function is None

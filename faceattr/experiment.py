@@ -70,7 +70,7 @@ def gather(config: dict) -> Prepared:
             raise ConfigError(f"evaluation.slices.{column}: the data set {data.name} has no column {column!r} "
                               f"(it has {', '.join(c for c in data.frame.columns if not c.endswith('_box'))})")
     kind = models.input_kind(config)
-    data, computed, left_out = kind.of_data(data)   # the inputs beyond the crops the kind computed
+    data, computed, left_out = kind.of_data(data, config["region"])   # the inputs beyond the crops the kind computed
     left_out = [*data.left_out, *left_out]   # whole photos without a clear subject, then faces dlib could not read
     gender, source, gender_model = gender_inputs(config, data, _gender_champion)
     labels = task.labels(data.frame, config)

@@ -198,8 +198,8 @@ def eval_set(cfg: dict, versions=()) -> EvalSet:
     task = tasks.of(cfg)
     data, found = open_data(cfg, task), {}
     for kind in {record_of(version).kind for version in versions}:
-        data, computed, _ = kind.of_data(data, progress=False)
-        found.update(computed)   # only the face descriptor computes anything (and keeps the photos it read)
+        data, computed, _ = kind.of_data(data, cfg["region"], progress=False)
+        found.update(computed)   # only the face descriptor kinds compute anything (and keep the photos they read)
     if len(data.rows("test")) == 0:
         raise DataError(f"{cfg['data']['source']}: the test split is empty: nothing to evaluate on; use more images")
     labels = task.labels(data.frame, cfg)

@@ -176,7 +176,7 @@ class Regression(Task):
     output = Output(1, None, "dense_final")
     loss = "mse"
     reads_gender = True
-    backbones = ("cnn", "dlib-resnet")
+    backbones = ("cnn", "dlib-resnet", "dlib-resnet-hog")
     headline_metrics = ("val_mse", "baseline_ratio")
     accuracy_key = "accuracy_at_0_5"
     slice_metrics_of_scores = ("mse", "mae", "baseline_ratio", "accuracy_at_0_5")

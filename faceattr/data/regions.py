@@ -209,8 +209,8 @@ def parse_box(text) -> tuple[float, float, float, float]:
     return box
 
 
-def crop_region(image: Image.Image, region: str, box=None) -> np.ndarray:
-    """Return a uint8 array (H, W, 3) of REGION_SIZES[region].
+def crop_region(image: Image.Image, region: str, box=None, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Return a uint8 array (H, W, 3) of REGION_SIZES[region] (or `size`, (H, W): features/hog.py's finer cut).
 
     box=None: the whole image is the region (a ready crop, or 'photo') and is resized to the size.
     With a box (x0, y0, x1, y1 in pixels, may extend past the border) the box is cut out, with the
@@ -219,7 +219,7 @@ def crop_region(image: Image.Image, region: str, box=None) -> np.ndarray:
     """
     if region not in REGION_SIZES:
         raise ConfigError(f"unknown region {region!r}; expected one of {', '.join(REGION_SIZES)}")
-    height, width = REGION_SIZES[region]
+    height, width = size or REGION_SIZES[region]
     if image.mode != "RGB":
         image = _to_rgb(image)
     if box is None:

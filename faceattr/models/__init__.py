@@ -15,9 +15,9 @@ from __future__ import annotations
 import copy
 
 from faceattr import tasks
-from faceattr.models import cnn, face_head, transfer
+from faceattr.models import cnn, face_head, hog_head, transfer
 
-MODULES = (cnn, transfer, face_head)
+MODULES = (cnn, transfer, face_head, hog_head)
 BACKBONES = {name: module for module in MODULES for name in module.NAMES}
 
 

@@ -38,21 +38,31 @@ def head_widths(model: dict) -> list[int]:
 
 
 def build(model: dict, region: str, name: str, task):
+    from keras import layers
+
+    # The descriptor has about unit length, so each component is ~1/sqrt(128): scaled by sqrt(128) the
+    # components are ~unit sized and Adam's default steps move the head at the pace they move a CNN.
+    return build_head(READS, model, region, name, task, layers.Rescaling(DIMENSIONS ** 0.5, name="unit_scale"))
+
+
+def build_head(kind, model: dict, region: str, name: str, task, scale):
+    """kind's row -> `scale` (a layer making its components ~unit sized) -> the head -> the task's output;
+    `model.l2` (when the schema has it) weighs an L2 penalty on the output layer's weights."""
     import keras
     from keras import layers
 
-    descriptor = keras.Input((DIMENSIONS,), name=inputs.DESCRIPTOR.name)
-    named = {inputs.DESCRIPTOR.name: descriptor}
-    # The descriptor has about unit length, so each component is ~1/sqrt(128): scaled by sqrt(128) the
-    # components are ~unit sized and Adam's default steps move the head at the pace they move a CNN.
-    x = layers.Rescaling(DIMENSIONS ** 0.5, name="unit_scale")(descriptor)
-    if task.reads_gender:   # a regression's second input, [p_male, p_female], beside the descriptor
+    features = keras.Input(kind.shape(region), name=kind.name)
+    named = {kind.name: features}
+    x = scale(features)
+    if task.reads_gender:   # a regression's second input, [p_male, p_female], beside the features
         named["gender"] = keras.Input((2,), name="gender")
         x = layers.Concatenate(name="with_gender")([x, named["gender"]])
     for i, units in enumerate(head_widths(model)):
         x = layers.Dense(units, activation="relu", name=f"fc_{i}")(x)
         x = layers.Dropout(model["dropout"], name=f"fc_{i}_dropout")(x)
-    out = layers.Dense(task.output.units, activation=task.output.activation, name=task.output.layer)(x)
+    penalty = keras.regularizers.L2(model["l2"]) if model.get("l2") else None
+    out = layers.Dense(task.output.units, activation=task.output.activation, name=task.output.layer,
+                       kernel_regularizer=penalty)(x)
     return keras.Model(named, out, name=name)
 
 

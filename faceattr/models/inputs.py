@@ -8,6 +8,8 @@ none of them branches on its name. A backbone reading something new is one more 
 - IMAGE: the region's crop, (H, W, 3) in 0..255, resized as in training (data/regions.py).
 - DESCRIPTOR: dlib's 128-number face descriptor of the photo at full resolution
   (features/face_descriptor.py); the face is searched whole in a crop, found by MTCNN in a photo.
+- DESCRIPTOR_HOG: that descriptor, then the HOG of the region's cut (features/hog.py) in one row: what
+  the glasses model reads.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from faceattr.data.regions import REGION_SIZES, crop_region, parse_box
 from faceattr.errors import DataError
-from faceattr.features import face_descriptor
+from faceattr.features import face_descriptor, hog
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,9 @@ class Image:
     def shape(self, region: str) -> tuple[int, ...]:
         return (*REGION_SIZES[region], 3)
 
-    def of_data(self, data, progress: bool = True):
-        """(the data set, its inputs beyond the crops it holds ({kind name: rows}: none), the photos left out)."""
+    def of_data(self, data, region: str, progress: bool = True):
+        """(the data set, its inputs beyond the crops of `region` it holds ({kind name: rows}: none), the photos
+        left out)."""
         return data, {}, []
 
     def of_split(self, split) -> np.ndarray:
@@ -88,7 +92,7 @@ class Descriptor:
     def shape(self, region: str) -> tuple[int, ...]:
         return (face_descriptor.DIMENSIONS,)
 
-    def of_data(self, data, progress: bool = True):
+    def of_data(self, data, region: str, progress: bool = True):
         """Only the photos with a usable face, their descriptors ({"descriptor": rows}), the photos left out."""
         data, descriptors, left_out = face_descriptor.describe_data(data, progress=progress)
         return data, {self.name: descriptors}, left_out
@@ -122,8 +126,41 @@ class Descriptor:
         return found, kept
 
 
-IMAGE, DESCRIPTOR = Image(), Descriptor()
-KINDS = {kind.name: kind for kind in (IMAGE, DESCRIPTOR)}
+@dataclass(frozen=True)
+class DescriptorHog(Descriptor):
+    """The face descriptor, then the HOG of the model's region cut from the same photo (one row each)."""
+    name: str = "descriptor_hog"
+    what: str = "descriptors and HOG"
+    pins: tuple[str, ...] = (*DESCRIPTOR_PINS, "scikit-image==0.26.0")
+
+    def shape(self, region: str) -> tuple[int, ...]:
+        return (face_descriptor.DIMENSIONS + hog.length(region),)
+
+    def of_data(self, data, region: str, progress: bool = True):
+        """Only the photos with a usable face, their descriptor and HOG rows, the photos left out. The HOG is
+        cut from the file at its own size (hog.size): a whole photo at its `<region>_box`, a crop whole."""
+        from faceattr.data.regions import load_rgb
+
+        data, found, left_out = face_descriptor.describe_data(data, progress=progress)
+        boxes = data.frame.get(f"{region}_box", pd.Series(None, index=data.frame.index))
+        hogs = np.zeros((len(found), hog.length(region)), np.float32)
+        for i, (path, kind, box) in enumerate(zip(data.frame["path"], data.frame["image_region"], boxes)):
+            hogs[i] = hog.of_cut(load_rgb(path), region, parse_box(box) if kind == "photo" else None)
+        return data, {self.name: np.hstack([found, hogs])}, left_out
+
+    def cache_key(self, region: str) -> tuple:
+        return (self.name, region)
+
+    def of_crop(self, image, region: str) -> np.ndarray:
+        return np.hstack([face_descriptor.describe(np.asarray(image)), hog.of_cut(image, region)])[None]
+
+    def of_photo(self, image, region: str, boxes: dict) -> np.ndarray:
+        return np.hstack([face_descriptor.describe(np.asarray(image), parse_box(boxes["face_box"])),
+                          hog.of_cut(image, region, parse_box(boxes[f"{region}_box"]))])[None]
+
+
+IMAGE, DESCRIPTOR, DESCRIPTOR_HOG = Image(), Descriptor(), DescriptorHog()
+KINDS = {kind.name: kind for kind in (IMAGE, DESCRIPTOR, DESCRIPTOR_HOG)}
 
 
 def named(name: str):

@@ -3,13 +3,12 @@ cut: where a face's edges run, which is what glasses are (rims, the bridge over 
 
 Why HOG beside dlib's descriptor: the descriptor is made to be the same for one person with or without
 glasses, and a CNN trained from scratch on ~2,200 LFW eye bands misses thin wire rims. On all 3,107 LFW
-portraits (5-fold, logistic regression): descriptor 95.0%, HOG of the 32x60 eye band 94.1%, HOG of the
-band cut at 48x90 with 8-px cells 95.8%, descriptor and that HOG together 97.3% (benchmarks/RESULTS.md,
-"Glasses: what reads them").
+portraits (5-fold, logistic regression; benchmarks/glasses_inputs.py): descriptor 94.5%, HOG of the 32x60
+eye band 93.6-94.1%, HOG of the band cut at 48x90 with 8-px cells 96.0%, the descriptor and that HOG 97.1%.
 
 The cut: the region's box (the same landmark box the crop models read) at SCALE times the region's crop
 size, grey, so a 1-2 px rim survives the resize. 8x8-px cells, 2x2-cell blocks, 9 orientations, L2-Hys:
-scikit-image's defaults except the cell, the classic pedestrian settings.
+Dalal and Triggs' settings (scikit-image's defaults but the block, which is 3x3 there).
 """
 
 from __future__ import annotations

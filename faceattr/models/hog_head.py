@@ -1,9 +1,9 @@
 """Backbone `dlib-resnet-hog`: dlib's face descriptor and the HOG of the model's region (models/inputs.py
 DESCRIPTOR_HOG), both computed outside Keras, with the `dlib-resnet` head trained on them.
 
-Why: glasses. The descriptor is made to ignore them (95.0% on LFW portraits, 5-fold) and a CNN from
-scratch on the eye band misses thin rims (93-94%); the descriptor with the HOG of the eye band cut at
-48x90 reads them at 97.3% (features/hog.py). With ~1,900 features for ~2,200 training photos, the head
+Why: glasses. The descriptor is made to ignore them (94.5% on LFW portraits, 5-fold) and a CNN from
+scratch on the eye band misses thin rims (91-96% over seeds); the descriptor with the HOG of the eye band
+cut at 48x90 reads them at 97.1% (features/hog.py). With ~1,900 features for ~2,200 training photos, the head
 has no hidden layer by default and an L2 penalty on its weights (`l2`), as a logistic regression would.
 """
 

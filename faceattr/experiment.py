@@ -246,9 +246,11 @@ def assess(model: keras.Model, config: dict, splits: dict[str, Split]) -> Assess
 
 
 def input_example(config: dict, split: Split):
-    """One request row as a served model takes it: PNG bytes of what its input kind reads (a crop, or a
-    face at full resolution for a model reading face descriptors), and for regressions a gender."""
-    row = {"image": serving.image_bytes(models.input_kind(config).example(split)), "kind": "crop"}
+    """One request row as a served model takes it: PNG bytes of what its input kind reads (a crop, a face at
+    full resolution for a model reading face descriptors, a whole photo for one reading descriptors and HOG),
+    and for regressions a gender."""
+    pixels, sent_as = models.input_kind(config).example(split)
+    row = {"image": serving.image_bytes(pixels), "kind": sent_as}
     if tasks.of(config).reads_gender:
         row["gender"] = "female"
     return pd.DataFrame([row])

@@ -1,12 +1,15 @@
 """Backbone dlib-resnet-hog (the glasses model): the HOG of the region cut at its finer size, one row of
 descriptor and HOG that training and serving compute alike, and the head's scale and L2 penalty."""
 
+import io
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from faceattr import config, models
+from faceattr import config, experiment, models
 from faceattr.data import faces
 from faceattr.data.loading import Data
 from faceattr.data.regions import REGION_SIZES, load_rgb
@@ -45,6 +48,18 @@ def test_a_whole_photo_is_read_alike_in_training_and_when_served(tmp_path):
         # the descriptor first, as DESCRIPTOR computes it; then the eye band's HOG
         np.testing.assert_allclose(served[0, :face_descriptor.DIMENSIONS],
                                    inputs.DESCRIPTOR.of_photo(load_rgb(path), "eyes", boxes)[0], atol=1e-5)
+
+
+def test_the_logged_model_s_input_example_is_a_whole_photo_sent_whole():
+    """The model finds the eye band by the face's landmarks, so its example request is the whole photo with
+    kind=photo (a crop would be read as a ready crop: its HOG of the wrong region). Broken by the kind
+    `crop` written into experiment.input_example again."""
+    root = shared_data("lfw-attributes")
+    path = str(root / pd.read_csv(root / "labels.csv")["path"].iloc[0])
+    split = SimpleNamespace(frame=pd.DataFrame({"path": [path], "image_region": ["photo"]}))
+    row = experiment.input_example(config.load("glasses"), split).iloc[0]
+    assert row["kind"] == "photo" and row["gender"] == "female"
+    assert Image.open(io.BytesIO(row["image"])).size == load_rgb(path).size
 
 
 @pytest.mark.parametrize("l2, penalised", [(0.1, True), (0.0, False)])

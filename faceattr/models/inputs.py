@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from faceattr.data.regions import REGION_SIZES, crop_region, parse_box
-from faceattr.errors import DataError
+from faceattr.errors import ConfigError, DataError
 from faceattr.features import face_descriptor, hog
 
 
@@ -42,9 +42,9 @@ class Image:
     def of_split(self, split) -> np.ndarray:
         return split.inputs[self.name]
 
-    def example(self, split) -> np.ndarray:
-        """The pixels of one request a served model takes (its input example)."""
-        return split.images[0]
+    def example(self, split) -> tuple[np.ndarray, str]:
+        """One request a served model takes (its input example): the pixels and how they are sent (`kind`)."""
+        return split.images[0], "crop"
 
     def needs_face(self, region: str) -> bool:
         """Whether a whole photo's face must be found to read it (the background needs none)."""
@@ -100,8 +100,8 @@ class Descriptor:
     def of_split(self, split) -> np.ndarray:
         return split.inputs[self.name]
 
-    def example(self, split) -> np.ndarray:
-        return face_descriptor.example_face(split.frame)     # the descriptor is computed from it
+    def example(self, split) -> tuple[np.ndarray, str]:
+        return face_descriptor.example_face(split.frame), "crop"     # the descriptor is computed from it
 
     def needs_face(self, region: str) -> bool:
         return True
@@ -126,6 +126,9 @@ class Descriptor:
         return found, kept
 
 
+NOT_A_GENDER_INPUT = "no gender model reads descriptors and HOG (the gender task's backbones do not)"
+
+
 @dataclass(frozen=True)
 class DescriptorHog(Descriptor):
     """The face descriptor, then the HOG of the model's region cut from the same photo (one row each)."""
@@ -148,15 +151,29 @@ class DescriptorHog(Descriptor):
             hogs[i] = hog.of_cut(load_rgb(path), region, parse_box(box) if kind == "photo" else None)
         return data, {self.name: np.hstack([found, hogs])}, left_out
 
+    def example(self, split) -> tuple[np.ndarray, str]:
+        """The first photo as its file holds it: a whole photo is sent whole, where the HOG's region is found."""
+        from faceattr.data.regions import load_rgb
+
+        row = split.frame.iloc[0]
+        return np.asarray(load_rgb(row["path"])), "photo" if row["image_region"] == "photo" else "crop"
+
     def cache_key(self, region: str) -> tuple:
         return (self.name, region)
 
     def of_crop(self, image, region: str) -> np.ndarray:
+        """A ready crop of the region: the face is searched in it whole, its HOG is the crop's (as of_data)."""
         return np.hstack([face_descriptor.describe(np.asarray(image)), hog.of_cut(image, region)])[None]
 
     def of_photo(self, image, region: str, boxes: dict) -> np.ndarray:
         return np.hstack([face_descriptor.describe(np.asarray(image), parse_box(boxes["face_box"])),
                           hog.of_cut(image, region, parse_box(boxes[f"{region}_box"]))])[None]
+
+    def of_face(self, image, face_box: str):
+        raise ConfigError(NOT_A_GENDER_INPUT)
+
+    def of_rows(self, frame):
+        raise ConfigError(NOT_A_GENDER_INPUT)
 
 
 IMAGE, DESCRIPTOR, DESCRIPTOR_HOG = Image(), Descriptor(), DescriptorHog()

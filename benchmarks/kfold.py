@@ -5,10 +5,10 @@
 
 For each seed, the experiment is trained k times (the set's fold held out of each run, the other sets
 whole) and each fold's photos are sent whole (`kind=photo`) through that run's served model. Reported
-per label side: the share answered on the label's side of 0.5 among the answered photos, with its 95%
-Wilson interval and n, and how many photos got an error row (no face, a face too small, ...). For
-eyes-photo on eyes-whole the low side is "closed eyes called closed"; for mouth-photo on yawn-whole the
-high side is "yawns caught", the low side one minus the false alarms.
+per label side (and over either side: the accuracy): the share answered on the label's side of 0.5
+among the answered photos, with its 95% Wilson interval and n, and how many photos got an error row (no
+face, a face too small, ...). For eyes-photo on eyes-whole the low side is "closed eyes called closed";
+for mouth-photo on yawn-whole the high side is "yawns caught", the low side one minus the false alarms.
 Reads ../shared/data in place (research-only licences: nothing is copied into the repo).
 """
 
@@ -46,12 +46,13 @@ def main() -> None:
         judged = kfold.cross_judge(cfg, args.set_name, args.k)
         answered = judged["answer"].notna()
         line = f"seed {seed}: {len(judged)} photos in {args.k} folds, {int((~answered).sum())} not answered"
-        for side, rows in (("low", judged[target.column] < middle),
-                           ("high", judged[target.column] > middle)):
-            right = (judged["answer"] >= middle) == (side == "high")
+        high = judged[target.column] > middle
+        for side, rows, sign in (("low", judged[target.column] < middle, "<"), ("high", high, ">"),
+                                 ("either", judged[target.column] != middle, "!=")):   # either: the accuracy
+            right = (judged["answer"] >= middle) == high
             share = kfold.Share(int((right & answered & rows).sum()), int((answered & rows).sum()))
             by_side.setdefault(side, []).append(share.value)
-            line += f"; label {side} ({'<' if side == 'low' else '>'} {middle:g}) on its side: {share}"
+            line += f"; label {side} ({sign} {middle:g}) on its side: {share}"
         reasons = judged.loc[~answered, "error"].str.split(":").str[0].value_counts().to_dict()
         lines.append(line + (f"; errors: {reasons}" if reasons else ""))
         print(lines[-1], flush=True)

@@ -43,11 +43,10 @@ SETS = {"data.sets": None, "evaluation.slices": {}, "data.random_labels": True}
 def _cases():
     """Every YAML with its own backbone; identity with every backbone; each other task once with each
     backbone an experiment can be switched to (`-P model.backbone=`: its module's SWITCH_DEFAULTS)."""
-    covered = set()
-    for path in YAMLS:
-        cfg = config.load(str(path))
-        own = cfg["model"].get("backbone", tasks.of(cfg).backbones[0])
-        covered.add((cfg["task"], own))
+    loaded = [(path, config.load(str(path))) for path in YAMLS]
+    covered = {(cfg["task"], cfg["model"]["backbone"]) for _, cfg in loaded}   # each YAML's own, first
+    for path, cfg in loaded:
+        own = cfg["model"]["backbone"]
         for backbone in tasks.of(cfg).backbones:
             if backbone != own and cfg["task"] != "identity":
                 if (cfg["task"], backbone) in covered or not models.BACKBONES[backbone].SWITCH_DEFAULTS:

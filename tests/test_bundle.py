@@ -21,7 +21,9 @@ from faceattr.features import face_descriptor
 from faceattr.serving.bundle import FACES_FOUND
 
 TINY = {"epochs": 1, "data.size": 20, "train.verbose": 0}
-MEMBERS = ["gender", "eyes", "mouth"]
+MEMBERS = ["gender", "eyes", "mouth", "glasses"]
+# glasses reads the descriptor too (with its eye band's HOG): on synthetic photos, with random labels
+SYNTHETIC = {"data.sets": None, "evaluation.slices": {}, "data.random_labels": True}
 
 
 def _train(name: str, extra: dict | None = None) -> str:
@@ -34,7 +36,7 @@ def _train(name: str, extra: dict | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def members(module_store_dir, synthetic_cache):
-    """Three champions in one store (the gender champion first: the regressions bundle it), and a bundle."""
+    """Four champions in one store (the gender champion first: the regressions bundle it), and a bundle."""
     with pytest.MonkeyPatch.context() as mp:
         opened = store_in(module_store_dir, mp)
         next(opened)
@@ -42,7 +44,8 @@ def members(module_store_dir, synthetic_cache):
         # bundled gender model reads (region `face`), so one descriptor a face serves both
         versions = {"gender": _train("gender", {"model.backbone": "dlib-resnet", "region": "photo"}),
                     "eyes": _train("eyes"),
-                    "mouth": _train("mouth")}
+                    "mouth": _train("mouth"),
+                    "glasses": _train("glasses", SYNTHETIC)}
         made = bundling.make("faces", MEMBERS)
         yield versions, made
         for _ in opened:
@@ -117,10 +120,11 @@ def test_each_member_answers_as_it_does_alone(store, members):
 
 
 def test_one_descriptor_per_face_whoever_reads_it(store, members, monkeypatch):
-    """The gender head reads descriptors and both regressions' bundled gender model does too: still one
-    descriptor per face (3 faces in these photos), and one per subject with faces=subject. Seen to fail
-    with Descriptor.cache_key returning (name, region) (the gender head's region `photo` and the gender
-    input's `face` each computed one: 6 calls)."""
+    """The gender head reads descriptors, the regressions' bundled gender model does too, and glasses reads
+    them with its HOG: still one descriptor per face (3 faces in these photos), and one per subject with
+    faces=subject. Seen to fail with Descriptor.cache_key returning (name, region) (the gender head's
+    region `photo` and the gender input's `face` each computed one: 6 calls), and with the bundle's `read`
+    not handed to DescriptorHog.of_photo (glasses computed its own: 6 calls)."""
     _, made = members
     bundle = serving.load(f"models:/faces/{made.version}")
     calls = []

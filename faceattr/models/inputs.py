@@ -59,8 +59,10 @@ class Image:
         """A ready crop of the model's region -> (1, H, W, 3)."""
         return crop_region(image, region)[None]
 
-    def of_photo(self, image, region: str, boxes: dict) -> np.ndarray:
-        """A whole photo with its detected boxes -> (cuts, H, W, 3): one crop per cut (each eye)."""
+    def of_photo(self, image, region: str, boxes: dict, read=None) -> np.ndarray:
+        """A whole photo with its detected boxes -> (cuts, H, W, 3): one crop per cut (each eye). `read(kind,
+        region)`: another kind's input of the same face, already computed by the caller (a bundle), for a
+        kind made of others (DescriptorHog); None: compute everything here."""
         from faceattr.data import faces
 
         return faces.cut(image, region, boxes)
@@ -112,7 +114,7 @@ class Descriptor:
     def of_crop(self, image, region: str) -> np.ndarray:
         return face_descriptor.describe(np.asarray(image))[None]    # a crop is searched whole
 
-    def of_photo(self, image, region: str, boxes: dict) -> np.ndarray:
+    def of_photo(self, image, region: str, boxes: dict, read=None) -> np.ndarray:
         return face_descriptor.describe(np.asarray(image), parse_box(boxes["face_box"]))[None]
 
     def of_face(self, image, face_box: str) -> np.ndarray | None:
@@ -165,9 +167,11 @@ class DescriptorHog(Descriptor):
         """A ready crop of the region: the face is searched in it whole, its HOG is the crop's (as of_data)."""
         return np.hstack([face_descriptor.describe(np.asarray(image)), hog.of_cut(image, region)])[None]
 
-    def of_photo(self, image, region: str, boxes: dict) -> np.ndarray:
-        return np.hstack([face_descriptor.describe(np.asarray(image), parse_box(boxes["face_box"])),
-                          hog.of_cut(image, region, parse_box(boxes[f"{region}_box"]))])[None]
+    def of_photo(self, image, region: str, boxes: dict, read=None) -> np.ndarray:
+        """The face's descriptor (the bundle's, when `read` has it: an age model beside this one needs the
+        same), then the region's HOG."""
+        descriptor = (read or (lambda kind, _: kind.of_photo(image, region, boxes)))(DESCRIPTOR, region)
+        return np.hstack([descriptor[0], hog.of_cut(image, region, parse_box(boxes[f"{region}_box"]))])[None]
 
     def of_face(self, image, face_box: str):
         raise ConfigError(NOT_A_GENDER_INPUT)

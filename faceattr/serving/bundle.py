@@ -138,15 +138,24 @@ class BundleModel(mlflow.pyfunc.PythonModel):
         cache: list[dict] = [{} for _ in found]     # per face: (kind name, region) -> its inputs, or the DataError
         boxes = [faces.region_boxes(face) for _, face in found]
 
-        def inputs_of(j: int, kind, region: str):
+        def computed(j: int, kind, region: str):
             key = kind.cache_key(region)
             if key not in cache[j]:
                 try:
-                    with timed(profile, "cut"):
-                        cache[j][key] = kind.of_photo(found[j][0], region, boxes[j])
+                    cache[j][key] = kind.of_photo(found[j][0], region, boxes[j], lambda *part: part_of(j, *part))
                 except DataError as exc:
                     cache[j][key] = exc
             return cache[j][key]
+
+        def part_of(j: int, kind, region: str):   # a part of another kind's input (DescriptorHog's descriptor)
+            got = computed(j, kind, region)
+            if isinstance(got, DataError):
+                raise got
+            return got
+
+        def inputs_of(j: int, kind, region: str):
+            with timed(profile, "cut"):
+                return computed(j, kind, region)
 
         out = [{} for _ in found]
         for m, member in enumerate(self.members):

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from helpers import require, shared_data, subprocess_env
 from test_browser import browser, post_from_the_browser  # noqa: F401 (browser: the fixture)
-from test_bundle import MEMBERS, _train, photos
+from test_bundle import MEMBERS, SYNTHETIC, _train, photos
 from test_serving import serve
 from test_spark import have_spark
 
@@ -25,6 +25,7 @@ def _bundle(tmp_path) -> str:
     _train("gender", {"model.backbone": "dlib-resnet"})
     _train("eyes")
     _train("mouth")
+    _train("glasses", SYNTHETIC)
     made = bundling.make("faces", MEMBERS)
     policy_file = tmp_path / "faces.yaml"
     policy_file.write_text(yaml.safe_dump({"bundle": {"photos": str(shared_data("utkface-gender")), "size": 4}}))

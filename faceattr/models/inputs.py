@@ -149,8 +149,8 @@ class DescriptorHog(Descriptor):
         data, found, left_out = face_descriptor.describe_data(data, progress=progress)
         boxes = data.frame.get(f"{region}_box", pd.Series(None, index=data.frame.index))
         hogs = np.zeros((len(found), hog.length(region)), np.float32)
-        for i, (path, kind, box) in enumerate(zip(data.frame["path"], data.frame["image_region"], boxes)):
-            hogs[i] = hog.of_cut(load_rgb(path), region, parse_box(box) if kind == "photo" else None)
+        for i, (path, image_region, box) in enumerate(zip(data.frame["path"], data.frame["image_region"], boxes)):
+            hogs[i] = hog.of_cut(load_rgb(path), region, parse_box(box) if image_region == "photo" else None)
         return data, {self.name: np.hstack([found, hogs])}, left_out
 
     def example(self, split) -> tuple[np.ndarray, str]:
@@ -170,7 +170,7 @@ class DescriptorHog(Descriptor):
     def of_photo(self, image, region: str, boxes: dict, read=None) -> np.ndarray:
         """The face's descriptor (the bundle's, when `read` has it: an age model beside this one needs the
         same), then the region's HOG."""
-        descriptor = (read or (lambda kind, _: kind.of_photo(image, region, boxes)))(DESCRIPTOR, region)
+        descriptor = read(DESCRIPTOR, region) if read else DESCRIPTOR.of_photo(image, region, boxes)
         return np.hstack([descriptor[0], hog.of_cut(image, region, parse_box(boxes[f"{region}_box"]))])[None]
 
     def of_face(self, image, face_box: str):

@@ -42,14 +42,13 @@ def photos(name: str):
     return data.frame, descriptors
 
 
-def hogs(frame, region: str, column: str, size: tuple[int, int], cell: int = 8) -> np.ndarray:
-    from skimage.feature import hog
+def hogs(frame, region: str, cut: tuple[int, int], cell: int = 8) -> np.ndarray:
+    """features/hog.py's HOG of each row's `<region>_box`, cut at `cut` (H, W) with `cell`-px cells."""
+    from faceattr.data.regions import load_rgb, parse_box
+    from faceattr.features import hog
 
-    from faceattr.data.regions import crop_region, load_rgb, parse_box
-
-    return np.stack([hog(crop_region(load_rgb(path), region, parse_box(box), size=size).mean(axis=2), orientations=9,
-                         pixels_per_cell=(cell, cell), cells_per_block=(2, 2), block_norm="L2-Hys")
-                     for path, box in zip(frame["path"], frame[column])])
+    return np.stack([hog.of_cut(load_rgb(path), region, parse_box(box), cut=cut, cell=cell)
+                     for path, box in zip(frame["path"], frame[f"{region}_box"])])
 
 
 def level_landmarks(frame) -> np.ndarray:
@@ -103,7 +102,7 @@ def main() -> None:
     frame, descriptors = photos("smiling")
     smiling = frame["smiling"].to_numpy().astype(int)
     marks = level_landmarks(frame)
-    mouth = hogs(frame, "mouth", "mouth_box", (90, 90))
+    mouth = hogs(frame, "mouth", (90, 90))
     report(f"smiling: {len(frame)} LFW portraits with a face, {smiling.sum()} smiling; 5-fold x {args.repeats}, "
            "logistic regression C=0.1 on standardised features, accuracy")
     inputs = {"descriptor": descriptors, "landmarks": marks, "HOG of the mouth (90x90)": mouth,
@@ -121,7 +120,7 @@ def main() -> None:
     age = frame["age"].to_numpy(float)
     report(f"age: {len(frame)} UTKFace faces with a descriptor; 5-fold x {args.repeats}, mean absolute error in "
            f"years (the median for everyone: {np.abs(age - np.median(age)).mean():.2f})")
-    face = hogs(frame, "face", "face_box", (96, 96), cell=12)
+    face = hogs(frame, "face", (96, 96), cell=12)
     for name, features, model in (
             ("descriptor, ridge", descriptors, make_pipeline(StandardScaler(), Ridge(10))),
             ("descriptor, RBF SVR (C=30)", descriptors, make_pipeline(StandardScaler(), SVR(C=30))),

@@ -37,25 +37,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
-    from skimage.feature import hog
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     from faceattr import config, experiment, tasks
-    from faceattr.data.regions import crop_region, load_rgb, parse_box
-    from faceattr.features import face_descriptor
+    from faceattr.data.regions import load_rgb, parse_box
+    from faceattr.features import face_descriptor, hog
 
     cfg = config.load("glasses", {})
     data, descriptors, _ = face_descriptor.describe_data(experiment.open_data(cfg, tasks.of(cfg)), progress=False)
     frame = data.frame
     labels = frame["glasses"].to_numpy().astype(int)
-    bands = {size: [] for size in {size for size, _ in CUTS}}
+    grids = {cut: [] for cut in CUTS}   # each photo decoded once, cut at every size
     for path, box in zip(frame["path"], frame["eyes_box"]):
         photo = load_rgb(path)
-        for size in bands:
-            bands[size].append(crop_region(photo, "eyes", parse_box(box), size=size).mean(axis=2))
+        for size, cell in CUTS:
+            grids[size, cell].append(hog.of_cut(photo, "eyes", parse_box(box), cut=size, cell=cell))
 
     def accuracy(features) -> str:
         model = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=5000))
@@ -68,8 +67,7 @@ def main() -> None:
                         f"{args.repeats} shuffles, logistic regression C=0.01 on standardised features"]
     lines.append(f"descriptor (128)                          {accuracy(descriptors)}")
     for size, cell in CUTS:
-        grid = np.stack([hog(band, orientations=9, pixels_per_cell=(cell, cell), cells_per_block=(2, 2),
-                             block_norm="L2-Hys") for band in bands[size]])
+        grid = np.stack(grids[size, cell])
         name = f"eye band {size[0]}x{size[1]}, {cell}-px cells"
         lines.append(f"HOG {name:32s} ({grid.shape[1]:4d}) {accuracy(grid)}; with the descriptor "
                      f"{accuracy(np.hstack([grid, descriptors]))}")

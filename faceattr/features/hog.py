@@ -39,11 +39,13 @@ def length(region: str) -> int:
     return math.prod(count - BLOCK + 1 for count in cells) * BLOCK * BLOCK * ORIENTATIONS
 
 
-def of_cut(image: Image.Image, region: str, box=None) -> np.ndarray:
-    """The HOG (length(region),) of `region` cut from `image` at `box` (None: the image is the region)."""
+def of_cut(image: Image.Image, region: str, box=None, *, cut: tuple[int, int] | None = None,
+           cell: int = CELL) -> np.ndarray:
+    """The HOG (length(region),) of `region` cut from `image` at `box` (None: the image is the region).
+    `cut` (H, W) and `cell` replace the shipped size and cell: the benchmarks compare others with them."""
     from skimage.feature import hog
 
-    grey = crop_region(image, region, box, size=size(region)).mean(axis=2)
-    features = hog(grey, orientations=ORIENTATIONS, pixels_per_cell=(CELL, CELL), cells_per_block=(BLOCK, BLOCK),
+    grey = crop_region(image, region, box, size=cut or size(region)).mean(axis=2)
+    features = hog(grey, orientations=ORIENTATIONS, pixels_per_cell=(cell, cell), cells_per_block=(BLOCK, BLOCK),
                    block_norm="L2-Hys", feature_vector=True)
     return features.astype(np.float32)

@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from faceattr.data.regions import REGION_SIZES, crop_region, parse_box
 from faceattr.errors import ConfigError, DataError
@@ -147,7 +146,8 @@ class DescriptorHog(Descriptor):
         from faceattr.data.regions import load_rgb
 
         data, found, left_out = face_descriptor.describe_data(data, progress=progress)
-        boxes = data.frame.get(f"{region}_box", pd.Series(None, index=data.frame.index))
+        column = f"{region}_box"
+        boxes = data.frame[column] if column in data.frame else [None] * len(data.frame)   # crops have none
         hogs = np.zeros((len(found), hog.length(region)), np.float32)
         for i, (path, image_region, box) in enumerate(zip(data.frame["path"], data.frame["image_region"], boxes)):
             hogs[i] = hog.of_cut(load_rgb(path), region, parse_box(box) if image_region == "photo" else None)
